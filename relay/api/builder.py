@@ -1,0 +1,210 @@
+"""Builder API (bearer admin token): projects, items, and a project's purchases."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+
+from relay.api.context import ARQ, CLOCK, EVENTS, METRICS, STORE
+from relay.api.middleware import (
+    admin_only,
+    not_found,
+    query_int,
+    read_model,
+    required_query,
+)
+from relay.domain import resend
+from relay.errors import Conflict, InvalidInput
+from relay.events import EventStore
+from relay.models import (
+    Item,
+    ItemIn,
+    Project,
+    ProjectIn,
+    Purchase,
+    WebhookStatus,
+    new_client_id,
+    new_id,
+)
+from relay.signing import new_webhook_secret
+from relay.store import Store
+
+ROTATION_GRACE = timedelta(hours=24)
+routes = web.RouteTableDef()
+
+
+async def _project(store: Store, project_id: str) -> Project:
+    project = await store.get_project(project_id)
+    if project is None:
+        raise not_found("project", project_id)
+    return project
+
+
+@routes.put("/api/platform/projects")
+@admin_only
+async def put_project(request: web.Request) -> web.Response:
+    store, now = request.app[STORE], request.app[CLOCK]()
+    data = await read_model(request, ProjectIn)
+    existing = await store.get_project(data.id) if data.id else None
+    if existing is not None:
+        changes = data.model_dump(include=data.model_fields_set - {"id"})
+        project = Project.model_validate(existing.model_dump() | changes | {"updated_at": now})
+        await store.put_project(project)
+        return web.json_response({"project": project.public_view()})
+    project = Project(
+        id=data.id or new_id(),
+        name=data.name,
+        webhook_url=data.webhook_url,
+        client_id=new_client_id(),
+        webhook_secret=new_webhook_secret(),
+        created_at=now,
+        updated_at=now,
+    )
+    await store.put_project(project)
+    return web.json_response({"project": project.public_view() | {"webhook_secret": project.webhook_secret}})
+
+
+@routes.get("/api/platform/projects/{project_id}")
+@admin_only
+async def get_project(request: web.Request) -> web.Response:
+    project = await _project(request.app[STORE], request.match_info["project_id"])
+    return web.json_response({"project": project.public_view()})
+
+
+@routes.post("/api/platform/projects/{project_id}/webhook-secret/rotate")
+@admin_only
+async def rotate_secret(request: web.Request) -> web.Response:
+    store, now = request.app[STORE], request.app[CLOCK]()
+    project = await _project(store, request.match_info["project_id"])
+    rotated = project.model_copy(
+        update={
+            "webhook_secret": new_webhook_secret(),
+            "previous_webhook_secret": project.webhook_secret,
+            "previous_secret_expires_at": now + ROTATION_GRACE,
+            "updated_at": now,
+        }
+    )
+    await store.put_project(rotated)
+    return web.json_response(
+        {
+            "project": rotated.public_view() | {"webhook_secret": rotated.webhook_secret},
+            "previous_secret_expires_at": rotated.model_dump(mode="json")["previous_secret_expires_at"],
+        }
+    )
+
+
+@routes.put("/api/platform/items")
+@admin_only
+async def put_item(request: web.Request) -> web.Response:
+    store, now = request.app[STORE], request.app[CLOCK]()
+    data = await read_model(request, ItemIn)
+    await _project(store, data.project_id)
+    existing = await store.get_item(data.id) if data.id else None
+    if existing is not None:
+        if existing.project_id != data.project_id:
+            raise Conflict(f"item {existing.id} belongs to another project")
+        changes = data.model_dump(include=data.model_fields_set - {"id", "project_id"})
+        item = Item.model_validate(existing.model_dump() | changes | {"updated_at": now})
+    else:
+        fields = data.model_dump(exclude={"id"})
+        item = Item(id=data.id or new_id(), **fields, created_at=now, updated_at=now)
+    await store.put_item(item)
+    return web.json_response({"item": item.model_dump(mode="json")})
+
+
+@routes.get("/api/platform/items")
+@admin_only
+async def list_items(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    project = await _project(store, required_query(request, "project_id"))
+    items = await store.list_items(project.id)
+    return web.json_response({"items": [item.model_dump(mode="json") for item in items]})
+
+
+async def _item(store: Store, item_id: str) -> Item:
+    item = await store.get_item(item_id)
+    if item is None:
+        raise not_found("item", item_id)
+    return item
+
+
+@routes.get("/api/platform/items/{item_id}")
+@admin_only
+async def get_item(request: web.Request) -> web.Response:
+    item = await _item(request.app[STORE], request.match_info["item_id"])
+    return web.json_response({"item": item.model_dump(mode="json")})
+
+
+@routes.delete("/api/platform/items/{item_id}")
+@admin_only
+async def delete_item(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    item = await _item(store, request.match_info["item_id"])
+    await store.delete_item(item)
+    return web.json_response({"deleted": True, "item": item.model_dump(mode="json")})
+
+
+async def purchase_views(events: EventStore, purchases: list[Purchase]) -> list[dict[str, Any]]:
+    """Purchases as the API shows them, each with its delivery attempts."""
+    views = []
+    for purchase in purchases:
+        attempts = await events.attempts(purchase.event_id) if purchase.event_id else []
+        view = purchase.model_dump(mode="json")
+        view["attempts"] = [attempt.model_dump(mode="json") for attempt in attempts]
+        views.append(view)
+    return views
+
+
+def parse_webhook_status(raw: str | None) -> WebhookStatus | None:
+    if not raw:
+        return None
+    try:
+        return WebhookStatus(raw)
+    except ValueError:
+        choices = ", ".join(status.value for status in WebhookStatus)
+        raise InvalidInput(f"webhook_status must be one of {choices}") from None
+
+
+@routes.get("/api/platform/projects/{project_id}/item-purchases")
+@admin_only
+async def list_purchases(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    project = await _project(store, request.match_info["project_id"])
+    status = parse_webhook_status(request.query.get("webhook_status"))
+    limit = query_int(request, "limit", default=100, low=1, high=1000)
+    purchases = await store.list_purchases(project.id, webhook_status=status, limit=limit)
+    return web.json_response({"purchases": await purchase_views(request.app[EVENTS], purchases)})
+
+
+async def _purchase(store: Store, project_id: str, order_id: str) -> Purchase:
+    purchase = await store.get_purchase(order_id)
+    if purchase is None or purchase.project_id != project_id:
+        raise not_found("purchase", order_id)
+    return purchase
+
+
+@routes.get("/api/platform/projects/{project_id}/item-purchases/{purchase_id}")
+@admin_only
+async def get_purchase(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    project = await _project(store, request.match_info["project_id"])
+    purchase = await _purchase(store, project.id, request.match_info["purchase_id"])
+    [view] = await purchase_views(request.app[EVENTS], [purchase])
+    return web.json_response({"purchase": view})
+
+
+@routes.post("/api/platform/projects/{project_id}/item-purchases/{purchase_id}/retry-webhook")
+@admin_only
+async def retry_webhook(request: web.Request) -> web.Response:
+    store, events = request.app[STORE], request.app[EVENTS]
+    project = await _project(store, request.match_info["project_id"])
+    purchase = await _purchase(store, project.id, request.match_info["purchase_id"])
+    if purchase.event_id is None:
+        raise Conflict(f"purchase {purchase.order_id} is {purchase.status.value}; it has no webhook to send")
+    await resend(events, request.app[ARQ], purchase.event_id, now=request.app[CLOCK]())
+    request.app[METRICS].replays.inc()
+    refreshed = await _purchase(store, project.id, purchase.order_id)
+    [view] = await purchase_views(events, [refreshed])
+    return web.json_response({"purchase": view})

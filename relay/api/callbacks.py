@@ -1,0 +1,35 @@
+"""Gateway callbacks: verify, normalise, apply. The signature is the authentication."""
+
+from __future__ import annotations
+
+import structlog
+from aiohttp import web
+
+from relay.api.context import ARQ, CLOCK, METRICS, MIDTRANS, STORE
+from relay.domain import apply_outcome
+from relay.errors import RelayError
+from relay.models import PurchaseStatus
+
+log = structlog.get_logger("relay.callbacks")
+routes = web.RouteTableDef()
+
+
+@routes.post("/callbacks/midtrans")
+async def midtrans(request: web.Request) -> web.Response:
+    gateway, metrics = request.app[MIDTRANS], request.app[METRICS]
+    outcome_label = "error"
+    try:
+        payload = gateway.verify(await request.read(), request.headers)
+        outcome = gateway.normalise(payload)
+        structlog.contextvars.bind_contextvars(order_id=outcome.order_id, gateway=gateway.name)
+        result = await apply_outcome(request.app[STORE], request.app[ARQ], outcome, clock=request.app[CLOCK])
+        outcome_label = result
+        if result == PurchaseStatus.PAID.value:
+            metrics.events_created.inc()
+        log.info("callback", transaction_status=outcome.raw_status, result=result)
+        return web.json_response({"status": "ok"})
+    except RelayError as error:
+        outcome_label = type(error).__name__
+        raise
+    finally:
+        metrics.callbacks.labels(gateway.name, outcome_label).inc()

@@ -1,0 +1,151 @@
+"""Request ids, the canonical request log line, admin auth, and errors as JSON responses."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+from redis.exceptions import BusyLoadingError, ReadOnlyError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from relay.api.context import SETTINGS
+from relay.errors import InvalidInput, NotFound, PayloadTooLarge, RelayError, StoreUnavailable, Unauthorized
+
+log = structlog.get_logger("relay.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ModelT = TypeVar("ModelT", bound=BaseModel)
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, ConnectionError)
+HTTP_ERROR_NAMES = {404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}
+
+
+def error_response(error: RelayError) -> web.Response:
+    return web.json_response({"error": type(error).__name__, "detail": error.detail}, status=error.status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    error_name = None
+    try:
+        response = await _handle(request, handler)
+    finally:
+        structlog.contextvars.unbind_contextvars()
+    if response.status >= 400 and isinstance(response, web.Response) and response.body:
+        error_name = _error_name(response)
+    response.headers["x-request-id"] = request_id
+    log.info(
+        "request",
+        method=request.method,
+        path=request.path,
+        status=response.status,
+        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        error=error_name,
+    )
+    structlog.contextvars.clear_contextvars()
+    return response
+
+
+async def _handle(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except RelayError as error:
+        return error_response(error)
+    except REDIS_DOWN as error:
+        log.warning("store_unavailable", error=type(error).__name__)
+        return error_response(StoreUnavailable("the store is unavailable; retry later"))
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SETTINGS].max_body_bytes
+        return error_response(PayloadTooLarge(f"body is larger than {limit} bytes"))
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        name = HTTP_ERROR_NAMES.get(error.status, "HTTPError")
+        detail = "no such route" if error.status == 404 else error.reason
+        return web.json_response({"error": name, "detail": detail}, status=error.status)
+
+
+def _error_name(response: web.Response) -> str | None:
+    try:
+        body = json.loads(response.body)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return body.get("error") if isinstance(body, dict) else None
+
+
+def admin_only(handler: Handler) -> Handler:
+    """Require ``Authorization: Bearer <RELAY_ADMIN_TOKEN>``, compared in constant time."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        token = request.app[SETTINGS].admin_token
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        expected = token.get_secret_value() if token else ""
+        ok = bool(expected) and scheme.lower() == "bearer"
+        if not hmac.compare_digest(value.strip().encode(), expected.encode()) or not ok:
+            raise Unauthorized("missing or wrong bearer token")
+        return await handler(request)
+
+    return wrapped
+
+
+async def read_json(request: web.Request) -> Any:
+    body = await request.read()
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidInput("body is not valid JSON") from None
+
+
+async def read_model(request: web.Request, model: type[ModelT]) -> ModelT:
+    data = await read_json(request)
+    if not isinstance(data, dict):
+        raise InvalidInput("body must be a JSON object")
+    return parse(model, data)
+
+
+def parse(model: type[ModelT], data: dict[str, Any]) -> ModelT:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise InvalidInput(describe(error)) from None
+
+
+def describe(error: ValidationError) -> str:
+    parts = []
+    for problem in error.errors()[:5]:
+        where = ".".join(str(part) for part in problem["loc"]) or "body"
+        message = problem["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)
+
+
+def query_int(request: web.Request, name: str, *, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise InvalidInput(f"{name} must be an integer from {low} to {high}")
+    return int(raw)
+
+
+def required_query(request: web.Request, name: str) -> str:
+    value = request.query.get(name, "")
+    if not value:
+        raise InvalidInput(f"query parameter {name} is required")
+    return value
+
+
+def not_found(kind: str, key: str) -> NotFound:
+    return NotFound(f"{kind} {key[:80]!r} does not exist")

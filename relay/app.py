@@ -1,0 +1,66 @@
+"""The ingress application factory. No module-level state: everything hangs off the app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from relay.api import admin, builder, callbacks, public, sandbox, service
+from relay.api.context import (
+    ARQ,
+    CLOCK,
+    CONNECTIONS,
+    EVENTS,
+    HTTP,
+    METRICS,
+    MIDTRANS,
+    SETTINGS,
+    STORE,
+)
+from relay.api.middleware import errors_middleware
+from relay.connections import open_connections
+from relay.events import EventStore
+from relay.gateways.midtrans import Midtrans
+from relay.metrics import Metrics
+from relay.models import utcnow
+from relay.settings import Settings
+from relay.store import Store
+
+UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=15, connect=5)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    server: Any = None,
+    clock: Callable[[], datetime] = utcnow,
+    metrics: Metrics | None = None,
+) -> web.Application:
+    """The ingress app. ``server`` is the embedded fakeredis server when RELAY_REDIS_URL is unset."""
+    app = web.Application(middlewares=[errors_middleware], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[CLOCK] = clock
+    app[METRICS] = metrics or Metrics()
+    app[MIDTRANS] = Midtrans(server_key=settings.midtrans_key)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        connections = open_connections(settings, server=server)
+        app[CONNECTIONS] = connections
+        app[STORE] = Store(connections.redis, prefix=settings.key_prefix)
+        app[EVENTS] = EventStore(connections.redis, prefix=settings.key_prefix)
+        app[ARQ] = connections.arq
+        async with aiohttp.ClientSession(timeout=UPSTREAM_TIMEOUT, trust_env=False) as http:
+            app[HTTP] = http
+            yield
+        await connections.close()
+
+    app.cleanup_ctx.append(resources)
+    for module in (service, callbacks, public, builder, admin):
+        app.router.add_routes(module.routes)
+    if settings.sandbox:
+        app.router.add_routes(sandbox.routes)
+    return app

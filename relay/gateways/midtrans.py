@@ -1,0 +1,162 @@
+"""Midtrans HTTP notifications and the Snap API.
+
+The notification's ``signature_key`` is ``SHA512(order_id + status_code + gross_amount + server_key)``
+over the raw strings as sent. It does not cover ``transaction_status``, so it is a first filter;
+the amount is checked against the stored purchase afterwards (``relay.domain``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
+
+from relay.errors import InvalidInput, UpstreamUnavailable, VerificationError
+from relay.gateways import PaymentOutcome
+from relay.models import Purchase, PurchaseStatus
+
+JAKARTA = ZoneInfo("Asia/Jakarta")
+SIGNED_FIELDS = ("order_id", "status_code", "gross_amount")
+
+STATUS_MAP = {
+    "settlement": PurchaseStatus.PAID,
+    "pending": PurchaseStatus.PENDING,
+    "authorize": PurchaseStatus.PENDING,
+    "deny": PurchaseStatus.FAILED,
+    "cancel": PurchaseStatus.FAILED,
+    "failure": PurchaseStatus.FAILED,
+    "expire": PurchaseStatus.EXPIRED,
+    "refund": PurchaseStatus.REFUNDED,
+    "partial_refund": PurchaseStatus.REFUNDED,
+    "chargeback": PurchaseStatus.REFUNDED,
+    "partial_chargeback": PurchaseStatus.REFUNDED,
+}
+
+
+def signature(order_id: str, status_code: str, gross_amount: str, server_key: str) -> str:
+    return hashlib.sha512(f"{order_id}{status_code}{gross_amount}{server_key}".encode()).hexdigest()
+
+
+def sign_notification(payload: dict[str, Any], server_key: str) -> dict[str, Any]:
+    """Return ``payload`` with its ``signature_key`` set (sandbox checkout, demo, tests)."""
+    signed = dict(payload)
+    signed["signature_key"] = signature(
+        str(payload["order_id"]), str(payload["status_code"]), str(payload["gross_amount"]), server_key
+    )
+    return signed
+
+
+def jakarta_to_utc(text: str) -> datetime:
+    """Midtrans times are ``YYYY-MM-DD HH:MM:SS`` in Asia/Jakarta."""
+    try:
+        local = datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        raise InvalidInput(f"time {text[:40]!r} is not 'YYYY-MM-DD HH:MM:SS'") from None
+    return local.replace(tzinfo=JAKARTA).astimezone(UTC)
+
+
+class Midtrans:
+    name = "midtrans"
+
+    def __init__(self, *, server_key: str) -> None:
+        self._server_key = server_key
+
+    def verify(self, body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise InvalidInput("body is not valid JSON") from None
+        if not isinstance(payload, dict):
+            raise InvalidInput("body must be a JSON object")
+        for field in (*SIGNED_FIELDS, "signature_key", "transaction_status"):
+            value = payload.get(field)
+            if not isinstance(value, str) or not value or len(value) > 256:
+                raise InvalidInput(f"{field} must be a non-empty string")
+        expected = signature(
+            payload["order_id"], payload["status_code"], payload["gross_amount"], self._server_key
+        )
+        if not hmac.compare_digest(expected.encode(), payload["signature_key"].lower().encode()):
+            raise VerificationError("signature_key does not match")
+        return payload
+
+    def normalise(self, payload: dict[str, Any]) -> PaymentOutcome:
+        raw_status = payload["transaction_status"]
+        status = STATUS_MAP.get(raw_status)
+        if raw_status == "capture":
+            fraud = payload.get("fraud_status")
+            status = PurchaseStatus.PAID if fraud in (None, "", "accept") else PurchaseStatus.PENDING
+        if status is None:
+            raise InvalidInput(f"unknown transaction_status {raw_status[:40]!r}")
+        try:
+            amount = Decimal(payload["gross_amount"])
+        except InvalidOperation:
+            raise InvalidInput("gross_amount is not a number") from None
+        if not amount.is_finite():
+            raise InvalidInput("gross_amount is not a number")
+        paid_at = None
+        if status is PurchaseStatus.PAID:
+            stamp = payload.get("settlement_time") or payload.get("transaction_time")
+            paid_at = jakarta_to_utc(stamp) if isinstance(stamp, str) and stamp else None
+        reference = payload.get("transaction_id")
+        return PaymentOutcome(
+            gateway=self.name,
+            order_id=payload["order_id"],
+            status=status,
+            amount=amount,
+            paid_at=paid_at,
+            raw_status=raw_status,
+            reference=reference if isinstance(reference, str) else None,
+        )
+
+
+def settlement_payload(purchase: Purchase, *, status: str = "settlement", now: datetime) -> dict[str, Any]:
+    """A Midtrans-format notification for ``purchase`` (unsigned), as the sandbox sends it."""
+    local = now.astimezone(JAKARTA).strftime("%Y-%m-%d %H:%M:%S")
+    codes = {"settlement": "200", "capture": "200", "pending": "201"}
+    payload: dict[str, Any] = {
+        "transaction_time": local,
+        "transaction_status": status,
+        "transaction_id": f"sandbox-{purchase.order_id}",
+        "status_message": "midtrans payment notification",
+        "status_code": codes.get(status, "202"),
+        "payment_type": "sandbox",
+        "order_id": purchase.order_id,
+        "merchant_id": "SANDBOX",
+        "gross_amount": f"{purchase.amount}.00",
+        "fraud_status": "accept",
+        "currency": purchase.currency,
+    }
+    if status == "settlement":
+        payload["settlement_time"] = local
+    return payload
+
+
+async def create_snap_transaction(
+    http: aiohttp.ClientSession, *, base: str, server_key: str, purchase: Purchase
+) -> str:
+    """Create a Snap transaction and return its ``redirect_url`` (the invoice URL)."""
+    auth = base64.b64encode(f"{server_key}:".encode()).decode()
+    body = {
+        "transaction_details": {"order_id": purchase.order_id, "gross_amount": purchase.amount},
+        "item_details": [
+            {"id": purchase.item_id, "price": purchase.amount, "quantity": 1, "name": purchase.item_name[:50]}
+        ],
+        "customer_details": {"email": purchase.buyer_email, "first_name": purchase.buyer_name or ""},
+    }
+    headers = {"Authorization": f"Basic {auth}", "Accept": "application/json"}
+    try:
+        async with http.post(f"{base}/snap/v1/transactions", json=body, headers=headers) as response:
+            data = await response.json(content_type=None)
+            if response.status >= 300 or not isinstance(data, dict) or "redirect_url" not in data:
+                raise UpstreamUnavailable(f"Midtrans Snap answered {response.status}")
+            return str(data["redirect_url"])
+    except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as error:
+        raise UpstreamUnavailable(f"Midtrans Snap is unreachable: {type(error).__name__}") from None

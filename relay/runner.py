@@ -1,0 +1,111 @@
+"""Process lifetimes: ``relay serve``, ``relay worker`` and ``relay run`` (both in one process)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from contextlib import AsyncExitStack
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from relay.app import create_app
+from relay.connections import embedded_server, open_connections
+from relay.settings import Settings
+from workers.worker import create_worker, embedded_patch
+
+log = structlog.get_logger("relay.runner")
+
+# How long ingress waits for in-flight requests on shutdown.
+SHUTDOWN_TIMEOUT = 20.0
+
+
+async def start_ingress(
+    settings: Settings, *, host: str, port: int, server: Any = None
+) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(
+        create_app(settings, server=server), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0]
+    return runner, f"http://{bound[0]}:{bound[1]}"
+
+
+async def wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+class Relay:
+    """Ingress and/or a worker sharing one store, started and stopped together (``relay run``,
+    ``relay demo`` and the tests)."""
+
+    def __init__(
+        self, settings: Settings, *, server: Any = None, worker_options: dict[str, Any] | None = None
+    ) -> None:
+        self.settings = settings
+        self.server = server if server is not None or not settings.embedded else embedded_server()
+        self.worker_options = worker_options or {}
+        self.url = ""
+        self._stack = AsyncExitStack()
+
+    async def start(self, *, host: str | None, port: int = 0, worker: bool = True) -> None:
+        if host is not None:
+            runner, self.url = await start_ingress(self.settings, host=host, port=port, server=self.server)
+            self._stack.push_async_callback(runner.cleanup)
+        if worker:
+            connections = open_connections(self.settings, server=self.server)
+            self._stack.push_async_callback(connections.close)
+            self._stack.enter_context(embedded_patch(connections))
+            arq_worker = create_worker(
+                self.settings, connections, **({"handle_signals": False} | self.worker_options)
+            )
+            task = asyncio.create_task(arq_worker.async_run())
+
+            async def stop_worker() -> None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await arq_worker.close()
+
+            self._stack.push_async_callback(stop_worker)
+
+    async def stop(self) -> None:
+        await self._stack.aclose()
+
+
+async def serve_forever(settings: Settings, *, host: str, port: int, worker: bool) -> None:
+    """``relay serve`` (worker=False) and ``relay run`` (worker=True), until SIGINT or SIGTERM."""
+    relay = Relay(settings)
+    await relay.start(host=host, port=port, worker=worker)
+    log.info("listening", url=relay.url, worker=worker, embedded=settings.embedded, sandbox=settings.sandbox)
+    if settings.sandbox:
+        log.warning(
+            "sandbox_gateway",
+            detail="RELAY_MIDTRANS_SERVER_KEY is unset: purchases use the sandbox "
+            "checkout and callbacks are verified with the sandbox key",
+        )
+    try:
+        await wait_for_signal()
+    finally:
+        await relay.stop()
+
+
+async def run_worker(settings: Settings) -> None:
+    """``relay worker``: arq handles SIGINT/SIGTERM, letting in-flight deliveries finish first."""
+    connections = open_connections(settings)
+    try:
+        arq_worker = create_worker(settings, connections)
+        try:
+            await arq_worker.async_run()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            await arq_worker.close()
+    finally:
+        await connections.close()

@@ -1,0 +1,118 @@
+"""All configuration, read once from ``RELAY_*`` environment variables by the CLI and passed down."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+MIDTRANS_SANDBOX_API = "https://api.sandbox.midtrans.com"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore", frozen=True)
+
+    redis_url: str | None = None
+    admin_token: SecretStr | None = None
+    midtrans_server_key: SecretStr | None = None
+    midtrans_api_base: str = MIDTRANS_SANDBOX_API
+    midtrans_snap_base: str | None = None
+    public_base_url: str = "http://127.0.0.1:8080"
+    retry_schedule: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_SCHEDULE
+    delivery_timeout: float = Field(default=15.0, gt=0, le=300)
+    allow_private_targets: bool = False
+    encryption_keys: SecretStr | None = None
+    max_body_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
+    log_format: Literal["json", "console"] | None = None
+    key_prefix: str = Field(default="relay", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    worker_max_jobs: int = Field(default=100, ge=1, le=10000)
+    worker_poll_delay: float = Field(default=0.05, gt=0, le=5)
+    sweep_interval: int = Field(default=30, ge=1, le=60)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value or None
+
+    @field_validator("midtrans_api_base", "midtrans_snap_base", "public_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("retry_schedule", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                value = tuple(float(part) for part in value.split(",") if part.strip())
+            except ValueError:
+                raise ValueError("must be comma-separated seconds, e.g. 5,300,1800") from None
+        return value
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _check_schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(delay < 0 or delay > 7 * 86400 for delay in value):
+            raise ValueError("each delay must be between 0 and 604800 seconds")
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def sandbox(self) -> bool:
+        """No Midtrans server key: purchases use the built-in sandbox checkout."""
+        return self.midtrans_server_key is None
+
+    @property
+    def midtrans_key(self) -> str:
+        """The key that signs and verifies Midtrans notifications.
+
+        In sandbox mode it is derived from the admin token, so every process sharing the token
+        agrees on it while nobody without the token can forge a sandbox notification.
+        """
+        if self.midtrans_server_key is not None:
+            return self.midtrans_server_key.get_secret_value()
+        seed = self.admin_token.get_secret_value() if self.admin_token else ""
+        digest = hmac.new(seed.encode(), b"relay sandbox midtrans key", hashlib.sha256).hexdigest()
+        return f"SB-Mid-server-{digest[:32]}"
+
+    @property
+    def snap_base(self) -> str:
+        """Snap lives on app.*.midtrans.com while the core API lives on api.*.midtrans.com."""
+        if self.midtrans_snap_base:
+            return self.midtrans_snap_base
+        parts = urlsplit(self.midtrans_api_base)
+        host = parts.hostname or ""
+        if host.startswith("api.") and host.endswith("midtrans.com"):
+            return self.midtrans_api_base.replace("//api.", "//app.", 1)
+        return self.midtrans_api_base
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per bad setting, named by its environment variable."""
+    lines = []
+    for problem in error.errors():
+        field = str(problem["loc"][0]) if problem["loc"] else "?"
+        lines.append(f"RELAY_{field.upper()}: {problem['msg']}")
+    return "; ".join(lines)

@@ -1,0 +1,240 @@
+"""Redis repositories for the catalogue (projects, items) and purchases, and the atomic ingest step.
+
+Keys, all under one prefix (``RELAY_KEY_PREFIX``, default ``relay``):
+
+    {p}:project:{id}             JSON Project
+    {p}:client:{client_id}       project id
+    {p}:item:{id}                JSON Item
+    {p}:project:{id}:items       SET of item ids
+    {p}:purchase:{order_id}      HASH: doc (JSON of the fixed fields) + status, paid_at,
+                                 webhook_status, event_id, updated_at
+    {p}:project:{id}:purchases   ZSET order ids by creation time (ms)
+    {p}:unmatched                LIST of callbacks for unknown orders (newest first, capped)
+
+Events, attempts, the outbox and the dead-letter queue live in ``relay.events``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from redis.asyncio import Redis
+
+from relay.jsonutil import dumps
+from relay.models import EventRecord, Item, Project, Purchase, PurchaseStatus, WebhookStatus, utcnow
+
+UNMATCHED_KEEP = 1000
+
+# The one atomic step of ingest: compare-and-set the purchase status and, on the transition to
+# paid, write the event and its outbox entry in the same script. Returns 1 when applied,
+# 0 when the status changed underneath us (the caller re-reads and decides again), -1 if missing.
+INGEST_LUA = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return -1 end
+if current ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', ARGV[3])
+local event_id = ARGV[4]
+if event_id ~= '' then
+  redis.call('HSET', KEYS[1], 'paid_at', ARGV[5], 'event_id', event_id, 'webhook_status', 'pending')
+  redis.call('HSET', KEYS[2], unpack(ARGV, 7))
+  redis.call('ZADD', KEYS[3], ARGV[6], event_id)
+end
+return 1
+"""
+
+PURCHASE_STATE_FIELDS = ("status", "paid_at", "webhook_status", "event_id", "updated_at")
+
+
+def to_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+class Keys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.outbox = f"{prefix}:outbox"
+        self.dead_letters = f"{prefix}:dlq"
+        self.unmatched = f"{prefix}:unmatched"
+
+    def project(self, project_id: str) -> str:
+        return f"{self.prefix}:project:{project_id}"
+
+    def client(self, client_id: str) -> str:
+        return f"{self.prefix}:client:{client_id}"
+
+    def item(self, item_id: str) -> str:
+        return f"{self.prefix}:item:{item_id}"
+
+    def project_items(self, project_id: str) -> str:
+        return f"{self.prefix}:project:{project_id}:items"
+
+    def purchase(self, order_id: str) -> str:
+        return f"{self.prefix}:purchase:{order_id}"
+
+    def project_purchases(self, project_id: str) -> str:
+        return f"{self.prefix}:project:{project_id}:purchases"
+
+    def event(self, event_id: str) -> str:
+        return f"{self.prefix}:event:{event_id}"
+
+    def attempts(self, event_id: str) -> str:
+        return f"{self.prefix}:event:{event_id}:attempts"
+
+    def project_dead_letters(self, project_id: str) -> str:
+        return f"{self.prefix}:project:{project_id}:dlq"
+
+
+def event_fields(event: EventRecord) -> dict[str, str]:
+    """An event record as the flat string fields of its Redis hash."""
+    dumped = event.model_dump(mode="json")
+    return {key: "" if value is None else str(value) for key, value in dumped.items()}
+
+
+def event_from_fields(fields: dict[str, str]) -> EventRecord:
+    return EventRecord.model_validate({key: (value or None) for key, value in fields.items()})
+
+
+def purchase_from_fields(fields: dict[str, str]) -> Purchase:
+    data: dict[str, Any] = dict(json.loads(fields["doc"]))
+    for name in PURCHASE_STATE_FIELDS:
+        data[name] = fields.get(name) or None
+    return Purchase.model_validate(data)
+
+
+class Store:
+    """Projects, items and purchases. ``redis`` must decode responses to ``str``."""
+
+    def __init__(self, redis: Redis, *, prefix: str) -> None:
+        self.redis = redis
+        self.keys = Keys(prefix)
+        self._ingest = redis.register_script(INGEST_LUA)
+
+    # --- projects ---------------------------------------------------------------------------
+
+    async def get_project(self, project_id: str) -> Project | None:
+        raw = await self.redis.get(self.keys.project(project_id))
+        return None if raw is None else Project.model_validate_json(raw)
+
+    async def project_for_client(self, client_id: str) -> Project | None:
+        project_id = await self.redis.get(self.keys.client(client_id))
+        return None if project_id is None else await self.get_project(project_id)
+
+    async def put_project(self, project: Project) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.project(project.id), project.model_dump_json())
+            pipe.set(self.keys.client(project.client_id), project.id)
+            await pipe.execute()
+
+    # --- items ------------------------------------------------------------------------------
+
+    async def get_item(self, item_id: str) -> Item | None:
+        raw = await self.redis.get(self.keys.item(item_id))
+        return None if raw is None else Item.model_validate_json(raw)
+
+    async def put_item(self, item: Item) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.item(item.id), item.model_dump_json())
+            pipe.sadd(self.keys.project_items(item.project_id), item.id)
+            await pipe.execute()
+
+    async def delete_item(self, item: Item) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.item(item.id))
+            pipe.srem(self.keys.project_items(item.project_id), item.id)
+            await pipe.execute()
+
+    async def list_items(self, project_id: str) -> list[Item]:
+        item_ids = sorted(await self.redis.smembers(self.keys.project_items(project_id)))  # type: ignore[misc]
+        if not item_ids:
+            return []
+        raws = await self.redis.mget([self.keys.item(item_id) for item_id in item_ids])
+        items = [Item.model_validate_json(raw) for raw in raws if raw is not None]
+        return sorted(items, key=lambda item: (item.created_at, item.id))
+
+    # --- purchases --------------------------------------------------------------------------
+
+    async def create_purchase(self, purchase: Purchase) -> None:
+        doc = purchase.model_dump(mode="json", exclude=set(PURCHASE_STATE_FIELDS))
+        state = purchase.model_dump(mode="json", include=set(PURCHASE_STATE_FIELDS))
+        fields = {"doc": dumps(doc)} | {key: value or "" for key, value in state.items()}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.purchase(purchase.order_id), mapping=fields)
+            pipe.zadd(
+                self.keys.project_purchases(purchase.project_id),
+                {purchase.order_id: to_ms(purchase.created_at)},
+            )
+            await pipe.execute()
+
+    async def get_purchase(self, order_id: str) -> Purchase | None:
+        fields = await self.redis.hgetall(self.keys.purchase(order_id))  # type: ignore[misc]
+        return purchase_from_fields(fields) if fields else None
+
+    async def get_purchases(self, order_ids: Iterable[str]) -> list[Purchase]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for order_id in order_ids:
+                pipe.hgetall(self.keys.purchase(order_id))
+            rows = await pipe.execute()
+        return [purchase_from_fields(fields) for fields in rows if fields]
+
+    async def list_purchases(
+        self, project_id: str, *, webhook_status: WebhookStatus | None = None, limit: int = 100
+    ) -> list[Purchase]:
+        """Newest first; with a filter, scans pages of the project's purchases until ``limit`` match."""
+        found: list[Purchase] = []
+        start, page = 0, max(limit, 200)
+        while len(found) < limit:
+            order_ids = await self.redis.zrevrange(
+                self.keys.project_purchases(project_id), start, start + page - 1
+            )
+            if not order_ids:
+                break
+            for purchase in await self.get_purchases(order_ids):
+                if webhook_status is None or purchase.webhook_status == webhook_status:
+                    found.append(purchase)
+            start += page
+        return found[:limit]
+
+    async def transition(
+        self,
+        purchase: Purchase,
+        status: PurchaseStatus,
+        *,
+        paid_at: datetime | None = None,
+        event: EventRecord | None = None,
+    ) -> int:
+        """Atomically move ``purchase`` (as read) to ``status``; with ``event``, also store the event
+        and its outbox entry. 1 applied, 0 lost a race, -1 purchase gone."""
+        now = utcnow()
+        fields: list[str] = []
+        if event is not None:
+            for key, value in event_fields(event).items():
+                fields += [key, value]
+        result = await self._ingest(
+            keys=[
+                self.keys.purchase(purchase.order_id),
+                self.keys.event(event.id) if event else self.keys.event("-"),
+                self.keys.outbox,
+            ],
+            args=[
+                purchase.status.value,
+                status.value,
+                now.isoformat(),
+                event.id if event else "",
+                paid_at.isoformat() if paid_at else "",
+                to_ms(event.created_at) if event else 0,
+                *fields,
+            ],
+        )
+        return int(result)
+
+    async def record_unmatched(self, entry: dict[str, Any]) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(self.keys.unmatched, dumps(entry))
+            pipe.ltrim(self.keys.unmatched, 0, UNMATCHED_KEEP - 1)
+            await pipe.execute()
+
+    async def unmatched(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [json.loads(raw) for raw in await self.redis.lrange(self.keys.unmatched, 0, limit - 1)]  # type: ignore[misc]

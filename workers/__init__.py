@@ -1,0 +1,1 @@
+"""The delivery side: arq worker settings, the delivery job, backoff and SSRF-safe egress."""

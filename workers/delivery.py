@@ -1,0 +1,194 @@
+"""One delivery attempt: ``deliver(event_id, seq, deps)``, callable without arq.
+
+Every way an attempt can end becomes one of: delivered, next attempt scheduled, dead-lettered,
+no endpoint, or stale (a newer job owns the event). Nothing here raises into arq except a store
+failure, which the task wrapper logs and the sweeper repairs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from urllib.parse import urlsplit
+
+import aiohttp
+import structlog
+from arq.connections import ArqRedis
+
+from relay.errors import PermanentDelivery, RetryableDelivery
+from relay.events import EventStore
+from relay.metrics import Metrics
+from relay.models import Attempt, EventRecord, WebhookStatus
+from relay.queue import enqueue_delivery
+from relay.settings import Settings
+from relay.signing import webhook_headers
+from relay.store import Store
+from workers.backoff import next_delay, parse_retry_after
+from workers.egress import MAX_RESPONSE_BYTES, BlockedTarget
+
+log = structlog.get_logger("relay.delivery")
+
+FINISHED = {WebhookStatus.DELIVERED, WebhookStatus.FAILED, WebhookStatus.NO_ENDPOINT}
+
+
+class Outcome(StrEnum):
+    DELIVERED = "delivered"
+    RETRYING = "retrying"
+    DEAD = "dead_lettered"
+    NO_ENDPOINT = "no_endpoint"
+    STALE = "stale"
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What a delivery needs; tests build one with a fake clock and a fixed jitter."""
+
+    store: Store
+    events: EventStore
+    arq: ArqRedis
+    http: aiohttp.ClientSession
+    settings: Settings
+    metrics: Metrics
+    clock: Callable[[], datetime]
+    rng: Callable[[], float]
+
+
+async def send(
+    http: aiohttp.ClientSession,
+    url: str,
+    *,
+    body: str,
+    headers: dict[str, str],
+    timeout_s: float,
+    now: datetime,
+) -> int:
+    """POST once; the status code on 2xx, else RetryableDelivery or PermanentDelivery."""
+    try:
+        async with http.post(
+            url,
+            data=body.encode(),
+            headers=headers,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+        ) as response:
+            await response.content.read(MAX_RESPONSE_BYTES)
+            status = response.status
+            if 200 <= status < 300:
+                return status
+            if status == 410:
+                raise PermanentDelivery("410 Gone: the endpoint asked to stop", status_code=status)
+            retry_after = parse_retry_after(response.headers.get("retry-after"), now=now)
+            raise RetryableDelivery(f"HTTP {status}", status_code=status, retry_after=retry_after)
+    except aiohttp.ClientConnectorError as error:
+        if isinstance(error.os_error, BlockedTarget):
+            raise PermanentDelivery(f"refused target: {error.os_error.strerror}") from None
+        raise RetryableDelivery(f"connection failed: {error.os_error.strerror or error.os_error}") from None
+    except TimeoutError:
+        raise RetryableDelivery(f"timed out after {timeout_s:g}s") from None
+    except aiohttp.InvalidURL:
+        raise PermanentDelivery("invalid webhook URL") from None
+    except (aiohttp.ClientError, OSError) as error:
+        raise RetryableDelivery(f"{type(error).__name__}: {str(error)[:200]}") from None
+
+
+async def deliver(event_id: str, seq: int, *, deps: Deps) -> Outcome:
+    events = deps.events
+    event = await events.get(event_id)
+    if event is None or event.seq != seq or event.state in FINISHED:
+        return Outcome.STALE
+    structlog.contextvars.bind_contextvars(event_id=event.id, order_id=event.order_id)
+    try:
+        return await _attempt(event, seq, deps)
+    finally:
+        structlog.contextvars.unbind_contextvars("event_id", "order_id")
+
+
+async def _attempt(event: EventRecord, seq: int, deps: Deps) -> Outcome:
+    project = await deps.store.get_project(event.project_id)
+    item = await deps.store.get_item(event.item_id)
+    url = (item.webhook_url if item else None) or (project.webhook_url if project else None)
+    now = deps.clock()
+    if project is None or url is None:
+        applied = await deps.events.finish_attempt(
+            event, seq=seq, attempt=None, state=WebhookStatus.NO_ENDPOINT, now=now
+        )
+        log.info("delivery", outcome=Outcome.NO_ENDPOINT.value)
+        return Outcome.NO_ENDPOINT if applied else Outcome.STALE
+
+    headers = webhook_headers(project.signing_secrets(now), msg_id=event.id, timestamp=now, body=event.body)
+    started = time.perf_counter()
+    status_code: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    permanent = False
+    try:
+        status_code = await send(
+            deps.http,
+            url,
+            body=event.body,
+            headers=headers,
+            timeout_s=deps.settings.delivery_timeout,
+            now=now,
+        )
+    except RetryableDelivery as failure:
+        status_code, error, retry_after = failure.status_code, failure.reason, failure.retry_after
+    except PermanentDelivery as failure:
+        status_code, error, permanent = failure.status_code, failure.reason, True
+    duration = time.perf_counter() - started
+
+    next_at = None
+    if error is None:
+        state, outcome = WebhookStatus.DELIVERED, Outcome.DELIVERED
+    else:
+        delay = None
+        if not permanent:
+            schedule = deps.settings.retry_schedule
+            delay = next_delay(schedule, event.attempts + 1, rng=deps.rng, retry_after=retry_after)
+        if delay is None:
+            state, outcome = WebhookStatus.FAILED, Outcome.DEAD
+        else:
+            state, outcome = WebhookStatus.RETRYING, Outcome.RETRYING
+            next_at = now + timedelta(seconds=delay)
+    attempt = Attempt(
+        at=now,
+        url=url,
+        status_code=status_code,
+        error=error,
+        duration_ms=round(duration * 1000),
+        next_attempt_at=next_at,
+    )
+    applied = await deps.events.finish_attempt(event, seq=seq, attempt=attempt, state=state, now=now)
+    status_class = f"{status_code // 100}xx" if status_code else "none"
+    deps.metrics.deliveries.labels(outcome.value, status_class).inc()
+    deps.metrics.delivery_seconds.observe(duration)
+    log.info(
+        "delivery",
+        outcome=outcome.value,
+        host=urlsplit(url).hostname,
+        status_code=status_code,
+        error=error,
+        attempt=event.attempts + 1,
+        duration_ms=attempt.duration_ms,
+        next_attempt_at=attempt.model_dump(mode="json")["next_attempt_at"],
+    )
+    if not applied:
+        return Outcome.STALE
+    if next_at is not None:
+        await enqueue_delivery(deps.arq, event.id, seq + 1, at=next_at)
+    return outcome
+
+
+async def sweep(deps: Deps, *, limit: int = 1000) -> int:
+    """Enqueue the job for every due outbox entry that has none (lost job, crash between write and
+    enqueue, Redis failover). Idempotent: arq refuses a job id that is queued or running."""
+    enqueued = 0
+    for event_id, _ in await deps.events.due(until=deps.clock(), limit=limit):
+        event = await deps.events.get(event_id)
+        if event is not None and await enqueue_delivery(deps.arq, event_id, event.seq):
+            enqueued += 1
+    if enqueued:
+        log.warning("sweeper_enqueued", count=enqueued)
+    return enqueued

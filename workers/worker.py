@@ -1,0 +1,131 @@
+"""arq worker settings and the thin tasks that call ``workers.delivery``.
+
+Choices (see README, "The worker"):
+
+- ``job_timeout`` = delivery timeout + 15 s. arq marks a job in progress for job_timeout + 10 s;
+  if the worker is SIGKILLed, that mark expires and another worker (or the restarted one) runs the
+  job again: about 40 s with the default 15 s delivery timeout, not arq's default five minutes.
+- ``poll_delay`` 0.05 s: arq starts at most ``queue_read_limit`` jobs per poll, so the default 0.5 s
+  would cap throughput and add up to half a second of latency; an idle poll is one ZRANGEBYSCORE.
+- ``max_jobs`` 100: deliveries wait on the network, not the CPU; 100 in flight per process.
+- ``keep_result`` 0: results are never read, and a kept result would block the sweeper from
+  re-enqueueing a lost job under the same id.
+- ``max_tries`` 10: only crash recovery re-runs a job (the task never raises for a failed
+  delivery); fencing by ``seq`` makes a re-run harmless.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime
+from typing import Any
+from unittest import mock
+
+import arq.worker
+import structlog
+from arq import cron
+from arq.connections import ArqRedis
+from arq.worker import Worker, func
+from redis.exceptions import RedisError
+
+from relay.connections import Connections
+from relay.events import EventStore
+from relay.metrics import Metrics
+from relay.models import utcnow
+from relay.queue import DELIVER, SWEEP
+from relay.settings import Settings
+from relay.store import Store
+from workers.delivery import Deps, deliver, sweep
+from workers.egress import create_session
+
+log = structlog.get_logger("relay.worker")
+
+DEPS = "relay_deps"
+
+
+async def deliver_task(ctx: dict[str, Any], event_id: str, seq: int) -> str:
+    try:
+        return (await deliver(event_id, seq, deps=ctx[DEPS])).value
+    except (RedisError, OSError) as error:
+        # The store failed mid-bookkeeping: the outbox still holds the event, the sweeper retries it.
+        log.warning("delivery_bookkeeping_failed", event_id=event_id, error=type(error).__name__)
+        return "store_unavailable"
+
+
+async def sweep_task(ctx: dict[str, Any]) -> int:
+    try:
+        return await sweep(ctx[DEPS])
+    except (RedisError, OSError) as error:
+        log.warning("sweep_failed", error=type(error).__name__)
+        return 0
+
+
+def worker_options(
+    settings: Settings,
+    connections: Connections,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    rng: Callable[[], float] = random.random,
+    metrics: Metrics | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments for ``arq.worker.Worker`` (the relay's WorkerSettings)."""
+    metrics = metrics or Metrics()
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        http = create_session(
+            allow_private=settings.allow_private_targets, max_connections=settings.worker_max_jobs
+        )
+        ctx[DEPS] = Deps(
+            store=Store(connections.redis, prefix=settings.key_prefix),
+            events=EventStore(connections.redis, prefix=settings.key_prefix),
+            arq=connections.arq,
+            http=http,
+            settings=settings,
+            metrics=metrics,
+            clock=clock,
+            rng=rng,
+        )
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        deps: Deps | None = ctx.get(DEPS)
+        if deps is not None:
+            await deps.http.close()
+
+    step = max(1, int(settings.sweep_interval))
+    return {
+        "functions": [func(deliver_task, name=DELIVER)],
+        "cron_jobs": [cron(sweep_task, name=SWEEP, second=set(range(0, 60, step)), run_at_startup=True)],
+        "redis_pool": connections.arq,
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "max_jobs": settings.worker_max_jobs,
+        "poll_delay": settings.worker_poll_delay,
+        "job_timeout": settings.delivery_timeout + 15,
+        "keep_result": 0,
+        "max_tries": 10,
+        "job_completion_wait": int(settings.delivery_timeout) + 5,
+        "health_check_interval": 60,
+    }
+
+
+def embedded_patch(connections: Connections) -> AbstractContextManager[Any]:
+    """arq logs ``INFO`` at start; fakeredis has no INFO command, so skip that one log line."""
+    if not connections.embedded:
+        return nullcontext()
+
+    async def no_info(redis: ArqRedis, log_func: Callable[[str], Any]) -> None:
+        log_func("redis: embedded in-process store (not durable)")
+
+    return mock.patch.object(arq.worker, "log_redis_info", no_info)
+
+
+def create_worker(settings: Settings, connections: Connections, **options: Any) -> Worker:
+    """A worker over ``connections``; ``options`` override or extend ``worker_options``."""
+    base = worker_options(
+        settings,
+        connections,
+        **{key: options.pop(key) for key in ("clock", "rng", "metrics") if key in options},
+    )
+    return Worker(**(base | options))
