@@ -29,8 +29,8 @@ class Connections:
     embedded: bool
 
     async def close(self) -> None:
-        await self.redis.aclose()
-        await self.arq.aclose()
+        await self.redis.aclose(close_connection_pool=True)
+        await self.arq.aclose(close_connection_pool=True)
 
 
 def embedded_server() -> Any:
