@@ -37,3 +37,5 @@ def configure_logging(log_format: Literal["json", "console"] | None, *, level: i
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # arq logs a line as each job starts and ends; relay writes one canonical line per attempt instead.
+    logging.getLogger("arq").setLevel(logging.WARNING)

@@ -114,5 +114,6 @@ def describe_validation_error(error: ValidationError) -> str:
     lines = []
     for problem in error.errors():
         field = str(problem["loc"][0]) if problem["loc"] else "?"
-        lines.append(f"RELAY_{field.upper()}: {problem['msg']}")
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"RELAY_{field.upper()}: {message}")
     return "; ".join(lines)

@@ -74,6 +74,13 @@ def worker_options(
     metrics = metrics or Metrics()
 
     async def startup(ctx: dict[str, Any]) -> None:
+        log.info(
+            "worker_started",
+            embedded=connections.embedded,
+            max_jobs=settings.worker_max_jobs,
+            poll_delay=settings.worker_poll_delay,
+            retry_schedule=settings.retry_schedule,
+        )
         http = create_session(
             allow_private=settings.allow_private_targets, max_connections=settings.worker_max_jobs
         )

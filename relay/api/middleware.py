@@ -33,28 +33,26 @@ def error_response(error: RelayError) -> web.Response:
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind a request id, turn every error into JSON, and write one log line per request."""
     request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
-    error_name = None
     try:
         response = await _handle(request, handler)
+        response.headers["x-request-id"] = request_id
+        error_name = _error_name(response) if response.status >= 400 else None
+        log.info(
+            "request",
+            method=request.method,
+            path=request.path,
+            status=response.status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            error=error_name,
+        )
+        return response
     finally:
-        structlog.contextvars.unbind_contextvars()
-    if response.status >= 400 and isinstance(response, web.Response) and response.body:
-        error_name = _error_name(response)
-    response.headers["x-request-id"] = request_id
-    log.info(
-        "request",
-        method=request.method,
-        path=request.path,
-        status=response.status,
-        duration_ms=round((time.perf_counter() - started) * 1000, 2),
-        error=error_name,
-    )
-    structlog.contextvars.clear_contextvars()
-    return response
+        structlog.contextvars.clear_contextvars()
 
 
 async def _handle(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -74,12 +72,20 @@ async def _handle(request: web.Request, handler: Handler) -> web.StreamResponse:
         name = HTTP_ERROR_NAMES.get(error.status, "HTTPError")
         detail = "no such route" if error.status == 404 else error.reason
         return web.json_response({"error": name, "detail": detail}, status=error.status)
+    except Exception:
+        # The edge of the app: a bug must still answer JSON, and be logged with its traceback.
+        log.exception("unhandled_error")
+        return web.json_response(
+            {"error": "InternalError", "detail": "an internal error occurred"}, status=500
+        )
 
 
-def _error_name(response: web.Response) -> str | None:
+def _error_name(response: web.StreamResponse) -> str | None:
+    if not isinstance(response, web.Response) or not isinstance(response.body, bytes):
+        return None
     try:
-        body = json.loads(response.body)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        body = json.loads(response.body)
+    except ValueError:
         return None
     return body.get("error") if isinstance(body, dict) else None
 
