@@ -64,7 +64,7 @@ async def redis_url() -> AsyncIterator[str]:
     client = Redis.from_url(TEST_REDIS_URL)
     try:
         await client.ping()
-    except Exception as error:  # noqa: BLE001 - any failure here means the same thing
+    except Exception as error:  # any failure here means the same thing
         pytest.fail(f"no Redis at {TEST_REDIS_URL} ({error}); start one or set RELAY_TEST_REDIS_URL")
     await client.flushdb()
     yield TEST_REDIS_URL
@@ -125,7 +125,9 @@ class Api:
         self.http = http
         self.settings = settings
 
-    async def call(self, method: str, path: str, *, expect: int = 200, auth: bool = True, **kwargs: Any) -> Any:
+    async def call(
+        self, method: str, path: str, *, expect: int = 200, auth: bool = True, **kwargs: Any
+    ) -> Any:
         headers = kwargs.pop("headers", {})
         if auth:
             headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
@@ -145,18 +147,29 @@ class Api:
 
     async def buy(self, client_id: str, item_id: str, **fields: Any) -> dict[str, Any]:
         payload = {"client_id": client_id, "item_id": item_id, "buyer_email": "buyer@example.com"}
-        body = await self.call("POST", "/api/platform/public-items/purchase", json=payload | fields, auth=False)
+        body = await self.call(
+            "POST", "/api/platform/public-items/purchase", json=payload | fields, auth=False
+        )
         return dict(body)
 
     async def purchase(self, project_id: str, order_id: str) -> dict[str, Any]:
         body = await self.call("GET", f"/api/platform/projects/{project_id}/item-purchases/{order_id}")
         return dict(body["purchase"])
 
-    def notification(self, order_id: str, amount: int, *, status: str = "settlement", **extra: Any) -> dict[str, Any]:
+    def notification(
+        self, order_id: str, amount: int, *, status: str = "settlement", **extra: Any
+    ) -> dict[str, Any]:
         """A correctly signed Midtrans notification for ``order_id``."""
         stub = Purchase(
-            order_id=order_id, item_id="x", project_id="x", item_name="x", amount=amount, currency="IDR",
-            buyer_email="b@example.com", created_at=datetime.now(UTC), updated_at=datetime.now(UTC),
+            order_id=order_id,
+            item_id="x",
+            project_id="x",
+            item_name="x",
+            amount=amount,
+            currency="IDR",
+            buyer_email="b@example.com",
+            created_at=datetime.now(UTC),
+            updated_at=datetime.now(UTC),
         )
         payload = settlement_payload(stub, status=status, now=datetime.now(UTC)) | extra
         return sign_notification(payload, self.settings.midtrans_key)
@@ -189,7 +202,9 @@ async def start_relay(redis_url: str) -> AsyncIterator[StartRelay]:
     """Start relays on loopback (ingress, and a worker unless ``worker=False``); all stop at teardown."""
     started: list[tuple[Relay, aiohttp.ClientSession]] = []
 
-    async def start(*, worker: bool = True, worker_options: dict[str, Any] | None = None, **overrides: Any) -> Running:
+    async def start(
+        *, worker: bool = True, worker_options: dict[str, Any] | None = None, **overrides: Any
+    ) -> Running:
         settings = make_settings(**overrides)
         relay = Relay(settings, worker_options=worker_options)
         await relay.start(host="127.0.0.1", port=0, worker=worker)
