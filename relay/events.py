@@ -100,9 +100,16 @@ class EventStore:
             rows = await pipe.execute()
         return [event_from_fields(fields) for fields in rows if fields]
 
-    async def attempts(self, event_id: str) -> list[Attempt]:
-        raws = await self.redis.lrange(self.keys.attempts(event_id), 0, -1)  # type: ignore[misc]
-        return [Attempt.model_validate_json(raw) for raw in raws]
+    async def attempts(self, event_ids: list[str]) -> dict[str, list[Attempt]]:
+        """Each event's attempt log, oldest first, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event_id in event_ids:
+                pipe.lrange(self.keys.attempts(event_id), 0, -1)
+            rows = await pipe.execute()
+        return {
+            event_id: [Attempt.model_validate_json(raw) for raw in raws]
+            for event_id, raws in zip(event_ids, rows, strict=True)
+        }
 
     async def finish_attempt(
         self,

@@ -148,10 +148,11 @@ async def delete_item(request: web.Request) -> web.Response:
 
 async def purchase_views(events: EventStore, purchases: list[Purchase]) -> list[dict[str, Any]]:
     """Purchases as the API shows them, each with its delivery attempts."""
+    logs = await events.attempts([purchase.event_id for purchase in purchases if purchase.event_id])
     views = []
     for purchase in purchases:
-        attempts = await events.attempts(purchase.event_id) if purchase.event_id else []
         view = purchase.model_dump(mode="json")
+        attempts = logs.get(purchase.event_id, []) if purchase.event_id else []
         view["attempts"] = [attempt.model_dump(mode="json") for attempt in attempts]
         views.append(view)
     return views
