@@ -10,7 +10,15 @@ from enum import StrEnum
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_serializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    FieldSerializationInfo,
+    StrictInt,
+    field_serializer,
+)
 
 from relay.jsonutil import dumps
 
@@ -110,8 +118,11 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     @field_serializer("*", when_used="json", check_fields=False)
-    def _dates(self, value: Any) -> Any:
-        return iso_ms(value) if isinstance(value, datetime) else value
+    def _dates(self, value: Any, info: FieldSerializationInfo) -> Any:
+        """Times as UTC with ``Z``; ``paid_at`` to the second, as in the event body."""
+        if not isinstance(value, datetime):
+            return value
+        return iso_z(value) if info.field_name == "paid_at" else iso_ms(value)
 
 
 class Project(Record):
