@@ -15,16 +15,16 @@ from relay.api.context import (
     CLOCK,
     CONNECTIONS,
     EVENTS,
+    GATEWAYS,
     HTTP,
     METRICS,
-    MIDTRANS,
     SETTINGS,
     STORE,
 )
 from relay.api.middleware import errors_middleware
 from relay.connections import open_connections
 from relay.events import EventStore
-from relay.gateways.midtrans import Midtrans
+from relay.gateways.registry import configured_gateways
 from relay.metrics import Metrics
 from relay.models import utcnow
 from relay.settings import Settings
@@ -45,7 +45,7 @@ def create_app(
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[METRICS] = metrics or Metrics()
-    app[MIDTRANS] = Midtrans(server_key=settings.midtrans_key)
+    app[GATEWAYS] = configured_gateways(settings)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         connections = open_connections(settings, server=server)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from decimal import Decimal
 
 import structlog
 from arq.connections import ArqRedis
@@ -84,7 +83,7 @@ async def apply_outcome(
                 }
             )
             return "unknown_order"
-        if outcome.amount != Decimal(purchase.amount):
+        if not outcome.amount_accepted(purchase.amount):
             raise AmountMismatch(
                 f"amount {outcome.amount} does not match the purchase amount {purchase.amount}"
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -37,9 +38,11 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
-        if value is not None and urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
+        if not value:
+            return None  # set but empty means unset: the embedded store
+        if urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
-        return value or None
+        return value
 
     @field_validator("midtrans_api_base", "midtrans_snap_base", "public_base_url")
     @classmethod
@@ -64,7 +67,9 @@ class Settings(BaseSettings):
     @field_validator("retry_schedule")
     @classmethod
     def _check_schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if any(delay < 0 or delay > 7 * 86400 for delay in value):
+        if not value:
+            raise ValueError("must list at least one delay, e.g. 5,300,1800")
+        if not all(math.isfinite(delay) and 0 <= delay <= 7 * 86400 for delay in value):
             raise ValueError("each delay must be between 0 and 604800 seconds")
         return value
 

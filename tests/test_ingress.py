@@ -983,9 +983,14 @@ async def test_store_down_is_503_never_200(start_relay: StartRelay) -> None:
 # --- 8. error shape -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/nope", "/api/platform/nothing", "/callbacks/unknown-gateway"])
+@pytest.mark.parametrize("path", ["/nope", "/api/platform/nothing"])
 async def test_unknown_route_is_json_404(relay: Running, path: str) -> None:
     body = await relay.api.call("GET", path, auth=False, expect=404)
+    assert_error(body, "NotFound")
+
+
+async def test_unknown_gateway_is_json_404(relay: Running) -> None:
+    body = await relay.api.call("POST", "/callbacks/unknown-gateway", auth=False, json={}, expect=404)
     assert_error(body, "NotFound")
 
 

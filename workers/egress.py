@@ -20,6 +20,8 @@ MAX_RESPONSE_BYTES = 4096
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215 local-use translation prefix
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d form
 
 
 class BlockedTarget(OSError):
@@ -36,6 +38,8 @@ def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | Non
     """The IPv4 address inside an IPv4-mapped, NAT64, 6to4 or Teredo IPv6 address."""
     if address.ipv4_mapped:
         return address.ipv4_mapped
+    if address in IPV4_COMPATIBLE:
+        return ipaddress.IPv4Address(int(address))
     if address in NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     if address.sixtofour:
@@ -47,6 +51,8 @@ def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | Non
 
 def is_public(address: IPAddress) -> bool:
     if isinstance(address, ipaddress.IPv6Address):
+        if address in NAT64_LOCAL or address.is_site_local:
+            return False
         inner = embedded_ipv4(address)
         if inner is not None:
             return is_public(inner)

@@ -8,7 +8,7 @@ from aiohttp import web
 from pydantic import Field
 
 from relay.api.context import ARQ, CLOCK, EVENTS, METRICS
-from relay.api.middleware import admin_only, not_found, parse, query_int, read_json
+from relay.api.middleware import admin_only, not_found, query_int, read_model
 from relay.deadletters import all_dead_letters, dead_letter_views
 from relay.domain import resend
 from relay.errors import InvalidInput
@@ -52,10 +52,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
 @admin_only
 async def replay(request: web.Request) -> web.Response:
     events, arq, now = request.app[EVENTS], request.app[ARQ], request.app[CLOCK]()
-    data = await read_json(request)
-    if not isinstance(data, dict):
-        raise InvalidInput("body must be a JSON object")
-    body = parse(ReplayIn, data)
+    body = await read_model(request, ReplayIn)
     if body.all == bool(body.event_ids):
         raise InvalidInput('give either "event_ids": [...] or "all": true')
     if body.all:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
-from relay.api.context import ARQ, CLOCK, METRICS, MIDTRANS, STORE
+from relay.api.context import ARQ, CLOCK, GATEWAYS, METRICS, STORE
+from relay.api.middleware import not_found
 from relay.domain import apply_outcome
 from relay.errors import RelayError
 from relay.models import PurchaseStatus
@@ -14,9 +15,13 @@ log = structlog.get_logger("relay.callbacks")
 routes = web.RouteTableDef()
 
 
-@routes.post("/callbacks/midtrans")
-async def midtrans(request: web.Request) -> web.Response:
-    gateway, metrics = request.app[MIDTRANS], request.app[METRICS]
+@routes.post("/callbacks/{gateway}")
+async def callback(request: web.Request) -> web.Response:
+    name = request.match_info["gateway"]
+    gateway = request.app[GATEWAYS].get(name)
+    if gateway is None:
+        raise not_found("gateway", name)
+    metrics = request.app[METRICS]
     outcome_label = "error"
     try:
         payload = gateway.verify(await request.read(), request.headers)
@@ -26,8 +31,8 @@ async def midtrans(request: web.Request) -> web.Response:
         outcome_label = result
         if result == PurchaseStatus.PAID.value:
             metrics.events_created.inc()
-        log.info("callback", transaction_status=outcome.raw_status, result=result)
-        return web.json_response({"status": "ok"})
+        log.info("callback", gateway_status=outcome.raw_status, result=result)
+        return web.json_response(gateway.ok_body)
     except RelayError as error:
         outcome_label = type(error).__name__
         raise

@@ -11,7 +11,7 @@ from arq.connections import ArqRedis
 
 from relay.connections import Connections
 from relay.events import EventStore
-from relay.gateways.midtrans import Midtrans
+from relay.gateways import Gateway
 from relay.metrics import Metrics
 from relay.settings import Settings
 from relay.store import Store
@@ -19,7 +19,7 @@ from relay.store import Store
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 CLOCK: web.AppKey[Callable[[], datetime]] = web.AppKey("clock")
-MIDTRANS = web.AppKey("midtrans", Midtrans)
+GATEWAYS: web.AppKey[dict[str, Gateway]] = web.AppKey("gateways")
 CONNECTIONS = web.AppKey("connections", Connections)
 STORE = web.AppKey("store", Store)
 EVENTS = web.AppKey("events", EventStore)

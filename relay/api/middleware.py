@@ -18,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relay.api.context import SETTINGS
 from relay.errors import InvalidInput, NotFound, PayloadTooLarge, RelayError, StoreUnavailable, Unauthorized
+from relay.jsonutil import parse_object
 
 log = structlog.get_logger("relay.http")
 
@@ -106,19 +107,8 @@ def admin_only(handler: Handler) -> Handler:
     return wrapped
 
 
-async def read_json(request: web.Request) -> Any:
-    body = await request.read()
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise InvalidInput("body is not valid JSON") from None
-
-
 async def read_model(request: web.Request, model: type[ModelT]) -> ModelT:
-    data = await read_json(request)
-    if not isinstance(data, dict):
-        raise InvalidInput("body must be a JSON object")
-    return parse(model, data)
+    return parse(model, parse_object(await request.read()))
 
 
 def parse(model: type[ModelT], data: dict[str, Any]) -> ModelT:

@@ -21,6 +21,7 @@ import aiohttp
 
 from relay.errors import InvalidInput, UpstreamUnavailable, VerificationError
 from relay.gateways import PaymentOutcome
+from relay.jsonutil import parse_object
 from relay.models import Purchase, PurchaseStatus
 
 JAKARTA = ZoneInfo("Asia/Jakarta")
@@ -65,17 +66,13 @@ def jakarta_to_utc(text: str) -> datetime:
 
 class Midtrans:
     name = "midtrans"
+    ok_body: dict[str, Any] = {"status": "ok"}
 
     def __init__(self, *, server_key: str) -> None:
         self._server_key = server_key
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
-        try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise InvalidInput("body is not valid JSON") from None
-        if not isinstance(payload, dict):
-            raise InvalidInput("body must be a JSON object")
+        payload = parse_object(body)
         for field in (*SIGNED_FIELDS, "signature_key", "transaction_status"):
             value = payload.get(field)
             if not isinstance(value, str) or not value or len(value) > 256:

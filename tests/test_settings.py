@@ -1,0 +1,174 @@
+"""relay/settings.py: RELAY_* parsing, validation messages, and the derived Midtrans values."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from pydantic import ValidationError
+
+from relay.settings import DEFAULT_RETRY_SCHEDULE, MIDTRANS_SANDBOX_API, Settings, describe_validation_error
+
+TOKEN = "admin-token-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings reads RELAY_* variables: start every test from none, whatever the developer has set."""
+    for name in list(os.environ):
+        if name.upper().startswith("RELAY_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults() -> None:
+    settings = Settings()
+    assert settings.retry_schedule == DEFAULT_RETRY_SCHEDULE
+    assert settings.redis_url is None
+    assert settings.embedded
+    assert settings.sandbox
+    assert settings.allow_private_targets is False
+    assert settings.midtrans_api_base == MIDTRANS_SANDBOX_API
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("5,300,1800", (5.0, 300.0, 1800.0)),
+        ("5, 300 ,1800", (5.0, 300.0, 1800.0)),
+        ("0.05,0.1", (0.05, 0.1)),
+        ("0", (0.0,)),
+        ("604800", (604800.0,)),
+    ],
+)
+def test_retry_schedule_from_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: tuple[float, ...]
+) -> None:
+    monkeypatch.setenv("RELAY_RETRY_SCHEDULE", value)
+    schedule = Settings().retry_schedule
+    assert schedule == expected
+    assert all(isinstance(delay, float) for delay in schedule)
+
+
+@pytest.mark.parametrize("value", ["5,abc", "-1", "5,-1", "604801", "5,inf", "5,nan", "abc"])
+def test_bad_retry_schedule_fails(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("RELAY_RETRY_SCHEDULE", value)
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert "RELAY_RETRY_SCHEDULE" in describe_validation_error(caught.value)
+
+
+def test_retry_schedule_keyword_is_parsed_too() -> None:
+    assert Settings(retry_schedule="5,300").retry_schedule == (5.0, 300.0)
+
+
+@pytest.mark.parametrize("token", ["", "short", "x" * 15])
+def test_short_admin_token_fails(monkeypatch: pytest.MonkeyPatch, token: str) -> None:
+    monkeypatch.setenv("RELAY_ADMIN_TOKEN", token)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_admin_token_of_16_characters_is_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELAY_ADMIN_TOKEN", "x" * 16)
+    token = Settings().admin_token
+    assert token is not None
+    assert token.get_secret_value() == "x" * 16
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:6379/0", "https://redis.example.com", "127.0.0.1:6379", "localhost"]
+)
+def test_redis_url_must_be_a_redis_url(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("RELAY_REDIS_URL", url)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/0", "rediss://user:pw@redis.example.com:6380/1", "unix:///run/redis.sock"]
+)
+def test_redis_url_schemes_accepted(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("RELAY_REDIS_URL", url)
+    settings = Settings()
+    assert settings.redis_url == url
+    assert not settings.embedded
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "named"),
+    [
+        ("RELAY_REDIS_URL", "http://127.0.0.1:6379", "RELAY_REDIS_URL:"),
+        ("RELAY_ADMIN_TOKEN", "short", "RELAY_ADMIN_TOKEN:"),
+        ("RELAY_RETRY_SCHEDULE", "5,abc", "RELAY_RETRY_SCHEDULE:"),
+        ("RELAY_DELIVERY_TIMEOUT", "0", "RELAY_DELIVERY_TIMEOUT:"),
+        ("RELAY_MAX_BODY_BYTES", "12", "RELAY_MAX_BODY_BYTES:"),
+        ("RELAY_LOG_FORMAT", "xml", "RELAY_LOG_FORMAT:"),
+        ("RELAY_MIDTRANS_API_BASE", "ftp://example.com", "RELAY_MIDTRANS_API_BASE:"),
+    ],
+)
+def test_describe_validation_error_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert describe_validation_error(caught.value).startswith(named)
+
+
+def test_describe_validation_error_lists_every_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELAY_REDIS_URL", "http://127.0.0.1:6379")
+    monkeypatch.setenv("RELAY_ADMIN_TOKEN", "short")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    lines = describe_validation_error(caught.value).split("; ")
+    assert sorted(line.split(":")[0] for line in lines) == ["RELAY_ADMIN_TOKEN", "RELAY_REDIS_URL"]
+
+
+@pytest.mark.parametrize(
+    ("api_base", "snap_base", "expected"),
+    [
+        ("https://api.sandbox.midtrans.com", None, "https://app.sandbox.midtrans.com"),
+        ("https://api.sandbox.midtrans.com/", None, "https://app.sandbox.midtrans.com"),
+        ("https://api.midtrans.com", None, "https://app.midtrans.com"),
+        ("http://127.0.0.1:9999", None, "http://127.0.0.1:9999"),
+        ("http://fake-midtrans.test:8000/", None, "http://fake-midtrans.test:8000"),
+        ("https://api.sandbox.midtrans.com", "http://127.0.0.1:9998", "http://127.0.0.1:9998"),
+        ("http://127.0.0.1:9999", "http://127.0.0.1:9998/", "http://127.0.0.1:9998"),
+    ],
+)
+def test_snap_base(api_base: str, snap_base: str | None, expected: str) -> None:
+    settings = Settings(midtrans_api_base=api_base, midtrans_snap_base=snap_base)
+    assert settings.snap_base == expected
+
+
+def test_snap_base_default() -> None:
+    assert Settings().snap_base == "https://app.sandbox.midtrans.com"
+
+
+def test_sandbox_midtrans_key_is_derived_from_the_admin_token() -> None:
+    first = Settings(admin_token=TOKEN)
+    again = Settings(admin_token=TOKEN)
+    other = Settings(admin_token=TOKEN + "-other")
+    assert first.sandbox
+    assert first.midtrans_key == again.midtrans_key
+    assert first.midtrans_key != other.midtrans_key
+    assert first.midtrans_key.startswith("SB-Mid-server-")
+    assert TOKEN not in first.midtrans_key
+
+
+def test_sandbox_midtrans_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELAY_ADMIN_TOKEN", TOKEN)
+    assert Settings().midtrans_key == Settings(admin_token=TOKEN).midtrans_key
+
+
+def test_midtrans_key_is_the_server_key_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELAY_MIDTRANS_SERVER_KEY", "SB-Mid-server-real-key")
+    settings = Settings(admin_token=TOKEN)
+    assert not settings.sandbox
+    assert settings.midtrans_key == "SB-Mid-server-real-key"
+
+
+def test_keyword_arguments_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELAY_ALLOW_PRIVATE_TARGETS", "true")
+    assert Settings().allow_private_targets is True
+    assert Settings(allow_private_targets=False).allow_private_targets is False
