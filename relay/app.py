@@ -23,6 +23,7 @@ from relay.api.context import (
 )
 from relay.api.middleware import errors_middleware
 from relay.connections import open_connections
+from relay.crypto import SecretBox
 from relay.events import EventStore
 from relay.gateways.registry import configured_gateways
 from relay.metrics import Metrics
@@ -50,7 +51,7 @@ def create_app(
     async def resources(app: web.Application) -> AsyncIterator[None]:
         connections = open_connections(settings, server=server)
         app[CONNECTIONS] = connections
-        app[STORE] = Store(connections.redis, prefix=settings.key_prefix)
+        app[STORE] = Store(connections.redis, prefix=settings.key_prefix, box=SecretBox(settings.fernet_keys))
         app[EVENTS] = EventStore(connections.redis, prefix=settings.key_prefix)
         app[ARQ] = connections.arq
         async with aiohttp.ClientSession(timeout=UPSTREAM_TIMEOUT, trust_env=False) as http:

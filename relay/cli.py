@@ -43,6 +43,15 @@ def require_redis(settings: Settings, command: str) -> None:
             f"`relay {command}` needs RELAY_REDIS_URL (the embedded store lives only inside "
             "`relay run`; use its admin API, or run `relay run` with RELAY_REDIS_URL)"
         )
+    require_encryption_keys(settings, command)
+
+
+def require_encryption_keys(settings: Settings, command: str) -> None:
+    if not settings.embedded and not settings.fernet_keys:
+        fail(
+            f"`relay {command}` with RELAY_REDIS_URL needs RELAY_ENCRYPTION_KEYS (webhook secrets are "
+            "stored encrypted); make one with `relay keys generate`"
+        )
 
 
 def require_admin_token(settings: Settings, command: str) -> None:
@@ -113,6 +122,7 @@ def run(host: str, port: int) -> None:
     """
     settings = load_settings()
     require_admin_token(settings, "run")
+    require_encryption_keys(settings, "run")
     if settings.embedded:
         click.secho(EMBEDDED_WARNING, fg="yellow", err=True)
     from relay.runner import serve_forever
@@ -235,6 +245,30 @@ def purchases_retry(project_id: str, purchase_id: str) -> None:
     settings = operator_settings("purchases retry")
     event_id = run_async(lambda: ops.retry_purchase(settings, project_id=project_id, order_id=purchase_id))
     click.echo(f"queued {event_id} for {purchase_id}")
+
+
+@main.group()
+def keys() -> None:
+    """Encryption keys for secrets at rest (RELAY_ENCRYPTION_KEYS)."""
+
+
+@keys.command("generate")
+def keys_generate() -> None:
+    """Print a new Fernet key. To rotate: put it first in RELAY_ENCRYPTION_KEYS, keep the old ones
+    after it, restart, run `relay keys rotate`, then drop the old keys."""
+    from relay.crypto import generate_key
+
+    click.echo(generate_key())
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Re-encrypt every stored secret under the first key of RELAY_ENCRYPTION_KEYS."""
+    from relay import ops
+
+    settings = operator_settings("keys rotate")
+    done = run_async(lambda: ops.rotate_keys(settings))
+    click.echo(f"re-encrypted {done} projects")
 
 
 def operator_settings(command: str) -> Settings:

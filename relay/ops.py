@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from relay.connections import Connections, open_connections
+from relay.crypto import SecretBox
 from relay.deadletters import all_dead_letters, dead_letter_views
 from relay.domain import resend
 from relay.errors import Conflict, NotFound
@@ -25,7 +26,7 @@ async def connected(settings: Settings) -> AsyncIterator[tuple[Connections, Stor
     try:
         yield (
             connections,
-            Store(connections.redis, prefix=settings.key_prefix),
+            Store(connections.redis, prefix=settings.key_prefix, box=SecretBox(settings.fernet_keys)),
             EventStore(connections.redis, prefix=settings.key_prefix),
         )
     finally:
@@ -109,3 +110,13 @@ async def retry_purchase(settings: Settings, *, project_id: str, order_id: str) 
             )
         await resend(events, connections.arq, purchase.event_id, now=utcnow())
         return purchase.event_id
+
+
+async def rotate_keys(settings: Settings) -> int:
+    async with connected(settings) as (_, store, _events):
+        project_ids = await store.project_ids()
+        done = 0
+        with click.progressbar(project_ids, label="re-encrypting") as bar:
+            for project_id in bar:
+                done += await store.reencrypt_project(project_id)
+        return done

@@ -9,9 +9,11 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from pydantic import SecretStr
 
 from relay.app import create_app
 from relay.connections import embedded_server, open_connections
+from relay.crypto import generate_key
 from relay.settings import Settings
 from workers.worker import create_worker, embedded_patch
 
@@ -49,6 +51,9 @@ class Relay:
     def __init__(
         self, settings: Settings, *, server: Any = None, worker_options: dict[str, Any] | None = None
     ) -> None:
+        if settings.embedded and not settings.fernet_keys:
+            # The embedded store dies with the process, and so may its key.
+            settings = settings.model_copy(update={"encryption_keys": SecretStr(generate_key())})
         self.settings = settings
         self.server = server if server is not None or not settings.embedded else embedded_server()
         self.worker_options = worker_options or {}

@@ -8,6 +8,7 @@ import math
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -73,12 +74,29 @@ class Settings(BaseSettings):
             raise ValueError("each delay must be between 0 and 604800 seconds")
         return value
 
+    @field_validator("encryption_keys")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        for key in value.get_secret_value().split(","):
+            try:
+                Fernet(key.strip().encode())
+            except (ValueError, TypeError):
+                raise ValueError("each key must be a Fernet key (`relay keys generate` makes one)") from None
+        return value
+
     @field_validator("admin_token")
     @classmethod
     def _token_length(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters")
         return value
+
+    @property
+    def fernet_keys(self) -> list[str]:
+        raw = self.encryption_keys.get_secret_value() if self.encryption_keys else ""
+        return [key.strip() for key in raw.split(",") if key.strip()]
 
     @property
     def embedded(self) -> bool:

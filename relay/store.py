@@ -23,6 +23,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from relay.crypto import SecretBox
 from relay.jsonutil import dumps
 from relay.models import EventRecord, Item, Project, Purchase, PurchaseStatus, WebhookStatus, utcnow
 
@@ -45,6 +46,7 @@ end
 return 1
 """
 
+SECRET_FIELDS = ("webhook_secret", "previous_webhook_secret")
 PURCHASE_STATE_FIELDS = ("status", "paid_at", "webhook_status", "event_id", "updated_at")
 
 
@@ -107,16 +109,53 @@ def purchase_from_fields(fields: dict[str, str]) -> Purchase:
 class Store:
     """Projects, items and purchases. ``redis`` must decode responses to ``str``."""
 
-    def __init__(self, redis: Redis, *, prefix: str) -> None:
+    def __init__(self, redis: Redis, *, prefix: str, box: SecretBox) -> None:
         self.redis = redis
         self.keys = Keys(prefix)
+        self.box = box
         self._ingest = redis.register_script(INGEST_LUA)
 
     # --- projects ---------------------------------------------------------------------------
 
     async def get_project(self, project_id: str) -> Project | None:
         raw = await self.redis.get(self.keys.project(project_id))
-        return None if raw is None else Project.model_validate_json(raw)
+        return None if raw is None else self._open(raw)
+
+    def _seal(self, project: Project) -> str:
+        """The project as stored: its signing secrets encrypted."""
+        sealed = project.model_dump(mode="json")
+        for field in SECRET_FIELDS:
+            if sealed[field]:
+                sealed[field] = self.box.encrypt(sealed[field])
+        return dumps(sealed)
+
+    def _open(self, raw: str) -> Project:
+        data = json.loads(raw)
+        for field in SECRET_FIELDS:
+            if data.get(field):
+                data[field] = self.box.decrypt(data[field])
+        return Project.model_validate(data)
+
+    async def project_ids(self) -> list[str]:
+        found = []
+        async for key in self.redis.scan_iter(match=self.keys.project("*"), count=500):
+            rest = key.removeprefix(self.keys.project(""))
+            if ":" not in rest:
+                found.append(rest)
+        return found
+
+    async def reencrypt_project(self, project_id: str) -> bool:
+        """Re-encrypt one project's secrets under the first key (``relay keys rotate``)."""
+        key = self.keys.project(project_id)
+        raw = await self.redis.get(key)
+        if raw is None:
+            return False
+        data = json.loads(raw)
+        for field in SECRET_FIELDS:
+            if data.get(field):
+                data[field] = self.box.rotate(data[field])
+        await self.redis.set(key, dumps(data), xx=True)
+        return True
 
     async def project_for_client(self, client_id: str) -> Project | None:
         project_id = await self.redis.get(self.keys.client(client_id))
@@ -124,7 +163,7 @@ class Store:
 
     async def put_project(self, project: Project) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.keys.project(project.id), project.model_dump_json())
+            pipe.set(self.keys.project(project.id), self._seal(project))
             pipe.set(self.keys.client(project.client_id), project.id)
             await pipe.execute()
 

@@ -21,6 +21,7 @@ from relay.settings import Settings
 
 TEST_REDIS_URL = os.environ.get("RELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 ADMIN_TOKEN = "test-admin-token-0123456789"
+TEST_ENCRYPTION_KEY = "Jx0m6nq2Gq9bT6b3VdOQ2i0xq3o8nXf3cXq8Yt1f2aQ="
 
 
 def make_settings(**overrides: Any) -> Settings:
@@ -34,6 +35,7 @@ def make_settings(**overrides: Any) -> Settings:
         "delivery_timeout": 2,
         "log_format": "json",
         "sweep_interval": 1,
+        "encryption_keys": TEST_ENCRYPTION_KEY,
     }
     return Settings(**(values | overrides))
 

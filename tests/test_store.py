@@ -10,6 +10,7 @@ import fakeredis
 import pytest
 from fakeredis.aioredis import FakeRedis
 
+from relay.crypto import SecretBox, generate_key
 from relay.domain import build_event
 from relay.errors import InvalidInput
 from relay.events import EventStore
@@ -40,7 +41,9 @@ class Stores:
 async def stores() -> AsyncIterator[Stores]:
     # A private FakeServer: FakeRedis() alone shares one server per host:port across tests.
     redis = FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
-    yield Stores(redis, Store(redis, prefix=PREFIX), EventStore(redis, prefix=PREFIX))
+    yield Stores(
+        redis, Store(redis, prefix=PREFIX, box=SecretBox([generate_key()])), EventStore(redis, prefix=PREFIX)
+    )
     await redis.aclose()
 
 

@@ -31,6 +31,7 @@ from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
 from relay.connections import Connections
+from relay.crypto import SecretBox
 from relay.events import EventStore
 from relay.metrics import Metrics
 from relay.models import utcnow
@@ -85,7 +86,7 @@ def worker_options(
             allow_private=settings.allow_private_targets, max_connections=settings.worker_max_jobs
         )
         ctx[DEPS] = Deps(
-            store=Store(connections.redis, prefix=settings.key_prefix),
+            store=Store(connections.redis, prefix=settings.key_prefix, box=SecretBox(settings.fernet_keys)),
             events=EventStore(connections.redis, prefix=settings.key_prefix),
             arq=connections.arq,
             http=http,

@@ -1,0 +1,36 @@
+"""Secrets at rest: webhook signing secrets are stored encrypted with Fernet (AES-128-CBC +
+HMAC-SHA256) under RELAY_ENCRYPTION_KEYS. The first key encrypts; every key decrypts, so a new key
+can be put first and ``relay keys rotate`` re-encrypts everything under it."""
+
+from __future__ import annotations
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+PREFIX = "fernet:"
+
+
+class SecretBox:
+    def __init__(self, keys: list[str]) -> None:
+        if not keys:
+            raise ValueError("at least one encryption key is needed")
+        self._fernet = MultiFernet([Fernet(key.encode()) for key in keys])
+
+    def encrypt(self, plaintext: str) -> str:
+        return PREFIX + self._fernet.encrypt(plaintext.encode()).decode()
+
+    def decrypt(self, stored: str) -> str:
+        if not stored.startswith(PREFIX):
+            raise ValueError("stored secret is not encrypted")
+        try:
+            return self._fernet.decrypt(stored.removeprefix(PREFIX).encode()).decode()
+        except InvalidToken:
+            raise ValueError("no key in RELAY_ENCRYPTION_KEYS decrypts a stored secret") from None
+
+    def rotate(self, stored: str) -> str:
+        """The same secret, encrypted under the first key."""
+        token = self._fernet.rotate(stored.removeprefix(PREFIX).encode())
+        return PREFIX + token.decode()
+
+
+def generate_key() -> str:
+    return Fernet.generate_key().decode()
