@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     retry_schedule: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_SCHEDULE
     delivery_timeout: float = Field(default=15.0, gt=0, le=300)
     allow_private_targets: bool = False
+    allowed_target_cidrs: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = ()
+    require_https: bool = False
     encryption_keys: SecretStr | None = None
     max_body_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
     log_format: Literal["json", "console"] | None = None
@@ -54,6 +56,13 @@ class Settings(BaseSettings):
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("allowed_target_cidrs", mode="before")
+    @classmethod
+    def _parse_cidrs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @field_validator("retry_schedule", mode="before")
     @classmethod

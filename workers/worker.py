@@ -83,7 +83,9 @@ def worker_options(
             retry_schedule=settings.retry_schedule,
         )
         http = create_session(
-            allow_private=settings.allow_private_targets, max_connections=settings.worker_max_jobs
+            allow_private=settings.allow_private_targets,
+            max_connections=settings.worker_max_jobs,
+            allowlist=settings.allowed_target_cidrs,
         )
         ctx[DEPS] = Deps(
             store=Store(connections.redis, prefix=settings.key_prefix, box=SecretBox(settings.fernet_keys)),

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.api.context import ARQ, CLOCK, EVENTS, METRICS, STORE
+from relay.api.context import ARQ, CLOCK, EVENTS, METRICS, SETTINGS, STORE
 from relay.api.middleware import (
     admin_only,
     not_found,
@@ -28,11 +28,28 @@ from relay.models import (
     new_client_id,
     new_id,
 )
+from relay.settings import Settings
 from relay.signing import new_webhook_secret
 from relay.store import Store
+from relay.targets import check_webhook_url
 
 ROTATION_GRACE = timedelta(hours=24)
 routes = web.RouteTableDef()
+
+
+def check_target(settings: Settings, url: str | None) -> None:
+    """Refuse at registration the webhook URLs deliveries would refuse (the worker checks again)."""
+    if url is None:
+        return
+    try:
+        check_webhook_url(
+            url,
+            allow_private=settings.allow_private_targets,
+            require_https=settings.require_https,
+            allowlist=settings.allowed_target_cidrs,
+        )
+    except ValueError as error:
+        raise InvalidInput(f"webhook_url: {error}") from None
 
 
 async def _project(store: Store, project_id: str) -> Project:
@@ -47,6 +64,7 @@ async def _project(store: Store, project_id: str) -> Project:
 async def put_project(request: web.Request) -> web.Response:
     store, now = request.app[STORE], request.app[CLOCK]()
     data = await read_model(request, ProjectIn)
+    check_target(request.app[SETTINGS], data.webhook_url)
     existing = await store.get_project(data.id) if data.id else None
     if existing is not None:
         changes = data.model_dump(include=data.model_fields_set - {"id"})
@@ -100,6 +118,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
 async def put_item(request: web.Request) -> web.Response:
     store, now = request.app[STORE], request.app[CLOCK]()
     data = await read_model(request, ItemIn)
+    check_target(request.app[SETTINGS], data.webhook_url)
     await _project(store, data.project_id)
     existing = await store.get_item(data.id) if data.id else None
     if existing is not None:
