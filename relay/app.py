@@ -18,6 +18,7 @@ from relay.api.context import (
     GATEWAYS,
     HTTP,
     METRICS,
+    PURCHASE_LIMIT,
     SETTINGS,
     STORE,
 )
@@ -28,6 +29,7 @@ from relay.events import EventStore
 from relay.gateways.registry import configured_gateways
 from relay.metrics import Metrics
 from relay.models import utcnow
+from relay.ratelimit import RateLimit
 from relay.settings import Settings
 from relay.store import Store
 
@@ -54,6 +56,9 @@ def create_app(
         app[STORE] = Store(connections.redis, prefix=settings.key_prefix, box=SecretBox(settings.fernet_keys))
         app[EVENTS] = EventStore(connections.redis, prefix=settings.key_prefix)
         app[ARQ] = connections.arq
+        app[PURCHASE_LIMIT] = RateLimit(
+            connections.redis, prefix=settings.key_prefix, limit=settings.purchase_rate_limit
+        )
         async with aiohttp.ClientSession(timeout=UPSTREAM_TIMEOUT, trust_env=False) as http:
             app[HTTP] = http
             yield

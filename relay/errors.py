@@ -10,8 +10,12 @@ handlers raise, they never build error bodies.
     ├── NotFound              404   unknown project, item, purchase, event or route
     ├── Conflict              409   a request that contradicts stored state
     │   └── AmountMismatch    409   a callback whose amount differs from the purchase
+    ├── RequestTimeout        408   a body that arrives too slowly
     ├── PayloadTooLarge       413   body over RELAY_MAX_BODY_BYTES
-    ├── UpstreamUnavailable   502   a gateway API (e.g. Midtrans Snap) failed
+    ├── TooManyRequests       429   over a rate limit (with Retry-After)
+    ├── UpstreamUnavailable   502   a gateway API (e.g. Midtrans Snap) failed a buyer-facing call
+    ├── GatewayUnavailable    503   a gateway status API failed while confirming a callback:
+    │                               the gateway should retry the callback
     └── StoreUnavailable      503   Redis unreachable: the caller should retry
 
     DeliveryError                   one failed delivery attempt (never leaves the worker)
@@ -26,6 +30,7 @@ class RelayError(Exception):
     """Base of the errors that become HTTP responses."""
 
     status = 500
+    headers: dict[str, str] = {}
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -56,6 +61,10 @@ class AmountMismatch(Conflict):
     pass
 
 
+class RequestTimeout(RelayError):
+    status = 408
+
+
 class PayloadTooLarge(RelayError):
     status = 413
 
@@ -64,8 +73,20 @@ class UpstreamUnavailable(RelayError):
     status = 502
 
 
+class GatewayUnavailable(RelayError):
+    status = 503
+
+
 class StoreUnavailable(RelayError):
     status = 503
+
+
+class TooManyRequests(RelayError):
+    status = 429
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 class DeliveryError(Exception):

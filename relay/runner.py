@@ -21,13 +21,21 @@ log = structlog.get_logger("relay.runner")
 
 # How long ingress waits for in-flight requests on shutdown.
 SHUTDOWN_TIMEOUT = 20.0
+KEEPALIVE_TIMEOUT = 30.0
 
 
 async def start_ingress(
     settings: Settings, *, host: str, port: int, server: Any = None
 ) -> tuple[web.AppRunner, str]:
     runner = web.AppRunner(
-        create_app(settings, server=server), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+        create_app(settings, server=server),
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        # Idle keep-alive connections are closed; request lines and headers are capped.
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
+        max_line_size=8190,
+        max_field_size=8190,
+        max_headers=64,
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port)

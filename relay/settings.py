@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     allow_private_targets: bool = False
     allowed_target_cidrs: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = ()
     require_https: bool = False
+    body_timeout: float = Field(default=10.0, gt=0, le=300)
+    purchase_rate_limit: int = Field(default=60, ge=0, le=1_000_000)
     encryption_keys: SecretStr | None = None
     max_body_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
     log_format: Literal["json", "console"] | None = None

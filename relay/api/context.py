@@ -13,6 +13,7 @@ from relay.connections import Connections
 from relay.events import EventStore
 from relay.gateways import Gateway
 from relay.metrics import Metrics
+from relay.ratelimit import RateLimit
 from relay.settings import Settings
 from relay.store import Store
 
@@ -25,3 +26,4 @@ STORE = web.AppKey("store", Store)
 EVENTS = web.AppKey("events", EventStore)
 ARQ = web.AppKey("arq", ArqRedis)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
+PURCHASE_LIMIT = web.AppKey("purchase_limit", RateLimit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -17,7 +18,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relay.api.context import SETTINGS
-from relay.errors import InvalidInput, NotFound, PayloadTooLarge, RelayError, StoreUnavailable, Unauthorized
+from relay.errors import (
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    RelayError,
+    RequestTimeout,
+    StoreUnavailable,
+    Unauthorized,
+)
 from relay.jsonutil import parse_object
 
 log = structlog.get_logger("relay.http")
@@ -29,7 +38,8 @@ HTTP_ERROR_NAMES = {404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLa
 
 
 def error_response(error: RelayError) -> web.Response:
-    return web.json_response({"error": type(error).__name__, "detail": error.detail}, status=error.status)
+    body = {"error": type(error).__name__, "detail": error.detail}
+    return web.json_response(body, status=error.status, headers=error.headers)
 
 
 @web.middleware
@@ -58,6 +68,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 async def _handle(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
+        if request.body_exists:
+            await _read_body(request)
         return await handler(request)
     except RelayError as error:
         return error_response(error)
@@ -79,6 +91,17 @@ async def _handle(request: web.Request, handler: Handler) -> web.StreamResponse:
         return web.json_response(
             {"error": "InternalError", "detail": "an internal error occurred"}, status=500
         )
+
+
+async def _read_body(request: web.Request) -> None:
+    """Read the whole body up front, within a deadline: a client trickling its body (slowloris)
+    is cut off instead of holding a handler. Handlers then get the body from aiohttp's cache."""
+    deadline = request.app[SETTINGS].body_timeout
+    try:
+        async with asyncio.timeout(deadline):
+            await request.read()
+    except TimeoutError:
+        raise RequestTimeout(f"the body did not arrive within {deadline:g} s") from None
 
 
 def _error_name(response: web.StreamResponse) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
-from relay.api.context import CLOCK, HTTP, METRICS, SETTINGS, STORE
+from relay.api.context import CLOCK, HTTP, METRICS, PURCHASE_LIMIT, SETTINGS, STORE
 from relay.api.middleware import not_found, read_model, required_query
 from relay.gateways.midtrans import create_snap_transaction
 from relay.models import Project, Purchase, PurchaseIn, new_order_id
@@ -34,6 +34,7 @@ async def public_items(request: web.Request) -> web.Response:
 async def purchase(request: web.Request) -> web.Response:
     store, settings, now = request.app[STORE], request.app[SETTINGS], request.app[CLOCK]()
     data = await read_model(request, PurchaseIn)
+    await request.app[PURCHASE_LIMIT].hit(f"purchase:{data.client_id}", now=now)
     project = await _client_project(store, data.client_id)
     item = await store.get_item(data.item_id)
     if item is None or item.project_id != project.id:
