@@ -64,14 +64,16 @@ async def replay(
             event_ids = [
                 e.id async for e in all_dead_letters(events, project_id=project_id, since=_utc(since))
             ]
-        done = 0
+        done, missing = 0, []
         with click.progressbar(event_ids, label="replaying") as bar:
             for event_id in bar:
                 try:
                     await resend(events, connections.arq, event_id, now=utcnow())
                     done += 1
                 except NotFound:
-                    click.echo(f"\nno such event: {event_id}", err=True)
+                    missing.append(event_id)
+        if missing:
+            raise click.ClickException(f"replayed {done}; no such event: {', '.join(missing)}")
         return done
 
 

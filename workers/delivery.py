@@ -185,9 +185,14 @@ async def sweep(deps: Deps, *, limit: int = 1000) -> int:
     """Enqueue the job for every due outbox entry that has none (lost job, crash between write and
     enqueue, Redis failover). Idempotent: arq refuses a job id that is queued or running."""
     enqueued = 0
-    for event_id, _ in await deps.events.due(until=deps.clock(), limit=limit):
+    now = deps.clock()
+    for event_id, _ in await deps.events.due(until=now, limit=limit):
         event = await deps.events.get(event_id)
-        if event is not None and await enqueue_delivery(deps.arq, event_id, event.seq):
+        if event is None or event.state in FINISHED:
+            continue
+        # Read after the scan: if an attempt was scheduled meanwhile, keep its backoff.
+        later = event.next_attempt_at if event.next_attempt_at and event.next_attempt_at > now else None
+        if await enqueue_delivery(deps.arq, event_id, event.seq, at=later):
             enqueued += 1
     if enqueued:
         log.warning("sweeper_enqueued", count=enqueued)

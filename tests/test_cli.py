@@ -1,0 +1,202 @@
+"""The operator CLI (`relay dlq ...`, `relay purchases ...`) as a subprocess against the test Redis,
+next to an in-process relay whose worker makes the deliveries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.conftest import TEST_ENCRYPTION_KEY, Merchant, StartRelay
+from tests.test_delivery import HOOK, QUICK, Shop, dead_letter_ids, open_shop, verify, wait_hits
+from tests.test_worker_crash import RELAY
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
+
+
+async def relay_cli(*args: str, **env: str) -> Result:
+    """Run the ``relay`` console script with only the given RELAY_* variables set."""
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("RELAY_")}
+    process = await asyncio.create_subprocess_exec(
+        RELAY,
+        *args,
+        env=clean | env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout=30)
+    finally:
+        if process.returncode is None:  # it hung (e.g. `serve` started instead of refusing)
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return Result(process.returncode, out.decode(), err.decode())
+
+
+@pytest.fixture
+def cli(redis_url: str) -> Any:
+    """``relay_cli`` with RELAY_REDIS_URL pointing at the test database (and the tests' key)."""
+
+    async def run(*args: str, **env: str) -> Result:
+        return await relay_cli(
+            *args, RELAY_REDIS_URL=redis_url, RELAY_ENCRYPTION_KEYS=TEST_ENCRYPTION_KEY, **env
+        )
+
+    return run
+
+
+async def dead_shop(
+    start_relay: StartRelay, merchant: Merchant, orders: int
+) -> tuple[Shop, list[dict[str, Any]]]:
+    """A shop whose merchant answers 503 and ``orders`` purchases already dead-lettered."""
+    merchant.script[HOOK] = [503]
+    shop = await open_shop(start_relay, merchant, retry_schedule=QUICK)
+    placed = [await shop.order() for _ in range(orders)]
+    for order in placed:
+        await shop.wait_status(order, "failed")
+    return shop, placed
+
+
+async def test_dlq_list_json(cli: Any, start_relay: StartRelay, merchant: Merchant) -> None:
+    shop, [order] = await dead_shop(start_relay, merchant, 1)
+    event_id = (await shop.purchase(order))["event_id"]
+    result = await cli("dlq", "list", "--json")
+    assert result.code == 0, result.err
+    [row] = result.json_lines()
+    assert row["event_id"] == event_id
+    assert row["order_id"] == order["order_id"]
+    assert row["project_id"] == shop.project["id"]
+    assert row["attempts"] == len(QUICK) + 1
+    assert row["dead_at"]
+    assert "503" in row["last_error"]
+
+    other = await cli("dlq", "list", "--json", "--project", "no-such-project")
+    assert (other.code, other.json_lines()) == (0, [])
+    table = await cli("dlq", "list")
+    assert table.code == 0
+    assert "EVENT_ID" in table.out
+    assert event_id in table.out
+
+
+async def test_dlq_replay_one(cli: Any, start_relay: StartRelay, merchant: Merchant) -> None:
+    shop, [order, kept] = await dead_shop(start_relay, merchant, 2)
+    event_id = (await shop.purchase(order))["event_id"]
+    merchant.script[HOOK] = [200]
+    result = await cli("dlq", "replay", event_id)
+    assert result.code == 0, result.err
+    assert "replayed 1" in result.out
+    await shop.wait_status(order, "delivered")
+    hit = merchant.hits(HOOK)[-1]
+    assert hit.headers["webhook-id"] == event_id
+    assert verify(hit, shop.secret)["order_id"] == order["order_id"]
+    assert await dead_letter_ids(shop.api) == [(await shop.purchase(kept))["event_id"]]
+
+
+async def test_dlq_replay_all_of_a_project(cli: Any, start_relay: StartRelay, merchant: Merchant) -> None:
+    shop, orders = await dead_shop(start_relay, merchant, 3)
+    merchant.script[HOOK] = [200]
+    result = await cli("dlq", "replay", "--all", "--project", shop.project["id"])
+    assert result.code == 0, result.err
+    assert "replayed 3" in result.out
+    for order in orders:
+        await shop.wait_status(order, "delivered")
+    assert await dead_letter_ids(shop.api) == []
+
+
+async def test_dlq_replay_needs_a_selection(cli: Any) -> None:
+    nothing = await cli("dlq", "replay")
+    assert nothing.code == 2
+    assert "EVENT_ID" in nothing.err
+    mixed = await cli("dlq", "replay", "evt_x", "--project", "p")
+    assert mixed.code == 2
+    assert "Traceback" not in mixed.err
+
+
+async def test_dlq_purge_one(cli: Any, start_relay: StartRelay, merchant: Merchant) -> None:
+    shop, [order, kept] = await dead_shop(start_relay, merchant, 2)
+    event_id = (await shop.purchase(order))["event_id"]
+    result = await cli("dlq", "purge", event_id)
+    assert result.code == 0, result.err
+    assert "purged 1" in result.out
+    assert await dead_letter_ids(shop.api) == [(await shop.purchase(kept))["event_id"]]
+    again = await cli("dlq", "purge", event_id)
+    assert "purged 0" in again.out
+
+
+async def test_purchases_list_json(cli: Any, start_relay: StartRelay, merchant: Merchant) -> None:
+    shop = await open_shop(start_relay, merchant)
+    paid = await shop.order()
+    unpaid = await shop.order(pay=False)
+    await shop.wait_status(paid, "delivered")
+    result = await cli("purchases", "list", "--project", shop.project["id"], "--json")
+    assert result.code == 0, result.err
+    rows = {row["order_id"]: row for row in result.json_lines()}
+    assert set(rows) == {paid["order_id"], unpaid["order_id"]}
+    states = {order_id: (row["status"], row["webhook_status"]) for order_id, row in rows.items()}
+    assert states == {paid["order_id"]: ("paid", "delivered"), unpaid["order_id"]: ("pending", None)}
+
+    delivered = await cli(
+        "purchases", "list", "--project", shop.project["id"], "--webhook-status", "delivered", "--json"
+    )
+    assert [row["order_id"] for row in delivered.json_lines()] == [paid["order_id"]]
+    missing = await cli("purchases", "list", "--project", "no-such-project")
+    assert missing.code != 0
+    assert "does not exist" in missing.err
+    assert "Traceback" not in missing.err
+
+
+async def test_purchases_retry(cli: Any, start_relay: StartRelay, merchant: Merchant) -> None:
+    shop = await open_shop(start_relay, merchant)
+    order = await shop.order()
+    event_id = (await shop.wait_status(order, "delivered"))["event_id"]
+    result = await cli("purchases", "retry", "--project", shop.project["id"], order["order_id"])
+    assert result.code == 0, result.err
+    assert event_id in result.out
+    await wait_hits(merchant, 2)
+    await shop.wait_status(order, "delivered")
+    assert [hit.headers["webhook-id"] for hit in merchant.hits(HOOK)] == [event_id, event_id]
+    verify(merchant.hits(HOOK)[1], shop.secret)
+
+    unpaid = await shop.order(pay=False)
+    refused = await cli("purchases", "retry", "--project", shop.project["id"], unpaid["order_id"])
+    assert refused.code != 0
+    assert "no webhook to send" in refused.err
+    assert "Traceback" not in refused.err
+
+
+async def test_operator_commands_need_redis_url() -> None:
+    result = await relay_cli("dlq", "list")
+    assert result.code == 2
+    assert result.out == ""
+    [line] = result.err.strip().splitlines()
+    assert "RELAY_REDIS_URL" in line
+
+
+async def test_serve_rejects_a_bad_setting_by_its_env_name(redis_url: str) -> None:
+    result = await relay_cli(
+        "serve",
+        "--port",
+        "0",
+        RELAY_REDIS_URL=redis_url,
+        RELAY_ADMIN_TOKEN="x" * 20,
+        RELAY_ENCRYPTION_KEYS=TEST_ENCRYPTION_KEY,
+        RELAY_DELIVERY_TIMEOUT="abc",
+    )
+    assert result.code == 2
+    assert "RELAY_DELIVERY_TIMEOUT" in result.err
+    assert "Traceback" not in result.err
+    assert len(result.err.strip().splitlines()) == 1

@@ -1,0 +1,271 @@
+"""Crash recovery with real processes: `relay serve` and `relay worker` as subprocesses, workers
+SIGKILLed while deliveries are in flight. Every paid purchase must still reach the merchant.
+
+arq re-runs a job whose worker died once its in-progress mark expires (job_timeout + 10 s =
+delivery timeout + 25 s, so 26 s here); delivery is at least once, so duplicates are reported,
+not failed on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from standardwebhooks import Webhook
+
+from tests.conftest import ADMIN_TOKEN, TEST_ENCRYPTION_KEY, Api, Merchant, eventually, make_settings
+
+RELAY = str(Path(sys.executable).with_name("relay"))
+PURCHASES = 100
+MERCHANT_DELAY = 0.2
+# Few concurrent deliveries per worker, so the 100 take seconds and a kill lands mid-batch.
+WORKER_MAX_JOBS = 10
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def relay_env(redis_url: str, **extra: str) -> dict[str, str]:
+    """The process environment minus any RELAY_* of the developer's, plus the test settings."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RELAY_")}
+    return env | {
+        "RELAY_REDIS_URL": redis_url,
+        "RELAY_ADMIN_TOKEN": ADMIN_TOKEN,
+        "RELAY_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
+        "RELAY_ALLOW_PRIVATE_TARGETS": "true",
+        "RELAY_DELIVERY_TIMEOUT": "1",
+        "RELAY_RETRY_SCHEDULE": "0.2,0.5,1,1,1",
+        "RELAY_LOG_FORMAT": "json",
+        "RELAY_PURCHASE_RATE_LIMIT": "0",  # the test buys 100 items from one client_id in seconds
+        "PYTHONUNBUFFERED": "1",  # logs reach the file before a SIGKILL
+        **extra,
+    }
+
+
+class Processes:
+    """Subprocesses started by one test; every one is SIGKILLed (by its own pid) at the end."""
+
+    def __init__(self, logs: Path, env: dict[str, str]) -> None:
+        self.logs = logs
+        self.env = env
+        self.started: list[tuple[str, asyncio.subprocess.Process]] = []
+
+    async def start(self, name: str, *args: str) -> asyncio.subprocess.Process:
+        log = (self.logs / f"{name}.log").open("wb")
+        try:
+            process = await asyncio.create_subprocess_exec(
+                RELAY, *args, env=self.env, stdout=log, stderr=asyncio.subprocess.STDOUT
+            )
+        finally:
+            log.close()
+        self.started.append((name, process))
+        return process
+
+    async def kill(self, process: asyncio.subprocess.Process) -> None:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+    async def kill_all(self) -> None:
+        for _, process in self.started:
+            await self.kill(process)
+
+    def tail(self, lines: int = 15) -> str:
+        parts = []
+        for name, _ in self.started:
+            text = (self.logs / f"{name}.log").read_text(errors="replace").splitlines()
+            parts.append(f"--- {name} ---\n" + "\n".join(text[-lines:]))
+        return "\n".join(parts)
+
+
+@pytest.fixture
+async def processes(redis_url: str, tmp_path: Path) -> AsyncIterator[Processes]:
+    env = relay_env(redis_url, RELAY_WORKER_MAX_JOBS=str(WORKER_MAX_JOBS))
+    found = Processes(tmp_path, env)
+    try:
+        yield found
+    finally:
+        await found.kill_all()
+
+
+class SlowMerchant:
+    """Answers 200 after MERCHANT_DELAY and counts requests still being answered."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+
+    async def __call__(self, request: web.Request) -> web.Response:
+        self.in_flight += 1
+        try:
+            await asyncio.sleep(MERCHANT_DELAY)
+        finally:
+            self.in_flight -= 1
+        return web.Response(text="ok")
+
+
+def distinct_ids(merchant: Merchant) -> set[str]:
+    return {hit.headers["webhook-id"] for hit in merchant.hits("/hook")}
+
+
+def duplicates(merchant: Merchant) -> dict[str, int]:
+    counts = Counter(hit.headers["webhook-id"] for hit in merchant.hits("/hook"))
+    return {event_id: n for event_id, n in sorted(counts.items()) if n > 1}
+
+
+async def wait_for_relay(http: aiohttp.ClientSession) -> None:
+    async def healthy() -> bool:
+        try:
+            async with http.get("/healthz") as response:
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await eventually(healthy, timeout=20, what="relay serve to answer /healthz")
+
+
+@dataclass
+class Deployment:
+    """`relay serve` in a subprocess, a project and an item on it, and a slow merchant."""
+
+    api: Api
+    project: dict[str, Any]
+    item: dict[str, Any]
+    merchant: Merchant
+    slow: SlowMerchant
+    processes: Processes
+
+    async def paid_purchases(self, count: int) -> list[str]:
+        """``count`` purchases, bought and settled through the relay; their order ids."""
+        gate = asyncio.Semaphore(20)
+
+        async def one() -> str:
+            async with gate:
+                order = await self.api.buy(self.project["client_id"], self.item["id"])
+                assert await self.api.pay(order) == {"status": "ok"}
+                return str(order["order_id"])
+
+        return list(await asyncio.gather(*(one() for _ in range(count))))
+
+    async def purchases(self) -> dict[str, dict[str, Any]]:
+        path = f"/api/platform/projects/{self.project['id']}/item-purchases"
+        body = await self.api.call("GET", path, params={"limit": "1000"})
+        return {purchase["order_id"]: purchase for purchase in body["purchases"]}
+
+    async def wait_all_delivered(self, count: int, *, timeout: float) -> None:
+        async def arrived() -> bool:
+            return len(distinct_ids(self.merchant)) == count
+
+        async def delivered() -> bool:
+            states = [p["webhook_status"] for p in (await self.purchases()).values()]
+            return states == ["delivered"] * count
+
+        deadline = asyncio.get_running_loop().time() + timeout
+        await eventually(arrived, timeout=timeout, what=f"all {count} events at the merchant")
+        left = deadline - asyncio.get_running_loop().time()
+        await eventually(delivered, timeout=left, what="every purchase marked delivered")
+
+    async def check_every_delivery(self, orders: list[str]) -> None:
+        """Each event reached the merchant, verifiably signed, and is the purchase's event."""
+        purchases = await self.purchases()
+        assert set(purchases) == set(orders)
+        assert distinct_ids(self.merchant) == {p["event_id"] for p in purchases.values()}
+        webhook = Webhook(self.project["webhook_secret"])
+        for hit in self.merchant.hits("/hook"):
+            order_id = webhook.verify(hit.body, hit.headers)["order_id"]
+            assert purchases[order_id]["event_id"] == hit.headers["webhook-id"]
+
+    async def stop_mid_delivery(self, worker: asyncio.subprocess.Process, *, at: int, sig: int) -> int:
+        """Send ``sig`` to ``worker`` once the merchant has seen ``at`` events and is still answering
+        some; wait for it to exit. Returns how many requests were in flight."""
+
+        async def mid_batch() -> bool:
+            return len(distinct_ids(self.merchant)) >= at and self.slow.in_flight > 0
+
+        await eventually(mid_batch, timeout=30, what=f"{at} events seen with deliveries in flight")
+        in_flight = self.slow.in_flight
+        worker.send_signal(sig)
+        await asyncio.wait_for(worker.wait(), timeout=15)
+        return in_flight
+
+
+@pytest.fixture
+async def deployment(processes: Processes, merchant: Merchant) -> AsyncIterator[Deployment]:
+    slow = SlowMerchant()
+    merchant.script["/hook"] = [slow]
+    port = free_port()
+    await processes.start("serve", "serve", "--port", str(port))
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http:
+        try:
+            await wait_for_relay(http)
+            api = Api(http, make_settings())
+            project = await api.project(webhook_url=f"{merchant.url}/hook")
+            item = await api.item(project["id"])
+            yield Deployment(api, project, item, merchant, slow, processes)
+        finally:
+            print(processes.tail())  # pytest shows it when the test fails
+
+
+def elapsed_since(started: float) -> float:
+    return asyncio.get_running_loop().time() - started
+
+
+@pytest.mark.timeout(180)
+async def test_sigkilled_workers_lose_no_event(deployment: Deployment) -> None:
+    orders = await deployment.paid_purchases(PURCHASES)
+    started = asyncio.get_running_loop().time()
+    start_worker = deployment.processes.start
+    worker = await start_worker("worker-1", "worker")
+    killed = [await deployment.stop_mid_delivery(worker, at=20, sig=signal.SIGKILL)]
+    worker = await start_worker("worker-2", "worker")
+    killed.append(await deployment.stop_mid_delivery(worker, at=60, sig=signal.SIGKILL))
+    await start_worker("worker-3", "worker")
+
+    # Deliveries cut off by a kill finish only when arq re-runs their jobs (~26 s later).
+    await deployment.wait_all_delivered(PURCHASES, timeout=90)
+    took = elapsed_since(started)
+    await deployment.check_every_delivery(orders)
+
+    hits = deployment.merchant.hits("/hook")
+    repeated = duplicates(deployment.merchant)
+    print(
+        f"\nSIGKILL: {PURCHASES} events all delivered after {took:.1f}s through 2 kills "
+        f"(requests in flight at the kills: {killed}); {len(hits)} requests, "
+        f"{len(repeated)} events delivered more than once: {repeated}"
+    )
+    # At least once, but bounded: only a job cut off by a kill (at most max_jobs per kill) repeats.
+    assert len(hits) <= PURCHASES + 2 * WORKER_MAX_JOBS
+
+
+@pytest.mark.timeout(120)
+async def test_sigterm_lets_in_flight_deliveries_finish(deployment: Deployment) -> None:
+    """`relay worker` on SIGTERM stops taking jobs, finishes the ones in flight and exits: no
+    delivery is cut off, so nothing is sent twice and nothing waits for arq's in-progress timeout."""
+    orders = await deployment.paid_purchases(PURCHASES // 2)
+    worker = await deployment.processes.start("worker-1", "worker")
+    in_flight = await deployment.stop_mid_delivery(worker, at=20, sig=signal.SIGTERM)
+    assert worker.returncode == 0
+    stopped_at = len(distinct_ids(deployment.merchant))
+    assert stopped_at < PURCHASES // 2, "the worker finished everything before the signal landed"
+
+    started = asyncio.get_running_loop().time()
+    await deployment.processes.start("worker-2", "worker")
+    await deployment.wait_all_delivered(PURCHASES // 2, timeout=20)
+    took = elapsed_since(started)
+    await deployment.check_every_delivery(orders)
+    print(f"\nSIGTERM with {in_flight} requests in flight; the rest delivered {took:.1f}s after restart")
+    assert duplicates(deployment.merchant) == {}
+    assert took < 15, "a delivery cut off by SIGTERM had to wait for arq's in-progress timeout"
