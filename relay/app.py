@@ -48,7 +48,7 @@ def create_app(
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[METRICS] = metrics or Metrics()
-    app[GATEWAYS] = configured_gateways(settings)
+    app[GATEWAYS] = configured_gateways(settings, clock=clock)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         connections = open_connections(settings, server=server)

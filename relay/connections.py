@@ -10,8 +10,14 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool, Redis
+from redis.exceptions import BusyLoadingError, ReadOnlyError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relay.settings import Settings
+
+# What Redis being away (down, restarting, loading, failed over to a replica) looks like.
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, ConnectionError)
 
 # Fail fast when Redis is away, so ingress answers 503 promptly and the gateway retries.
 CLIENT_OPTIONS: dict[str, Any] = {

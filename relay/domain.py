@@ -68,7 +68,8 @@ async def apply_outcome(
     store: Store, arq: ArqRedis, outcome: PaymentOutcome, *, clock: Callable[[], datetime]
 ) -> str:
     """Apply a verified gateway outcome. Returns what happened: ``unknown_order``, ``unchanged``,
-    or the new status. Raises AmountMismatch (nothing changes) when the amount differs."""
+    or the new status. Raises Conflict when the purchase was made through another gateway and
+    AmountMismatch when the amount differs; then nothing changes."""
     for _ in range(MAX_RACES):
         purchase = await store.get_purchase(outcome.order_id)
         if purchase is None:
@@ -83,6 +84,10 @@ async def apply_outcome(
                 }
             )
             return "unknown_order"
+        if purchase.gateway != outcome.gateway:
+            raise Conflict(
+                f"purchase {outcome.order_id} was made with gateway {purchase.gateway}, not {outcome.gateway}"
+            )
         if not outcome.amount_accepted(purchase.amount):
             raise AmountMismatch(
                 f"amount {outcome.amount} does not match the purchase amount {purchase.amount}"

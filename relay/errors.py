@@ -7,6 +7,7 @@ handlers raise, they never build error bodies.
     ├── InvalidInput          400   malformed JSON, wrong types, failed validation
     ├── Unauthorized          401   missing or wrong bearer token
     ├── VerificationError     401   a gateway signature that does not verify
+    ├── Forbidden             403   a console form without its session's CSRF token
     ├── NotFound              404   unknown project, item, purchase, event or route
     ├── Conflict              409   a request that contradicts stored state
     │   └── AmountMismatch    409   a callback whose amount differs from the purchase
@@ -47,6 +48,10 @@ class Unauthorized(RelayError):
 
 class VerificationError(RelayError):
     status = 401
+
+
+class Forbidden(RelayError):
+    status = 403
 
 
 class NotFound(RelayError):

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from relay.store import Keys
+
+ARQ_QUEUE = "arq:queue"
 
 
 class Metrics:
@@ -37,3 +45,42 @@ class Metrics:
         self.replays = Counter(
             "relay_replays_total", "Events sent again by replay or retry-webhook.", registry=self.registry
         )
+        self.attempts_per_event = Histogram(
+            "relay_attempts_per_event",
+            "Attempts an event took to reach a final state (delivered or dead-lettered).",
+            buckets=(1, 2, 3, 4, 5, 6, 8, 10, 15, 20),
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "relay_queue_depth", "Jobs in the arq queue, due or deferred.", registry=self.registry
+        )
+        self.outbox_size = Gauge(
+            "relay_outbox_events", "Events waiting for a delivery attempt.", registry=self.registry
+        )
+        self.dead_letters = Gauge(
+            "relay_dead_letters", "Events in the dead-letter queue.", registry=self.registry
+        )
+        self.oldest_pending_age = Gauge(
+            "relay_oldest_pending_age_seconds",
+            "How overdue the most overdue outbox event is (0 when none is due).",
+            registry=self.registry,
+        )
+
+    async def render(self, redis: Redis, keys: Keys, *, now: datetime) -> bytes:
+        """The exposition text, with the queue gauges read from Redis first (one round trip). With
+        Redis away the gauges keep their last values: the counters are still worth scraping."""
+        try:
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.zcard(ARQ_QUEUE)
+                pipe.zcard(keys.outbox)
+                pipe.zcard(keys.dead_letters)
+                pipe.zrange(keys.outbox, 0, 0, withscores=True)
+                queued, outbox, dead, oldest = await pipe.execute()
+        except (RedisError, OSError):
+            return generate_latest(self.registry)
+        self.queue_depth.set(queued)
+        self.outbox_size.set(outbox)
+        self.dead_letters.set(dead)
+        overdue = now.timestamp() - oldest[0][1] / 1000 if oldest else 0.0
+        self.oldest_pending_age.set(max(0.0, overdue))
+        return generate_latest(self.registry)

@@ -256,3 +256,4 @@ class PurchaseIn(Input):
     buyer_name: str | None = Field(default=None, max_length=200)
     amount: Amount | None = None
     metadata: Metadata = Field(default_factory=dict)
+    gateway: str | None = Field(default=None, min_length=1, max_length=64)

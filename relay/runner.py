@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from typing import Any
 
 import structlog
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import SecretStr
 
 from relay.app import create_app
-from relay.connections import embedded_server, open_connections
+from relay.connections import Connections, embedded_server, open_connections
 from relay.crypto import generate_key
+from relay.metrics import Metrics
+from relay.models import utcnow
 from relay.settings import Settings
+from relay.store import Keys
 from workers.worker import create_worker, embedded_patch
 
 log = structlog.get_logger("relay.runner")
@@ -25,10 +29,10 @@ KEEPALIVE_TIMEOUT = 30.0
 
 
 async def start_ingress(
-    settings: Settings, *, host: str, port: int, server: Any = None
+    settings: Settings, *, host: str, port: int, server: Any = None, metrics: Metrics | None = None
 ) -> tuple[web.AppRunner, str]:
     runner = web.AppRunner(
-        create_app(settings, server=server),
+        create_app(settings, server=server, metrics=metrics),
         access_log=None,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
         # Idle keep-alive connections are closed; request lines and headers are capped.
@@ -42,6 +46,34 @@ async def start_ingress(
     await site.start()
     bound = runner.addresses[0]
     return runner, f"http://{bound[0]}:{bound[1]}"
+
+
+async def start_metrics_server(
+    settings: Settings, connections: Connections, metrics: Metrics, *, port: int
+) -> web.AppRunner:
+    """The worker's own /metrics (and /healthz), on RELAY_WORKER_METRICS_PORT."""
+    keys = Keys(settings.key_prefix)
+
+    async def scrape(request: web.Request) -> web.Response:
+        body = await metrics.render(connections.redis, keys, now=utcnow())
+        return web.Response(body=body, headers={"content-type": CONTENT_TYPE_LATEST})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.worker_metrics_host, port).start()
+    except OSError as error:
+        # Another worker on this host has the port: deliveries matter more than this endpoint.
+        log.error("worker_metrics_unavailable", port=port, error=str(error))
+    else:
+        log.info("worker_metrics", address=runner.addresses[0])
+    return runner
 
 
 async def wait_for_signal() -> None:
@@ -65,19 +97,24 @@ class Relay:
         self.settings = settings
         self.server = server if server is not None or not settings.embedded else embedded_server()
         self.worker_options = worker_options or {}
+        self.metrics = Metrics()  # ingress and worker in one process share one registry
         self.url = ""
         self._stack = AsyncExitStack()
 
     async def start(self, *, host: str | None, port: int = 0, worker: bool = True) -> None:
         if host is not None:
-            runner, self.url = await start_ingress(self.settings, host=host, port=port, server=self.server)
+            runner, self.url = await start_ingress(
+                self.settings, host=host, port=port, server=self.server, metrics=self.metrics
+            )
             self._stack.push_async_callback(runner.cleanup)
         if worker:
             connections = open_connections(self.settings, server=self.server)
             self._stack.push_async_callback(connections.close)
             self._stack.enter_context(embedded_patch(connections))
             arq_worker = create_worker(
-                self.settings, connections, **({"handle_signals": False} | self.worker_options)
+                self.settings,
+                connections,
+                **({"handle_signals": False, "metrics": self.metrics} | self.worker_options),
             )
             task = asyncio.create_task(arq_worker.async_run())
 
@@ -112,13 +149,15 @@ async def serve_forever(settings: Settings, *, host: str, port: int, worker: boo
 async def run_worker(settings: Settings) -> None:
     """``relay worker``: arq handles SIGINT/SIGTERM, letting in-flight deliveries finish first."""
     connections = open_connections(settings)
-    try:
-        arq_worker = create_worker(settings, connections)
-        try:
+    metrics = Metrics()
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(connections.close)
+        if settings.worker_metrics_port is not None:
+            runner = await start_metrics_server(
+                settings, connections, metrics, port=settings.worker_metrics_port
+            )
+            stack.push_async_callback(runner.cleanup)
+        arq_worker = create_worker(settings, connections, metrics=metrics)
+        stack.push_async_callback(arq_worker.close)
+        with suppress(asyncio.CancelledError):  # arq cancels its main task on SIGTERM
             await arq_worker.async_run()
-        except asyncio.CancelledError:
-            pass
-        finally:
-            await arq_worker.close()
-    finally:
-        await connections.close()

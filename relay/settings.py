@@ -9,8 +9,10 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
-from pydantic import Field, IPvAnyNetwork, SecretStr, ValidationError, field_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from relay.gateways.custom import CustomSourceConfig, parse_sources
 
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 MIDTRANS_SANDBOX_API = "https://api.sandbox.midtrans.com"
@@ -38,6 +40,8 @@ class Settings(BaseSettings):
     key_prefix: str = Field(default="relay", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     worker_max_jobs: int = Field(default=100, ge=1, le=10000)
     worker_poll_delay: float = Field(default=0.05, gt=0, le=5)
+    worker_metrics_port: int | None = Field(default=9100, ge=0, le=65535)
+    worker_metrics_host: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes the pod's address
     sweep_interval: int = Field(default=30, ge=1, le=60)
 
     @field_validator("redis_url")
@@ -141,6 +145,59 @@ class Settings(BaseSettings):
         if host.startswith("api.") and host.endswith("midtrans.com"):
             return self.midtrans_api_base.replace("//api.", "//app.", 1)
         return self.midtrans_api_base
+
+    # --- gateways besides Midtrans
+    xendit_callback_token: SecretStr | None = None
+    tripay_private_key: SecretStr | None = None
+    doku_client_id: str | None = None
+    doku_secret_key: SecretStr | None = Field(default=None, validate_default=True)
+    doku_request_target: str = Field(default="/callbacks/doku", pattern=r"^/[!-~]{0,1023}$")
+    doku_timestamp_tolerance: int = Field(default=300, ge=1, le=86400)
+    duitku_merchant_code: str | None = None
+    duitku_api_key: SecretStr | None = Field(default=None, validate_default=True)
+    duitku_api_base: str | None = None
+    custom_sources: Annotated[dict[str, CustomSourceConfig], NoDecode] = Field(default_factory=dict)
+
+    @field_validator(
+        "xendit_callback_token",
+        "tripay_private_key",
+        "doku_client_id",
+        "doku_secret_key",
+        "duitku_merchant_code",
+        "duitku_api_key",
+        "duitku_api_base",
+        mode="before",
+    )
+    @classmethod
+    def _blank_gateway_setting_is_unset(cls, value: object) -> object:
+        """An empty key means "not configured", never "the empty string is the key"."""
+        if isinstance(value, SecretStr):
+            return None if not value.get_secret_value().strip() else value
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("doku_secret_key", "duitku_api_key")
+    @classmethod
+    def _gateway_keys_in_pairs(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        partner = {"doku_secret_key": "doku_client_id", "duitku_api_key": "duitku_merchant_code"}
+        other = partner[str(info.field_name)]
+        if (value is None) != (info.data.get(other) is None):
+            raise ValueError(f"set it together with RELAY_{other.upper()}, or neither")
+        return value
+
+    @field_validator("duitku_api_base")
+    @classmethod
+    def _gateway_api_base(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("custom_sources", mode="before")
+    @classmethod
+    def _custom_sources(cls, value: object) -> dict[str, CustomSourceConfig]:
+        return parse_sources(value)
 
 
 def describe_validation_error(error: ValidationError) -> str:

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import TEST_ENCRYPTION_KEY, Merchant, StartRelay
 from tests.test_delivery import HOOK, QUICK, Shop, dead_letter_ids, open_shop, verify, wait_hits
-from tests.test_worker_crash import RELAY
+from tests.processes import RELAY
 
 
 @dataclass

@@ -163,6 +163,8 @@ async def _attempt(event: EventRecord, seq: int, deps: Deps) -> Outcome:
     applied = await deps.events.finish_attempt(event, seq=seq, attempt=attempt, state=state, now=now)
     status_class = f"{status_code // 100}xx" if status_code else "none"
     deps.metrics.deliveries.labels(outcome.value, status_class).inc()
+    if outcome in (Outcome.DELIVERED, Outcome.DEAD):
+        deps.metrics.attempts_per_event.observe(event.attempts + 1)
     deps.metrics.delivery_seconds.observe(duration)
     log.info(
         "delivery",

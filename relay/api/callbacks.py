@@ -1,14 +1,20 @@
-"""Gateway callbacks: verify, normalise, apply. The signature is the authentication."""
+"""Gateway callbacks: verify, normalise, confirm, apply. The signature is the authentication.
+
+``POST /callbacks/{gateway}`` serves the built-in gateways and ``POST /callbacks/custom/{source}``
+the generic HMAC sources of RELAY_CUSTOM_SOURCES; both go through ``handle_callback``. A gateway
+or source that is not configured answers 404.
+"""
 
 from __future__ import annotations
 
 import structlog
 from aiohttp import web
 
-from relay.api.context import ARQ, CLOCK, GATEWAYS, METRICS, STORE
+from relay.api.context import ARQ, CLOCK, GATEWAYS, HTTP, METRICS, STORE
 from relay.api.middleware import not_found
 from relay.domain import apply_outcome
 from relay.errors import RelayError
+from relay.gateways.custom import ROUTE_PREFIX
 from relay.models import PurchaseStatus
 
 log = structlog.get_logger("relay.callbacks")
@@ -17,7 +23,15 @@ routes = web.RouteTableDef()
 
 @routes.post("/callbacks/{gateway}")
 async def callback(request: web.Request) -> web.Response:
-    name = request.match_info["gateway"]
+    return await handle_callback(request, request.match_info["gateway"])
+
+
+@routes.post("/callbacks/custom/{source}")
+async def custom_callback(request: web.Request) -> web.Response:
+    return await handle_callback(request, ROUTE_PREFIX + request.match_info["source"])
+
+
+async def handle_callback(request: web.Request, name: str) -> web.Response:
     gateway = request.app[GATEWAYS].get(name)
     if gateway is None:
         raise not_found("gateway", name)
@@ -27,6 +41,7 @@ async def callback(request: web.Request) -> web.Response:
         payload = gateway.verify(await request.read(), request.headers)
         outcome = gateway.normalise(payload)
         structlog.contextvars.bind_contextvars(order_id=outcome.order_id, gateway=gateway.name)
+        outcome = await gateway.confirm(outcome, request.app[HTTP])
         result = await apply_outcome(request.app[STORE], request.app[ARQ], outcome, clock=request.app[CLOCK])
         outcome_label = result
         if result == PurchaseStatus.PAID.value:

@@ -13,11 +13,9 @@ from typing import Any, TypeVar
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
-from redis.exceptions import BusyLoadingError, ReadOnlyError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relay.api.context import SETTINGS
+from relay.connections import REDIS_DOWN as REDIS_DOWN  # re-exported for the console
 from relay.errors import (
     InvalidInput,
     NotFound,
@@ -28,12 +26,12 @@ from relay.errors import (
     Unauthorized,
 )
 from relay.jsonutil import parse_object
+from relay.settings import Settings
 
 log = structlog.get_logger("relay.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ModelT = TypeVar("ModelT", bound=BaseModel)
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, ConnectionError)
 HTTP_ERROR_NAMES = {404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}
 
 
@@ -114,16 +112,21 @@ def _error_name(response: web.StreamResponse) -> str | None:
     return body.get("error") if isinstance(body, dict) else None
 
 
+def admin_token_matches(settings: Settings, given: str) -> bool:
+    """Whether ``given`` is RELAY_ADMIN_TOKEN, compared in constant time; never when it is unset."""
+    token = settings.admin_token
+    expected = token.get_secret_value() if token else ""
+    return hmac.compare_digest(given.encode(), expected.encode()) and bool(expected)
+
+
 def admin_only(handler: Handler) -> Handler:
     """Require ``Authorization: Bearer <RELAY_ADMIN_TOKEN>``, compared in constant time."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        token = request.app[SETTINGS].admin_token
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
-        expected = token.get_secret_value() if token else ""
-        ok = bool(expected) and scheme.lower() == "bearer"
-        if not hmac.compare_digest(value.strip().encode(), expected.encode()) or not ok:
+        matches = admin_token_matches(request.app[SETTINGS], value.strip())
+        if not matches or scheme.lower() != "bearer":
             raise Unauthorized("missing or wrong bearer token")
         return await handler(request)
 

@@ -1,22 +1,38 @@
 """The built-in sandbox checkout (only when RELAY_MIDTRANS_SERVER_KEY is unset).
 
-``GET /sandbox/checkout/{order_id}`` shows the purchase with "Pay" and "Expire" buttons. Each button
-carries a Midtrans-format notification signed with the sandbox key and posts it, from the browser,
-to the relay's own ``/callbacks/midtrans``: the same route and checks a real gateway goes through.
+``GET /sandbox/checkout/{order_id}`` shows the purchase with "Pay" and "Expire" buttons.
+
+For a Midtrans purchase each button carries a Midtrans-format notification signed with the sandbox
+key (derived from the admin token, never a real key) and posts it, from the browser, to the relay's
+own ``/callbacks/midtrans``: the same route and checks a real gateway goes through.
+
+For any other gateway the keys are real ones, so nothing signed reaches the browser: the buttons
+post a form to ``POST /sandbox/checkout/{order_id}`` (``action=pay|expire``), and the server builds
+that gateway's callback (``Gateway.sandbox_callback``), posts it over HTTP to the relay's own
+``/callbacks/<gateway>`` at the address this connection came in on (the socket's, never the Host
+header's), and redirects back to the page.
 """
 
 from __future__ import annotations
 
 import html
+import re
+from urllib.parse import quote
 
+import aiohttp
 from aiohttp import web
 
-from relay.api.context import CLOCK, SETTINGS, STORE
+from relay.api.context import CLOCK, GATEWAYS, HTTP, SETTINGS, STORE
 from relay.api.middleware import not_found
+from relay.errors import InvalidInput
 from relay.gateways.midtrans import settlement_payload, sign_notification
 from relay.jsonutil import dumps
+from relay.models import Purchase, PurchaseStatus
 
 routes = web.RouteTableDef()
+
+ACTIONS = {"pay": PurchaseStatus.PAID, "expire": PurchaseStatus.EXPIRED}
+ACCEPTED = "accepted"
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Sandbox checkout {order_id}</title>
@@ -29,37 +45,65 @@ button{{font-size:1rem;padding:.5rem 1.5rem;margin-right:.5rem}}#result{{margin-
 <tr><th align="left">Order</th><td id="order">{order_id}</td></tr>
 <tr><th align="left">Item</th><td>{item_name}</td></tr>
 <tr><th align="left">Amount</th><td>{amount} {currency}</td></tr>
+<tr><th align="left">Gateway</th><td id="gateway">{gateway}</td></tr>
 <tr><th align="left">Status</th><td id="status">{status}</td></tr>
 </table>
-<p>
+{buttons}
+<p id="result" role="status">{result}</p>
+{script}
+</body></html>
+"""
+
+MIDTRANS_BUTTONS = """<p>
 <button id="pay" data-notification="{pay}">Pay</button>
 <button id="expire" data-notification="{expire}">Expire</button>
-</p>
-<p id="result" role="status"></p>
-<script>
-for (const button of document.querySelectorAll("button[data-notification]")) {{
-  button.addEventListener("click", async () => {{
-    const response = await fetch("/callbacks/midtrans", {{
-      method: "POST", headers: {{"content-type": "application/json"}},
-      body: button.dataset.notification}});
+</p>"""
+
+MIDTRANS_SCRIPT = """<script>
+for (const button of document.querySelectorAll("button[data-notification]")) {
+  button.addEventListener("click", async () => {
+    const response = await fetch("/callbacks/midtrans", {
+      method: "POST", headers: {"content-type": "application/json"},
+      body: button.dataset.notification});
     const body = await response.json();
     document.getElementById("result").textContent =
       response.ok ? "Gateway notification accepted (" + button.id + ")." : body.error + ": " + body.detail;
     if (response.ok) location.reload();
-  }});
-}}
-</script>
-</body></html>
-"""
+  });
+}
+</script>"""
+
+FORM_BUTTONS = """<form method="post" action="{action}">
+<button id="pay" name="action" value="pay">Pay</button>
+<button id="expire" name="action" value="expire">Expire</button>
+</form>"""
+
+
+def checkout_path(order_id: str) -> str:
+    return f"/sandbox/checkout/{quote(order_id, safe='')}"
+
+
+async def _sandbox_purchase(request: web.Request) -> Purchase:
+    order_id = request.match_info["order_id"]
+    sandbox = request.app[SETTINGS].sandbox
+    purchase = await request.app[STORE].get_purchase(order_id) if sandbox else None
+    if purchase is None:
+        raise not_found("order", order_id)
+    return purchase
+
+
+def _result_line(result: str | None) -> str:
+    if not result:
+        return ""
+    if result == ACCEPTED:
+        return "Gateway callback accepted."
+    return f"Gateway callback rejected: {html.escape(result[:64])}."
 
 
 @routes.get("/sandbox/checkout/{order_id}")
 async def checkout(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    order_id = request.match_info["order_id"]
-    purchase = await request.app[STORE].get_purchase(order_id) if settings.sandbox else None
-    if purchase is None:
-        raise not_found("order", order_id)
+    purchase = await _sandbox_purchase(request)
     now = request.app[CLOCK]()
 
     def notification(status: str) -> str:
@@ -68,13 +112,58 @@ async def checkout(request: web.Request) -> web.Response:
         )
         return html.escape(dumps(signed), quote=True)
 
+    if purchase.gateway == "midtrans":
+        buttons = MIDTRANS_BUTTONS.format(pay=notification("settlement"), expire=notification("expire"))
+        script = MIDTRANS_SCRIPT
+    else:
+        buttons = FORM_BUTTONS.format(action=html.escape(checkout_path(purchase.order_id), quote=True))
+        script = ""
     page = PAGE.format(
         order_id=html.escape(purchase.order_id),
         item_name=html.escape(purchase.item_name),
         amount=purchase.amount,
         currency=html.escape(purchase.currency),
+        gateway=html.escape(purchase.gateway),
         status=html.escape(purchase.status.value),
-        pay=notification("settlement"),
-        expire=notification("expire"),
+        buttons=buttons,
+        result=_result_line(request.query.get("result")),
+        script=script,
     )
     return web.Response(text=page, content_type="text/html")
+
+
+@routes.post("/sandbox/checkout/{order_id}")
+async def simulate(request: web.Request) -> web.Response:
+    """Send the purchase's gateway callback to this relay's own route, then show the page again."""
+    purchase = await _sandbox_purchase(request)
+    action = (await request.post()).get("action")
+    status = ACTIONS.get(action) if isinstance(action, str) else None
+    if status is None:
+        raise InvalidInput("action must be pay or expire")
+    gateway = request.app[GATEWAYS].get(purchase.gateway)
+    if gateway is None:
+        raise not_found("gateway", purchase.gateway)
+    body, headers = gateway.sandbox_callback(purchase, status, request.app[CLOCK]())
+    url = f"{own_base_url(request)}/callbacks/{gateway.name}"
+    try:
+        async with request.app[HTTP].post(url, data=body, headers=headers) as response:
+            answer = await response.json(content_type=None)
+            accepted = response.status < 300
+    except (aiohttp.ClientError, TimeoutError, ValueError) as failure:
+        answer, accepted = {"error": type(failure).__name__}, False
+    result = ACCEPTED
+    if not accepted:
+        name = answer.get("error") if isinstance(answer, dict) else None
+        result = name if isinstance(name, str) and re.fullmatch(r"\w{1,64}", name) else "Error"
+    location = f"{checkout_path(purchase.order_id)}?result={result}"
+    return web.Response(status=303, headers={"Location": location})
+
+
+def own_base_url(request: web.Request) -> str:
+    """The address this relay listens on, from the connection's socket (never the Host header,
+    which the client chooses)."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    if not isinstance(sockname, tuple) or len(sockname) < 2:
+        raise InvalidInput("the sandbox checkout needs the relay to listen on TCP")
+    host, port = str(sockname[0]), int(sockname[1])
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

@@ -1,11 +1,12 @@
-"""Service routes: liveness, readiness (Redis answers) and Prometheus metrics."""
+"""Service routes: liveness, readiness (Redis answers), Prometheus metrics and the OpenAPI document."""
 
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from relay.api.context import CONNECTIONS, METRICS
+from relay.api.context import CLOCK, CONNECTIONS, METRICS, STORE
+from relay.openapi import document_bytes
 
 routes = web.RouteTableDef()
 
@@ -24,5 +25,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS].registry)
+    body = await request.app[METRICS].render(
+        request.app[STORE].redis, request.app[STORE].keys, now=request.app[CLOCK]()
+    )
     return web.Response(body=body, headers={"content-type": CONTENT_TYPE_LATEST})
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=document_bytes(), content_type="application/json")

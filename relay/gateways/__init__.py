@@ -8,7 +8,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
-from relay.models import PurchaseStatus
+import aiohttp
+
+from relay.models import Purchase, PurchaseStatus
 
 
 @dataclass(frozen=True)
@@ -43,4 +45,17 @@ class Gateway(Protocol):
 
     def normalise(self, payload: dict[str, Any]) -> PaymentOutcome:
         """Map a verified payload to an outcome; raise InvalidInput for what cannot be mapped."""
+        ...
+
+    async def confirm(self, outcome: PaymentOutcome, http: aiohttp.ClientSession) -> PaymentOutcome:
+        """Settle what the callback leaves open through the gateway's status API (Duitku's
+        resultCode 01); most gateways return ``outcome`` unchanged. Raise GatewayUnavailable when
+        the status API cannot answer, so the gateway retries the callback."""
+        ...
+
+    def sandbox_callback(
+        self, purchase: Purchase, status: PurchaseStatus, now: datetime
+    ) -> tuple[bytes, dict[str, str]]:
+        """A correctly signed callback (body and headers) saying ``purchase`` reached ``status``:
+        what the sandbox checkout posts to the relay's own route, and what tests send."""
         ...

@@ -113,6 +113,18 @@ class Midtrans:
             reference=reference if isinstance(reference, str) else None,
         )
 
+    async def confirm(self, outcome: PaymentOutcome, http: aiohttp.ClientSession) -> PaymentOutcome:
+        return outcome  # the status API confirmation comes in a later change
+
+    def sandbox_callback(
+        self, purchase: Purchase, status: PurchaseStatus, now: datetime
+    ) -> tuple[bytes, dict[str, str]]:
+        raw = {PurchaseStatus.PAID: "settlement", PurchaseStatus.EXPIRED: "expire"}.get(status)
+        if raw is None:
+            raise InvalidInput(f"the sandbox cannot send a Midtrans {status.value} notification")
+        signed = sign_notification(settlement_payload(purchase, status=raw, now=now), self._server_key)
+        return json.dumps(signed).encode(), {"content-type": "application/json"}
+
 
 def settlement_payload(purchase: Purchase, *, status: str = "settlement", now: datetime) -> dict[str, Any]:
     """A Midtrans-format notification for ``purchase`` (unsigned), as the sandbox sends it."""

@@ -2,13 +2,44 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+
 from relay.gateways import Gateway
+from relay.gateways.custom import ROUTE_PREFIX, CustomSource
+from relay.gateways.doku import Doku
+from relay.gateways.duitku import Duitku
 from relay.gateways.midtrans import Midtrans
+from relay.gateways.tripay import Tripay
+from relay.gateways.xendit import Xendit
+from relay.models import utcnow
 from relay.settings import Settings
 
 
-def configured_gateways(settings: Settings) -> dict[str, Gateway]:
-    """Gateways by route name. Midtrans is always there (with the sandbox key when no server key
-    is set); a gateway whose keys are not configured is absent, and its route answers 404."""
+def configured_gateways(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> dict[str, Gateway]:
+    """Gateways by route name (``/callbacks/{name}``). Midtrans is always there (with the sandbox
+    key when no server key is set); a gateway whose keys are not configured is absent, and its
+    route answers 404. Generic sources are keyed ``custom/{source}``. ``clock`` checks the
+    timestamps of DOKU and of generic sources that send one."""
     gateways: dict[str, Gateway] = {"midtrans": Midtrans(server_key=settings.midtrans_key)}
+    if settings.xendit_callback_token is not None:
+        gateways["xendit"] = Xendit(callback_token=settings.xendit_callback_token.get_secret_value())
+    if settings.tripay_private_key is not None:
+        gateways["tripay"] = Tripay(private_key=settings.tripay_private_key.get_secret_value())
+    if settings.doku_client_id is not None and settings.doku_secret_key is not None:
+        gateways["doku"] = Doku(
+            client_id=settings.doku_client_id,
+            secret_key=settings.doku_secret_key.get_secret_value(),
+            request_target=settings.doku_request_target,
+            tolerance=settings.doku_timestamp_tolerance,
+            clock=clock,
+        )
+    if settings.duitku_merchant_code is not None and settings.duitku_api_key is not None:
+        gateways["duitku"] = Duitku(
+            merchant_code=settings.duitku_merchant_code,
+            api_key=settings.duitku_api_key.get_secret_value(),
+            api_base=settings.duitku_api_base,
+        )
+    for source, config in settings.custom_sources.items():
+        gateways[ROUTE_PREFIX + source] = CustomSource(source, config, clock=clock)
     return gateways

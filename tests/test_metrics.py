@@ -1,0 +1,96 @@
+"""/metrics on the ingress and on a worker (its own port) move during a real end-to-end run."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import ADMIN_TOKEN, Api, Merchant, eventually, make_settings
+from tests.processes import Processes, free_port, relay_env
+
+
+@pytest.fixture
+async def processes(redis_url: str, tmp_path: Path) -> AsyncIterator[Processes]:
+    found = Processes(tmp_path, relay_env(redis_url, RELAY_RETRY_SCHEDULE="0.1"))
+    try:
+        yield found
+    finally:
+        await found.kill_all()
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text, 0 when absent."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    for line in text.splitlines():
+        match = re.fullmatch(r"([a-z_]+)(?:\{(.*)\})? (\S+)", line)
+        if match and match[1] == name and ",".join(sorted((match[2] or "").split(","))) == wanted:
+            return float(match[3])
+    return 0.0
+
+
+async def scrape(http: aiohttp.ClientSession, url: str) -> str:
+    async with http.get(url) as response:
+        assert response.status == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        return await response.text()
+
+
+@pytest.mark.timeout(90)
+async def test_metrics_move_on_ingress_and_worker(
+    processes: Processes, merchant: Merchant, redis_url: str
+) -> None:
+    port, metrics_port = free_port(), free_port()
+    await processes.start("serve", "serve", "--port", str(port))
+    processes.env = processes.env | {
+        "RELAY_WORKER_METRICS_PORT": str(metrics_port),
+        "RELAY_WORKER_METRICS_HOST": "127.0.0.1",
+    }
+    await processes.start("worker", "worker")
+    ingress, worker = f"http://127.0.0.1:{port}/metrics", f"http://127.0.0.1:{metrics_port}/metrics"
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http:
+
+        async def up() -> bool:
+            try:
+                await scrape(http, ingress)
+                await scrape(http, worker)
+            except aiohttp.ClientError:
+                return False
+            return True
+
+        await eventually(up, timeout=20, what="both metrics endpoints")
+        api = Api(http, make_settings(redis_url=redis_url))
+        merchant.script["/flaky"] = [500, 200]
+        merchant.script["/down"] = [503]
+        project = await api.project(webhook_url=f"{merchant.url}/flaky")
+        flaky = await api.item(project["id"])
+        down = await api.item(project["id"], webhook_url=f"{merchant.url}/down")
+        for item in (flaky, down):
+            await api.pay(await api.buy(project["client_id"], item["id"]))
+        await api.call("POST", "/callbacks/midtrans", auth=False, data=b"{", expect=400)
+
+        async def settled() -> bool:
+            text = await scrape(http, worker)
+            return sample(text, "relay_attempts_per_event_count") >= 2
+
+        await eventually(settled, timeout=30, what="both events to settle")
+        front, back = await scrape(http, ingress), await scrape(http, worker)
+    assert ADMIN_TOKEN not in front + back
+    assert sample(front, "relay_callbacks_total", gateway="midtrans", outcome="paid") == 2
+    assert sample(front, "relay_callbacks_total", gateway="midtrans", outcome="InvalidInput") == 1
+    assert sample(front, "relay_events_created_total") == 2
+    assert sample(front, "relay_purchases_created_total") == 2
+    assert sample(front, "relay_dead_letters") == 1
+    assert sample(back, "relay_dead_letters") == 1
+    assert sample(back, "relay_deliveries_total", outcome="delivered", status_class="2xx") == 1
+    assert sample(back, "relay_deliveries_total", outcome="retrying", status_class="5xx") == 2
+    assert sample(back, "relay_deliveries_total", outcome="dead_lettered", status_class="5xx") == 1
+    assert sample(back, "relay_delivery_duration_seconds_count") == 4
+    assert sample(back, "relay_attempts_per_event_sum") == 4
+    for text in (front, back):
+        assert "relay_queue_depth " in text
+        assert "relay_oldest_pending_age_seconds " in text
+        assert "relay_outbox_events " in text
