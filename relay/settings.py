@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     allow_private_targets: bool = False
     allowed_target_cidrs: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = ()
     require_https: bool = False
+    sandbox_gateways: bool = False
     body_timeout: float = Field(default=10.0, gt=0, le=300)
     purchase_rate_limit: int = Field(default=60, ge=0, le=1_000_000)
     encryption_keys: SecretStr | None = None
@@ -134,6 +135,12 @@ class Settings(BaseSettings):
         seed = self.admin_token.get_secret_value() if self.admin_token else ""
         digest = hmac.new(seed.encode(), b"relay sandbox midtrans key", hashlib.sha256).hexdigest()
         return f"SB-Mid-server-{digest[:32]}"
+
+    def sandbox_token(self, order_id: str) -> str:
+        """The token a sandbox checkout link carries: without it the page is a 404, so order ids
+        cannot be enumerated through the sandbox."""
+        key = self.midtrans_key.encode()
+        return hmac.new(key, f"sandbox checkout {order_id}".encode(), hashlib.sha256).hexdigest()[:32]
 
     @property
     def snap_base(self) -> str:

@@ -115,9 +115,15 @@ async def assert_no_event(redis: Redis) -> None:
     assert await queued_jobs(redis) == []
 
 
+def checkout_link(invoice_url: str) -> str:
+    """The sandbox checkout path with its token, from an invoice_url."""
+    parts = urlsplit(invoice_url)
+    return f"{parts.path}?{parts.query}"
+
+
 async def checkout_notification(api: Api, invoice_url: str, button: str) -> str:
     """The notification a sandbox checkout button would post (unescaped JSON text)."""
-    async with api.http.get(urlsplit(invoice_url).path) as response:
+    async with api.http.get(checkout_link(invoice_url)) as response:
         assert response.status == 200
         assert response.content_type == "text/html"
         page = await response.text()
@@ -519,7 +525,8 @@ async def test_order_ids_are_distinct(relay: Running, shop: Shop) -> None:
 
 async def test_purchase_in_sandbox_links_to_sandbox_checkout(relay: Running, shop: Shop) -> None:
     order = await shop.buy()
-    expected = f"{relay.settings.public_base_url}/sandbox/checkout/{order['order_id']}"
+    token = relay.settings.sandbox_token(order["order_id"])
+    expected = f"{relay.settings.public_base_url}/sandbox/checkout/{order['order_id']}?token={token}"
     assert order["invoice_url"] == expected
 
 
@@ -631,7 +638,7 @@ async def test_sandbox_expire_button_expires(relay: Running, shop: Shop, redis: 
 
 async def test_sandbox_page_shows_the_purchase(relay: Running, shop: Shop) -> None:
     order = await shop.buy(amount=12345)
-    async with relay.api.http.get(urlsplit(order["invoice_url"]).path) as response:
+    async with relay.api.http.get(checkout_link(order["invoice_url"])) as response:
         page = await response.text()
     assert order["order_id"] in page
     assert "12345 IDR" in page
@@ -643,7 +650,7 @@ async def test_sandbox_page_escapes_the_item_name(relay: Running) -> None:
     project = await api.project()
     item = await api.item(project["id"], name='<script>alert("x")</script>')
     order = await api.buy(project["client_id"], item["id"])
-    async with api.http.get(urlsplit(order["invoice_url"]).path) as response:
+    async with api.http.get(checkout_link(order["invoice_url"])) as response:
         page = await response.text()
     assert '<script>alert("x")</script>' not in page
     assert "&lt;script&gt;" in page

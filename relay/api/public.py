@@ -7,6 +7,7 @@ from aiohttp import web
 
 from relay.api.context import CLOCK, GATEWAYS, HTTP, METRICS, PURCHASE_LIMIT, SETTINGS, STORE
 from relay.api.middleware import not_found, read_model, required_query
+from relay.api.sandbox import checkout_path
 from relay.errors import InvalidInput
 from relay.gateways.midtrans import create_snap_transaction
 from relay.models import Project, Purchase, PurchaseIn, new_order_id
@@ -62,7 +63,7 @@ async def purchase(request: web.Request) -> web.Response:
     request.app[METRICS].purchases_created.inc()
     invoice_url: str | None = None  # other gateways: the merchant creates the invoice there
     if settings.sandbox:
-        invoice_url = f"{settings.public_base_url}/sandbox/checkout/{record.order_id}"
+        invoice_url = settings.public_base_url + checkout_path(settings, record.order_id)
     elif gateway == "midtrans":
         invoice_url = await create_snap_transaction(
             request.app[HTTP], base=settings.snap_base, server_key=settings.midtrans_key, purchase=record

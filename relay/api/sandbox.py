@@ -15,6 +15,7 @@ header's), and redirects back to the page.
 
 from __future__ import annotations
 
+import hmac
 import html
 import re
 from urllib.parse import quote
@@ -24,10 +25,11 @@ from aiohttp import web
 
 from relay.api.context import CLOCK, GATEWAYS, HTTP, SETTINGS, STORE
 from relay.api.middleware import not_found
-from relay.errors import InvalidInput
+from relay.errors import Conflict, InvalidInput
 from relay.gateways.midtrans import settlement_payload, sign_notification
 from relay.jsonutil import dumps
 from relay.models import Purchase, PurchaseStatus
+from relay.settings import Settings
 
 routes = web.RouteTableDef()
 
@@ -73,23 +75,36 @@ for (const button of document.querySelectorAll("button[data-notification]")) {
 }
 </script>"""
 
+SIMULATION_OFF = """<p id="simulation-off">Simulating this gateway's callback is off: it would be signed
+with the gateway key configured here. Set RELAY_SANDBOX_GATEWAYS=true only with test keys.</p>"""
 FORM_BUTTONS = """<form method="post" action="{action}">
 <button id="pay" name="action" value="pay">Pay</button>
 <button id="expire" name="action" value="expire">Expire</button>
 </form>"""
 
 
-def checkout_path(order_id: str) -> str:
-    return f"/sandbox/checkout/{quote(order_id, safe='')}"
+def checkout_path(settings: Settings, order_id: str) -> str:
+    """The sandbox checkout link of an order, with the token that opens it."""
+    return f"/sandbox/checkout/{quote(order_id, safe='')}?token={settings.sandbox_token(order_id)}"
 
 
 async def _sandbox_purchase(request: web.Request) -> Purchase:
     order_id = request.match_info["order_id"]
-    sandbox = request.app[SETTINGS].sandbox
-    purchase = await request.app[STORE].get_purchase(order_id) if sandbox else None
+    settings = request.app[SETTINGS]
+    token = request.query.get("token", "")
+    opened = settings.sandbox and hmac.compare_digest(
+        token.encode(), settings.sandbox_token(order_id).encode()
+    )
+    purchase = await request.app[STORE].get_purchase(order_id) if opened else None
     if purchase is None:
         raise not_found("order", order_id)
     return purchase
+
+
+def _may_simulate(settings: Settings, purchase: Purchase) -> bool:
+    """Other gateways sign with real configured keys: simulating them lets anyone who can reach
+    this page pay, so it is off unless RELAY_SANDBOX_GATEWAYS opts in (test keys only)."""
+    return purchase.gateway == "midtrans" or settings.sandbox_gateways
 
 
 def _result_line(result: str | None) -> str:
@@ -115,8 +130,13 @@ async def checkout(request: web.Request) -> web.Response:
     if purchase.gateway == "midtrans":
         buttons = MIDTRANS_BUTTONS.format(pay=notification("settlement"), expire=notification("expire"))
         script = MIDTRANS_SCRIPT
+    elif _may_simulate(settings, purchase):
+        buttons = FORM_BUTTONS.format(
+            action=html.escape(checkout_path(settings, purchase.order_id), quote=True)
+        )
+        script = ""
     else:
-        buttons = FORM_BUTTONS.format(action=html.escape(checkout_path(purchase.order_id), quote=True))
+        buttons = SIMULATION_OFF
         script = ""
     page = PAGE.format(
         order_id=html.escape(purchase.order_id),
@@ -136,6 +156,8 @@ async def checkout(request: web.Request) -> web.Response:
 async def simulate(request: web.Request) -> web.Response:
     """Send the purchase's gateway callback to this relay's own route, then show the page again."""
     purchase = await _sandbox_purchase(request)
+    if not _may_simulate(request.app[SETTINGS], purchase):
+        raise Conflict("simulating this gateway is off (RELAY_SANDBOX_GATEWAYS)")
     action = (await request.post()).get("action")
     status = ACTIONS.get(action) if isinstance(action, str) else None
     if status is None:
@@ -155,7 +177,7 @@ async def simulate(request: web.Request) -> web.Response:
     if not accepted:
         name = answer.get("error") if isinstance(answer, dict) else None
         result = name if isinstance(name, str) and re.fullmatch(r"\w{1,64}", name) else "Error"
-    location = f"{checkout_path(purchase.order_id)}?result={result}"
+    location = f"{checkout_path(request.app[SETTINGS], purchase.order_id)}&result={result}"
     return web.Response(status=303, headers={"Location": location})
 
 
