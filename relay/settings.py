@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     midtrans_server_key: SecretStr | None = None
     midtrans_api_base: str = MIDTRANS_SANDBOX_API
     midtrans_snap_base: str | None = None
+    midtrans_confirm: bool = False
     public_base_url: str = "http://127.0.0.1:8080"
     retry_schedule: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_SCHEDULE
     delivery_timeout: float = Field(default=15.0, gt=0, le=300)

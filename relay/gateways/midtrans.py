@@ -12,18 +12,22 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import aiohttp
+import structlog
 
-from relay.errors import InvalidInput, UpstreamUnavailable, VerificationError
+from relay.errors import GatewayUnavailable, InvalidInput, UpstreamUnavailable, VerificationError
 from relay.gateways import PaymentOutcome
 from relay.jsonutil import parse_object
 from relay.models import Purchase, PurchaseStatus
 
+log = structlog.get_logger("relay.gateways.midtrans")
 JAKARTA = ZoneInfo("Asia/Jakarta")
 SIGNED_FIELDS = ("order_id", "status_code", "gross_amount")
 
@@ -64,19 +68,25 @@ def jakarta_to_utc(text: str) -> datetime:
     return local.replace(tzinfo=JAKARTA).astimezone(UTC)
 
 
+def _require_strings(payload: dict[str, Any], fields: tuple[str, ...]) -> None:
+    for field in fields:
+        value = payload.get(field)
+        if not isinstance(value, str) or not value or len(value) > 256:
+            raise InvalidInput(f"{field} must be a non-empty string")
+
+
 class Midtrans:
     name = "midtrans"
     ok_body: dict[str, Any] = {"status": "ok"}
 
-    def __init__(self, *, server_key: str) -> None:
+    def __init__(self, *, server_key: str, api_base: str = "", confirm: bool = False) -> None:
         self._server_key = server_key
+        self._api_base = api_base
+        self._confirm = confirm
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
         payload = parse_object(body)
-        for field in (*SIGNED_FIELDS, "signature_key", "transaction_status"):
-            value = payload.get(field)
-            if not isinstance(value, str) or not value or len(value) > 256:
-                raise InvalidInput(f"{field} must be a non-empty string")
+        _require_strings(payload, (*SIGNED_FIELDS, "signature_key", "transaction_status"))
         expected = signature(
             payload["order_id"], payload["status_code"], payload["gross_amount"], self._server_key
         )
@@ -114,7 +124,40 @@ class Midtrans:
         )
 
     async def confirm(self, outcome: PaymentOutcome, http: aiohttp.ClientSession) -> PaymentOutcome:
-        return outcome  # the status API confirmation comes in a later change
+        """With RELAY_MIDTRANS_CONFIRM, ask the status API before anything becomes paid: the
+        notification's signature does not cover transaction_status, the status API's answer does
+        not depend on the notification at all. The API's outcome replaces the notification's."""
+        if not self._confirm or outcome.status is not PurchaseStatus.PAID:
+            return outcome
+        payload = await self._status(http, outcome.order_id)
+        if payload is None:
+            log.warning("midtrans_confirm_unknown_transaction", order_id=outcome.order_id)
+            return replace(outcome, status=PurchaseStatus.PENDING, paid_at=None)
+        if payload.get("order_id") != outcome.order_id:
+            raise GatewayUnavailable("Midtrans status API answered for another order; retry the callback")
+        return self.normalise(payload)
+
+    async def _status(self, http: aiohttp.ClientSession, order_id: str) -> dict[str, Any] | None:
+        """The status API's answer, None when Midtrans knows no such transaction."""
+        url = f"{self._api_base}/v2/{quote(order_id, safe='')}/status"
+        auth = base64.b64encode(f"{self._server_key}:".encode()).decode()
+        headers = {"Authorization": f"Basic {auth}", "Accept": "application/json"}
+        try:
+            async with http.get(url, headers=headers) as response:
+                data = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+            raise GatewayUnavailable(
+                f"Midtrans status API unreachable ({type(error).__name__}); retry"
+            ) from None
+        if response.status >= 500 or not isinstance(data, dict):
+            raise GatewayUnavailable(f"Midtrans status API answered {response.status}; retry the callback")
+        if str(data.get("status_code")) == "404" or response.status == 404:
+            return None
+        try:
+            _require_strings(data, ("order_id", "gross_amount", "transaction_status"))
+        except InvalidInput:
+            raise GatewayUnavailable("Midtrans status API answered without a transaction; retry") from None
+        return data
 
     def sandbox_callback(
         self, purchase: Purchase, status: PurchaseStatus, now: datetime

@@ -21,7 +21,13 @@ def configured_gateways(settings: Settings, *, clock: Callable[[], datetime] = u
     key when no server key is set); a gateway whose keys are not configured is absent, and its
     route answers 404. Generic sources are keyed ``custom/{source}``. ``clock`` checks the
     timestamps of DOKU and of generic sources that send one."""
-    gateways: dict[str, Gateway] = {"midtrans": Midtrans(server_key=settings.midtrans_key)}
+    gateways: dict[str, Gateway] = {
+        "midtrans": Midtrans(
+            server_key=settings.midtrans_key,
+            api_base=settings.midtrans_api_base,
+            confirm=settings.midtrans_confirm and not settings.sandbox,
+        )
+    }
     if settings.xendit_callback_token is not None:
         gateways["xendit"] = Xendit(callback_token=settings.xendit_callback_token.get_secret_value())
     if settings.tripay_private_key is not None:
