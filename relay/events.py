@@ -67,6 +67,17 @@ redis.call('ZADD', KEYS[3], ARGV[1], event_id)
 return seq
 """
 
+# Move the event's next attempt later without attempting (its endpoint is saturated).
+# KEYS: event, outbox. ARGV: seq, due ms, next_attempt_at. Returns 1, or 0 if a newer job owns it.
+POSTPONE_LUA = """
+if redis.call('HGET', KEYS[1], 'seq') ~= ARGV[1] then return 0 end
+local event_id = string.match(KEYS[1], '([^:]+)$')
+redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('HSET', KEYS[1], 'next_attempt_at', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], event_id)
+return 1
+"""
+
 # Remove a dead letter for good (the event and its attempt log stay for the purchase's history).
 PURGE_LUA = """
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
@@ -88,6 +99,7 @@ class EventStore:
         self._finish = redis.register_script(FINISH_LUA)
         self._requeue = redis.register_script(REQUEUE_LUA)
         self._purge = redis.register_script(PURGE_LUA)
+        self._postpone = redis.register_script(POSTPONE_LUA)
 
     async def get(self, event_id: str) -> EventRecord | None:
         fields = await self.redis.hgetall(self.keys.event(event_id))  # type: ignore[misc]
@@ -141,6 +153,14 @@ class EventStore:
                 now.isoformat() if state is WebhookStatus.FAILED else "",
                 MAX_ATTEMPT_LOG,
             ],
+        )
+        return bool(applied)
+
+    async def postpone(self, event: EventRecord, *, seq: int, until: datetime) -> bool:
+        """Schedule the event's next job at ``until`` (seq + 1) without logging an attempt."""
+        applied = await self._postpone(
+            keys=[self.keys.event(event.id), self.keys.outbox],
+            args=[seq, to_ms(until), until.isoformat()],
         )
         return bool(applied)
 

@@ -45,6 +45,11 @@ class Metrics:
         self.replays = Counter(
             "relay_replays_total", "Events sent again by replay or retry-webhook.", registry=self.registry
         )
+        self.postponed = Counter(
+            "relay_deliveries_postponed_total",
+            "Deliveries postponed because their endpoint had RELAY_WORKER_HOST_CONCURRENCY in flight.",
+            registry=self.registry,
+        )
         self.attempts_per_event = Histogram(
             "relay_attempts_per_event",
             "Attempts an event took to reach a final state (delivered or dead-lettered).",

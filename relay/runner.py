@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from contextlib import AsyncExitStack, suppress
+from contextlib import AsyncExitStack
 from typing import Any
 
 import structlog
 from aiohttp import web
+from arq.worker import Worker
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import SecretStr
+from redis.exceptions import RedisError
 
 from relay.app import create_app
-from relay.connections import Connections, embedded_server, open_connections
+from relay.connections import REDIS_DOWN, Connections, embedded_server, open_connections
 from relay.crypto import generate_key
 from relay.metrics import Metrics
 from relay.models import utcnow
@@ -84,6 +86,44 @@ async def wait_for_signal() -> None:
     await stop.wait()
 
 
+# Seconds between attempts to restart a worker whose Redis went away.
+RECONNECT_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+
+
+async def supervise_worker(settings: Settings, connections: Connections, **options: Any) -> None:
+    """Run an arq worker until a signal or cancellation stops it. arq's poll loop raises when
+    Redis goes away, and its worker is then gone for good; so wait and start a fresh worker on the
+    same connections (redis-py reconnects), for as long as it takes: no limbo, no exit."""
+    loop = asyncio.get_running_loop()
+    failures = 0
+    while True:
+        arq_worker = create_worker(settings, connections, **options)
+        started = loop.time()
+        try:
+            await arq_worker.async_run()
+            return
+        except asyncio.CancelledError:  # SIGTERM (arq cancels its main task) or our own stop
+            return
+        except REDIS_DOWN as error:
+            failures = 0 if loop.time() - started > 60 else failures
+            delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
+            failures += 1
+            log.error("worker_lost_redis", error=str(error)[:200], restart_in=delay)
+        finally:
+            await close_worker(arq_worker)
+        await asyncio.sleep(delay)
+
+
+async def close_worker(arq_worker: Worker) -> None:
+    """arq's close() talks to Redis before it runs on_shutdown; with Redis away, run that part
+    ourselves so the worker's HTTP session is closed all the same."""
+    try:
+        await arq_worker.close()
+    except (*REDIS_DOWN, RedisError):
+        if arq_worker.on_shutdown is not None:
+            await arq_worker.on_shutdown(arq_worker.ctx)
+
+
 class Relay:
     """Ingress and/or a worker sharing one store, started and stopped together (``relay run``,
     ``relay demo`` and the tests)."""
@@ -111,17 +151,12 @@ class Relay:
             connections = open_connections(self.settings, server=self.server)
             self._stack.push_async_callback(connections.close)
             self._stack.enter_context(embedded_patch(connections))
-            arq_worker = create_worker(
-                self.settings,
-                connections,
-                **({"handle_signals": False, "metrics": self.metrics} | self.worker_options),
-            )
-            task = asyncio.create_task(arq_worker.async_run())
+            options = {"handle_signals": False, "metrics": self.metrics} | self.worker_options
+            task = asyncio.create_task(supervise_worker(self.settings, connections, **options))
 
             async def stop_worker() -> None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-                await arq_worker.close()
 
             self._stack.push_async_callback(stop_worker)
 
@@ -157,7 +192,4 @@ async def run_worker(settings: Settings) -> None:
                 settings, connections, metrics, port=settings.worker_metrics_port
             )
             stack.push_async_callback(runner.cleanup)
-        arq_worker = create_worker(settings, connections, metrics=metrics)
-        stack.push_async_callback(arq_worker.close)
-        with suppress(asyncio.CancelledError):  # arq cancels its main task on SIGTERM
-            await arq_worker.async_run()
+        await supervise_worker(settings, connections, metrics=metrics)

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] | None = None
     key_prefix: str = Field(default="relay", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     worker_max_jobs: int = Field(default=100, ge=1, le=10000)
+    worker_host_concurrency: int = Field(default=10, ge=1, le=10000)
     worker_poll_delay: float = Field(default=0.05, gt=0, le=5)
     worker_metrics_port: int | None = Field(default=9100, ge=0, le=65535)
     worker_metrics_host: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes the pod's address

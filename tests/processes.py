@@ -44,11 +44,11 @@ class Processes:
         self.env = env
         self.started: list[tuple[str, asyncio.subprocess.Process]] = []
 
-    async def start(self, name: str, *args: str) -> asyncio.subprocess.Process:
-        log = (self.logs / f"{name}.log").open("wb")
+    async def start(self, name: str, *args: str, program: str = RELAY) -> asyncio.subprocess.Process:
+        log = (self.logs / f"{name}.log").open("ab")
         try:
             process = await asyncio.create_subprocess_exec(
-                RELAY, *args, env=self.env, stdout=log, stderr=asyncio.subprocess.STDOUT
+                program, *args, env=self.env, stdout=log, stderr=asyncio.subprocess.STDOUT
             )
         finally:
             log.close()

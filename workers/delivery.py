@@ -28,6 +28,7 @@ from relay.signing import webhook_headers
 from relay.store import Store
 from workers.backoff import next_delay, parse_retry_after
 from workers.egress import MAX_RESPONSE_BYTES, BlockedTarget
+from workers.isolation import HostLimiter, endpoint
 
 log = structlog.get_logger("relay.delivery")
 
@@ -40,6 +41,7 @@ class Outcome(StrEnum):
     DEAD = "dead_lettered"
     NO_ENDPOINT = "no_endpoint"
     STALE = "stale"
+    POSTPONED = "postponed"
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Deps:
     metrics: Metrics
     clock: Callable[[], datetime]
     rng: Callable[[], float]
+    limiter: HostLimiter
 
 
 async def send(
@@ -118,7 +121,34 @@ async def _attempt(event: EventRecord, seq: int, deps: Deps) -> Outcome:
         log.info("delivery", outcome=Outcome.NO_ENDPOINT.value)
         return Outcome.NO_ENDPOINT if applied else Outcome.STALE
 
-    headers = webhook_headers(project.signing_secrets(now), msg_id=event.id, timestamp=now, body=event.body)
+    host = endpoint(url)
+    if not deps.limiter.try_acquire(host):
+        return await _postpone(event, seq, deps, host=host, now=now)
+    try:
+        return await _send_and_record(
+            event, seq, deps, url=url, secrets_=project.signing_secrets(now), now=now
+        )
+    finally:
+        deps.limiter.release(host)
+
+
+async def _postpone(event: EventRecord, seq: int, deps: Deps, *, host: str, now: datetime) -> Outcome:
+    """The endpoint is saturated (a slow or hanging merchant): try again a little later, without
+    spending an attempt, instead of holding a worker slot behind it."""
+    delay = max(1.0, deps.settings.delivery_timeout / 3) * (0.8 + 0.4 * deps.rng())
+    until = now + timedelta(seconds=delay)
+    deps.metrics.postponed.inc()
+    log.info("delivery_postponed", host=urlsplit(host).hostname, until=until.isoformat())
+    if not await deps.events.postpone(event, seq=seq, until=until):
+        return Outcome.STALE
+    await enqueue_delivery(deps.arq, event.id, seq + 1, at=until)
+    return Outcome.POSTPONED
+
+
+async def _send_and_record(
+    event: EventRecord, seq: int, deps: Deps, *, url: str, secrets_: list[str], now: datetime
+) -> Outcome:
+    headers = webhook_headers(secrets_, msg_id=event.id, timestamp=now, body=event.body)
     started = time.perf_counter()
     status_code: int | None = None
     error: str | None = None

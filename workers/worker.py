@@ -40,6 +40,7 @@ from relay.settings import Settings
 from relay.store import Store
 from workers.delivery import Deps, deliver, sweep
 from workers.egress import create_session
+from workers.isolation import HostLimiter
 
 log = structlog.get_logger("relay.worker")
 
@@ -96,6 +97,7 @@ def worker_options(
             metrics=metrics,
             clock=clock,
             rng=rng,
+            limiter=HostLimiter(settings.worker_host_concurrency),
         )
 
     async def shutdown(ctx: dict[str, Any]) -> None:

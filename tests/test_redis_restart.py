@@ -1,0 +1,134 @@
+"""Redis restarts mid-run (AOF on): ingress answers 503 while it is down, never 200-then-lost;
+the gateway's retry is accepted once it is back; the worker reconnects by itself and delivers."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from relay.connections import REDIS_DOWN
+from tests.conftest import Api, Merchant, eventually, make_settings
+from tests.processes import Processes, free_port, relay_env
+
+REDIS_SERVER = shutil.which("redis-server") or "redis-server"
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, with AOF, that the test can kill and start again."""
+
+    def __init__(self, processes: Processes, directory: Path) -> None:
+        self.processes = processes
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.process = await self.processes.start(
+            "redis",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--dir",
+            str(self.directory),
+            program=REDIS_SERVER,
+        )
+
+        async def answers() -> bool:
+            client = Redis.from_url(self.url)
+            try:
+                return bool(await client.ping())
+            except REDIS_DOWN:  # refused, or still loading the AOF
+                return False
+            finally:
+                await client.aclose()
+
+        await eventually(answers, timeout=10, what="the private redis-server")
+
+    async def crash(self) -> None:
+        """SIGKILL: no clean shutdown; only what the AOF had fsynced survives."""
+        assert self.process is not None
+        await self.processes.kill(self.process)
+
+
+@pytest.fixture
+async def processes(tmp_path: Path) -> AsyncIterator[Processes]:
+    found = Processes(tmp_path, {})
+    try:
+        yield found
+    finally:
+        await found.kill_all()
+
+
+@pytest.mark.timeout(120)
+async def test_redis_restart_loses_nothing(processes: Processes, merchant: Merchant, tmp_path: Path) -> None:
+    if shutil.which(REDIS_SERVER) is None:
+        pytest.fail("redis-server is not installed (.ci/run installs it)")
+    data = tmp_path / "redis-data"
+    data.mkdir()
+    redis = PrivateRedis(processes, data)
+    await redis.start()
+    port = free_port()
+    processes.env = relay_env(
+        redis.url, RELAY_RETRY_SCHEDULE="0.2,0.5,1,2,2,2,2,2", RELAY_WORKER_METRICS_PORT=str(free_port())
+    )
+    serve = await processes.start("serve", "serve", "--port", str(port))
+    worker = await processes.start("worker", "worker")
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http:
+        api = Api(http, make_settings(redis_url=redis.url))
+
+        async def up() -> bool:
+            try:
+                async with http.get("/readyz") as response:
+                    return response.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await eventually(up, timeout=20, what="relay serve")
+        project = await api.project(webhook_url=f"{merchant.url}/hook")
+        item = await api.item(project["id"])
+        orders = [await api.buy(project["client_id"], item["id"]) for _ in range(20)]
+        before, after = orders[:10], orders[10:]
+        for order in before:
+            await api.pay(order)
+
+        async def delivered(count: int) -> bool:
+            return len({hit.headers["webhook-id"] for hit in merchant.hits("/hook")}) >= count
+
+        await eventually(lambda: delivered(10), timeout=20, what="the first ten deliveries")
+        await asyncio.sleep(1.5)  # past appendfsync everysec: what was acknowledged is on disk
+        await redis.crash()
+
+        for order in after:  # Midtrans's callbacks while Redis is down: 503, never 200
+            body = await api.callback(api.notification(order["order_id"], order["amount"]), expect=503)
+            assert body["error"] == "StoreUnavailable"
+        async with http.get("/readyz") as response:
+            assert response.status == 503
+
+        await redis.start()  # same AOF directory
+        await eventually(up, timeout=20, what="relay serve to see Redis again")
+        for order in after:  # Midtrans retries
+            assert await api.pay(order) == {"status": "ok"}
+        await eventually(lambda: delivered(20), timeout=60, what="every delivery after the restart")
+        for order in orders:
+            purchase = await api.purchase(project["id"], order["order_id"])
+            assert purchase["status"] == "paid"
+            assert purchase["webhook_status"] == "delivered"
+        assert serve.returncode is None, processes.tail()
+        assert worker.returncode is None, processes.tail()  # reconnected by itself, no restart
+        ids = [hit.headers["webhook-id"] for hit in merchant.hits("/hook")]
+        print(f"deliveries: {len(ids)}, distinct: {len(set(ids))}, duplicates: {len(ids) - len(set(ids))}")
+        assert len(set(ids)) == 20
