@@ -9,6 +9,7 @@ not failed on.
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -24,7 +25,8 @@ from standardwebhooks import Webhook
 from tests.conftest import Api, Merchant, eventually, make_settings
 from tests.processes import Processes, free_port, relay_env
 
-PURCHASES = 100
+PURCHASES = 500
+KILLS = 3
 MERCHANT_DELAY = 0.2
 # Few concurrent deliveries per worker, so the 100 take seconds and a kill lands mid-batch.
 WORKER_MAX_JOBS = 10
@@ -161,31 +163,36 @@ def elapsed_since(started: float) -> float:
     return asyncio.get_running_loop().time() - started
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(240)
 async def test_sigkilled_workers_lose_no_event(deployment: Deployment) -> None:
     orders = await deployment.paid_purchases(PURCHASES)
+    seed = random.randrange(2**32)
+    # KILLS random moments, spread over the batch: after how many distinct events each kill lands.
+    span = PURCHASES * 3 // 4 // KILLS
+    moments = [index * span + random.Random(seed + index).randrange(10, span) for index in range(KILLS)]
+    print(f"\nkill moments (seed {seed}): after {moments} events")
     started = asyncio.get_running_loop().time()
     start_worker = deployment.processes.start
-    worker = await start_worker("worker-1", "worker")
-    killed = [await deployment.stop_mid_delivery(worker, at=20, sig=signal.SIGKILL)]
-    worker = await start_worker("worker-2", "worker")
-    killed.append(await deployment.stop_mid_delivery(worker, at=60, sig=signal.SIGKILL))
-    await start_worker("worker-3", "worker")
+    killed = []
+    for index, moment in enumerate(moments, start=1):
+        worker = await start_worker(f"worker-{index}", "worker")
+        killed.append(await deployment.stop_mid_delivery(worker, at=moment, sig=signal.SIGKILL))
+    await start_worker(f"worker-{KILLS + 1}", "worker")
 
     # Deliveries cut off by a kill finish only when arq re-runs their jobs (~26 s later).
-    await deployment.wait_all_delivered(PURCHASES, timeout=90)
+    await deployment.wait_all_delivered(PURCHASES, timeout=150)
     took = elapsed_since(started)
     await deployment.check_every_delivery(orders)
 
     hits = deployment.merchant.hits("/hook")
     repeated = duplicates(deployment.merchant)
     print(
-        f"\nSIGKILL: {PURCHASES} events all delivered after {took:.1f}s through 2 kills "
+        f"\nSIGKILL: {PURCHASES} events all delivered after {took:.1f}s through {KILLS} kills "
         f"(requests in flight at the kills: {killed}); {len(hits)} requests, "
         f"{len(repeated)} events delivered more than once: {repeated}"
     )
     # At least once, but bounded: only a job cut off by a kill (at most max_jobs per kill) repeats.
-    assert len(hits) <= PURCHASES + 2 * WORKER_MAX_JOBS
+    assert len(hits) <= PURCHASES + KILLS * WORKER_MAX_JOBS
 
 
 @pytest.mark.timeout(120)
