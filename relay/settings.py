@@ -56,7 +56,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
-    @field_validator("midtrans_api_base", "midtrans_snap_base", "public_base_url")
+    @field_validator("midtrans_api_base", "midtrans_snap_base", "public_base_url", "duitku_api_base")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:
@@ -192,16 +192,6 @@ class Settings(BaseSettings):
         if (value is None) != (info.data.get(other) is None):
             raise ValueError(f"set it together with RELAY_{other.upper()}, or neither")
         return value
-
-    @field_validator("duitku_api_base")
-    @classmethod
-    def _gateway_api_base(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ValueError("must be an http(s) URL")
-        return value.rstrip("/")
 
     @field_validator("custom_sources", mode="before")
     @classmethod

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import TEST_ENCRYPTION_KEY, Merchant, StartRelay
-from tests.test_delivery import HOOK, QUICK, Shop, dead_letter_ids, open_shop, verify, wait_hits
 from tests.processes import RELAY
+from tests.test_delivery import HOOK, QUICK, Shop, dead_letter_ids, open_shop, verify, wait_hits
 
 
 @dataclass

@@ -40,13 +40,6 @@ from tests.gateway_callbacks import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
-
-
 async def test_published_examples_verify_through_the_routes(start_relay: StartRelay, redis: Redis) -> None:
     """Exactly the vectors' bytes and keys: each verifies, and (no such order) is recorded unmatched."""
     running = await start_relay(

@@ -141,14 +141,6 @@ async def get_status(api: Api, path: str) -> tuple[int, Any]:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    """A client on the test database (the ``redis_url`` fixture empties it)."""
-    client = Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def relay(start_relay: StartRelay) -> Running:
     """Ingress only (sandbox gateway): stored events stay undelivered for inspection."""
     return await start_relay(worker=False)
