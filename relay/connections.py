@@ -10,7 +10,7 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool, Redis
-from redis.exceptions import BusyLoadingError, ReadOnlyError
+from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -18,6 +18,15 @@ from relay.settings import Settings
 
 # What Redis being away (down, restarting, loading, failed over to a replica) looks like.
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, ConnectionError)
+
+# Error replies that mean "cannot write now" rather than a bug: out of memory (maxmemory with
+# noeviction), refusing writes after a failed snapshot, no master, too few replicas.
+UNAVAILABLE_REPLIES = ("OOM", "MISCONF", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN")
+
+
+def store_refused(error: ResponseError) -> bool:
+    return isinstance(error, OutOfMemoryError) or str(error).startswith(UNAVAILABLE_REPLIES)
+
 
 # Fail fast when Redis is away, so ingress answers 503 promptly and the gateway retries.
 CLIENT_OPTIONS: dict[str, Any] = {

@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from relay.connections import REDIS_DOWN
-from tests.conftest import Api, Merchant, eventually, make_settings
+from tests.conftest import Api, Merchant, StartRelay, eventually, make_settings
 from tests.processes import Processes, free_port, relay_env
 
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
@@ -132,3 +132,30 @@ async def test_redis_restart_loses_nothing(processes: Processes, merchant: Merch
         ids = [hit.headers["webhook-id"] for hit in merchant.hits("/hook")]
         print(f"deliveries: {len(ids)}, distinct: {len(set(ids))}, duplicates: {len(ids) - len(set(ids))}")
         assert len(set(ids)) == 20
+
+
+async def test_redis_refusing_writes_is_503(
+    processes: Processes, tmp_path: Path, start_relay: StartRelay
+) -> None:
+    """Out of memory (maxmemory with noeviction): the callback is not stored, so it answers 503 and
+    the gateway retries, rather than a 500."""
+    data = tmp_path / "redis-data"
+    data.mkdir()
+    redis = PrivateRedis(processes, data)
+    await redis.start()
+    running = await start_relay(worker=False, redis_url=redis.url)
+    project = await running.api.project()
+    item = await running.api.item(project["id"])
+    order = await running.api.buy(project["client_id"], item["id"])
+    client = Redis.from_url(redis.url)
+    await client.config_set("maxmemory-policy", "noeviction")
+    await client.config_set("maxmemory", "1")
+    try:
+        body = await running.api.callback(
+            running.api.notification(order["order_id"], order["amount"]), expect=503
+        )
+        assert body["error"] == "StoreUnavailable"
+    finally:
+        await client.config_set("maxmemory", "0")
+        await client.aclose()
+    assert (await running.api.purchase(project["id"], order["order_id"]))["status"] == "pending"

@@ -13,9 +13,11 @@ from typing import Any, TypeVar
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
+from redis.exceptions import ResponseError
 
 from relay.api.context import SETTINGS
 from relay.connections import REDIS_DOWN as REDIS_DOWN  # re-exported for the console
+from relay.connections import store_refused
 from relay.errors import (
     InvalidInput,
     NotFound,
@@ -74,6 +76,11 @@ async def _handle(request: web.Request, handler: Handler) -> web.StreamResponse:
     except REDIS_DOWN as error:
         log.warning("store_unavailable", error=type(error).__name__)
         return error_response(StoreUnavailable("the store is unavailable; retry later"))
+    except ResponseError as error:
+        if not store_refused(error):
+            return internal_error()
+        log.warning("store_refused", reply=str(error)[:80])
+        return error_response(StoreUnavailable("the store refuses writes for now; retry later"))
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].max_body_bytes
         return error_response(PayloadTooLarge(f"body is larger than {limit} bytes"))
@@ -84,11 +91,13 @@ async def _handle(request: web.Request, handler: Handler) -> web.StreamResponse:
         detail = "no such route" if error.status == 404 else error.reason
         return web.json_response({"error": name, "detail": detail}, status=error.status)
     except Exception:
-        # The edge of the app: a bug must still answer JSON, and be logged with its traceback.
-        log.exception("unhandled_error")
-        return web.json_response(
-            {"error": "InternalError", "detail": "an internal error occurred"}, status=500
-        )
+        return internal_error()
+
+
+def internal_error() -> web.Response:
+    """The edge of the app: a bug must still answer JSON, and be logged with its traceback."""
+    log.exception("unhandled_error")
+    return web.json_response({"error": "InternalError", "detail": "an internal error occurred"}, status=500)
 
 
 async def _read_body(request: web.Request) -> None:
