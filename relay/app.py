@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from relay import console
 from relay.api import admin, builder, callbacks, public, sandbox, service
 from relay.api.context import (
     ARQ,
@@ -69,4 +70,5 @@ def create_app(
         app.router.add_routes(module.routes)
     if settings.sandbox:
         app.router.add_routes(sandbox.routes)
+    console.setup(app)
     return app

@@ -105,6 +105,8 @@ async def supervise_worker(settings: Settings, connections: Connections, **optio
         except asyncio.CancelledError:  # SIGTERM (arq cancels its main task) or our own stop
             return
         except REDIS_DOWN as error:
+            if current_cancelling():  # a stop that reached us dressed as a Redis timeout
+                return
             failures = 0 if loop.time() - started > 60 else failures
             delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
             failures += 1
@@ -112,6 +114,27 @@ async def supervise_worker(settings: Settings, connections: Connections, **optio
         finally:
             await close_worker(arq_worker)
         await asyncio.sleep(delay)
+
+
+def current_cancelling() -> int:
+    task = asyncio.current_task()
+    return task.cancelling() if task is not None else 0
+
+
+async def stop_task(task: asyncio.Task[None], *, deadline: float = 30.0) -> None:
+    """Cancel ``task`` and wait for it, cancelling again while it runs: a cancellation can be
+    swallowed deep in a library (a timeout racing it), and one swallowed cancel must not hang the
+    shutdown. Gives up loudly after ``deadline`` seconds."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + deadline
+    while not task.done():
+        if loop.time() > until:
+            log.error("worker_stop_timeout", deadline=deadline)
+            return
+        task.cancel()
+        await asyncio.wait({task}, timeout=5.0)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("worker_failed", error=repr(task.exception()))
 
 
 async def close_worker(arq_worker: Worker) -> None:
@@ -154,11 +177,7 @@ class Relay:
             options = {"handle_signals": False, "metrics": self.metrics} | self.worker_options
             task = asyncio.create_task(supervise_worker(self.settings, connections, **options))
 
-            async def stop_worker() -> None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-
-            self._stack.push_async_callback(stop_worker)
+            self._stack.push_async_callback(stop_task, task)
 
     async def stop(self) -> None:
         await self._stack.aclose()

@@ -1,0 +1,313 @@
+"""The operator console over plain HTTP: login, session cookie, CSRF, headers, escaping, pages.
+
+A real Redis and worker (``start_relay``) and a merchant on loopback; the browser test
+(``test_console_browser.py``) clicks through the same pages in Chromium.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from http.cookies import SimpleCookie
+
+from markupsafe import escape
+from redis.asyncio import Redis
+
+from tests.conftest import ADMIN_TOKEN, Merchant, StartRelay, eventually
+from tests.console_client import console_client
+from tests.test_delivery import HOOK, QUICK, Shop, dead_letter_ids, open_shop, wait_hits
+
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+
+
+async def failed_purchase(shop: Shop) -> dict[str, str]:
+    """A paid purchase whose webhook went through its retries into the dead-letter queue."""
+    order = await shop.order()
+    purchase = await shop.wait_status(order, "failed")
+    return {"order_id": order["order_id"], "event_id": purchase["event_id"]}
+
+
+def retry_path(shop: Shop, order_id: str) -> str:
+    return f"/console/projects/{shop.project['id']}/purchases/{order_id}/retry"
+
+
+async def test_pages_need_a_session(start_relay: StartRelay) -> None:
+    running = await start_relay(worker=False)
+    async with console_client(running.url) as console:
+        async with console.http.get("/console/", allow_redirects=False) as response:
+            assert response.headers["Location"] == "/console"
+        for path in (
+            "/console",
+            "/console/dead-letters",
+            "/console/projects/p1",
+            "/console/projects/p1/purchases/x",
+        ):
+            async with console.http.get(path, allow_redirects=False) as response:
+                assert response.status == 303, path
+                assert response.headers["Location"] == "/console/login"
+        # A form posted without a session is refused, with an HTML page, not JSON.
+        response = await console.post("/console/dead-letters/replay-all", {"csrf_token": "x"}, expect=403)
+        assert response.content_type == "text/html"
+        assert "login" in await console.get("/console/login")
+
+
+async def test_wrong_token_is_refused(start_relay: StartRelay) -> None:
+    running = await start_relay(worker=False)
+    async with console_client(running.url) as console:
+        for token in ("wrong-token-0123456789", "", running.settings.midtrans_key):
+            async with console.http.post("/console/login", data={"token": token}) as response:
+                body = await response.text()
+                assert response.status == 401
+                assert "Set-Cookie" not in response.headers
+                assert "That is not the admin token." in body
+        assert console.cookie() is None
+        await console.get("/console", expect=303)
+
+
+async def test_login_sets_a_strict_httponly_session_cookie(start_relay: StartRelay, redis_url: str) -> None:
+    running = await start_relay(worker=False)
+    project = await running.api.project(name="Toko Buku")
+    async with console_client(running.url) as console:
+        response = await console.login(f"  {ADMIN_TOKEN}  ")  # pasted with spaces
+        assert response.headers["Location"] == "/console"
+        [header] = response.headers.getall("Set-Cookie")
+        morsel = SimpleCookie(header)["relay_console"]
+        assert morsel["httponly"] is True
+        assert morsel["samesite"] == "Strict"
+        assert morsel["path"] == "/console"
+        assert not morsel["secure"]  # plain http on loopback; https sets Secure
+        assert int(morsel["max-age"]) == 8 * 3600
+        session_id = morsel.value
+        assert len(session_id) >= 40
+
+        page = await console.get("/console")
+        assert "Toko Buku" in page
+        assert f'href="/console/projects/{project["id"]}"' in page
+        # Logged in, the login form sends you to the console.
+        await console.get("/console/login", expect=303)
+
+        # Redis holds a hash of the session id, never the id, and the session expires.
+        client = Redis.from_url(redis_url, decode_responses=True)
+        try:
+            keys = [key async for key in client.scan_iter(match="relay:console:session:*")]
+            assert len(keys) == 1
+            assert session_id not in keys[0]
+            assert 0 < await client.ttl(keys[0]) <= 8 * 3600
+            # Logging in again replaces the session: a new id, the old one gone.
+            await console.login()
+            assert console.cookie() not in (None, session_id)
+            assert [key async for key in client.scan_iter(match="relay:console:session:*")] != keys
+            assert len([key async for key in client.scan_iter(match="relay:console:session:*")]) == 1
+        finally:
+            await client.aclose()
+
+        # Logging out needs the CSRF token, ends the session and clears the cookie.
+        await console.post("/console/logout", {}, expect=403)
+        await console.get("/console")
+        current = console.cookie()
+        await console.post("/console/logout", {"csrf_token": await console.csrf()})
+        assert console.cookie() in (None, "")
+        async with console.http.get(
+            "/console", allow_redirects=False, cookies={"relay_console": str(current)}
+        ) as stale:
+            assert stale.status == 303
+
+
+async def test_cookie_is_secure_when_the_console_is_served_over_https(start_relay: StartRelay) -> None:
+    running = await start_relay(worker=False, public_base_url="https://relay.example.com")
+    async with console_client(running.url) as console:
+        response = await console.login()
+        morsel = SimpleCookie(response.headers["Set-Cookie"])["relay_console"]
+        assert morsel["secure"] is True
+        assert morsel["httponly"] is True
+
+
+async def test_forms_without_the_right_csrf_token_are_403_and_change_nothing(
+    start_relay: StartRelay, merchant: Merchant
+) -> None:
+    merchant.script[HOOK] = [503]
+    shop = await open_shop(start_relay, merchant, retry_schedule=QUICK)
+    failed = await failed_purchase(shop)
+    hits = len(merchant.hits(HOOK))
+    async with console_client(shop.running.url) as console:
+        await console.login()
+        token = await console.csrf()
+        forms = [
+            "/console/dead-letters/replay-all",
+            f"/console/dead-letters/{failed['event_id']}/replay",
+            retry_path(shop, failed["order_id"]),
+        ]
+        for path in forms:
+            for data in ({}, {"csrf_token": ""}, {"csrf_token": token[:-1] + "A"}, {"csrf_token": token * 2}):
+                response = await console.post(path, data, expect=403)
+                assert response.content_type == "text/html"
+        # Another session's token is not this session's.
+        async with console_client(shop.running.url) as other:
+            await other.login()
+            for path in forms:
+                await other.post(path, {"csrf_token": token}, expect=403)
+
+        assert await dead_letter_ids(shop.api) == [failed["event_id"]]
+        assert (await shop.purchase(failed))["webhook_status"] == "failed"
+        assert len(merchant.hits(HOOK)) == hits
+
+        # With the token, the same form replays it, with the same webhook-id.
+        merchant.script[HOOK] = [200]
+        response = await console.post(forms[1], {"csrf_token": token, "back": "/console/dead-letters"})
+        assert response.headers["Location"] == "/console/dead-letters"
+        await shop.wait_status(failed, "delivered")
+        assert merchant.hits(HOOK)[-1].headers["webhook-id"] == failed["event_id"]
+        assert "replayed" in await console.get("/console/dead-letters")
+
+
+async def test_security_headers_on_every_console_response(start_relay: StartRelay) -> None:
+    running = await start_relay(worker=False)
+    async with console_client(running.url) as console:
+        paths = ["/console/login", "/console/console.css", "/console/nope"]
+        for path in paths:
+            async with console.http.get(path, allow_redirects=False) as response:
+                headers = response.headers
+                csp = headers["Content-Security-Policy"]
+                assert "default-src 'none'" in csp
+                assert "frame-ancestors 'none'" in csp
+                assert "form-action 'self'" in csp
+                assert "script" not in csp
+                assert "unsafe" not in csp
+                assert headers["X-Frame-Options"] == "DENY"
+                assert headers["Referrer-Policy"] == "no-referrer"
+                assert headers["Cache-Control"] == "no-store"
+                assert headers["X-Content-Type-Options"] == "nosniff"
+        await console.login()
+        async with console.http.get("/console") as response:
+            assert response.headers["X-Frame-Options"] == "DENY"
+            assert "<script" not in await response.text()
+
+
+async def test_hostile_names_are_escaped(start_relay: StartRelay, merchant: Merchant) -> None:
+    shop = await open_shop(start_relay, merchant)
+    await shop.api.project(id=shop.project["id"], name=HOSTILE)
+    await shop.set_item_url(None, name=HOSTILE)
+    order = await shop.order(buyer_name=HOSTILE, metadata={"note": HOSTILE})
+    await shop.wait_status(order, "delivered")
+    async with console_client(shop.running.url) as console:
+        await console.login()
+        pages = [
+            "/console",
+            f"/console/projects/{shop.project['id']}",
+            f"/console/projects/{shop.project['id']}/purchases/{order['order_id']}",
+            "/console/dead-letters",
+        ]
+        for path in pages:
+            page = await console.get(path)
+            assert "<script" not in page, path
+            assert "<img" not in page, path
+        project_page = await console.get(pages[1])
+        assert str(escape(HOSTILE)) in project_page  # shown, as text
+
+
+async def test_errors_are_html_pages_and_the_api_keeps_json(start_relay: StartRelay) -> None:
+    running = await start_relay(worker=False)
+    project = await running.api.project()
+    async with console_client(running.url) as console:
+        await console.login()
+        for path, status in [
+            ("/console/projects/nope", 404),
+            ("/console/projects/nope/purchases/item-x-1", 404),
+            ("/console/no/such/page", 404),
+            (f"/console/projects/{project['id']}?webhook_status=bogus", 400),
+            ("/console/dead-letters?since=yesterday", 400),
+        ]:
+            async with console.http.get(path, allow_redirects=False) as response:
+                assert response.status == status, path
+                assert response.content_type == "text/html", path
+                assert "<h1>" in await response.text()
+    async with running.api.http.get("/api/platform/projects/nope") as response:
+        assert response.status == 401
+        assert (await response.json())["error"] == "Unauthorized"
+    assert (await running.api.call("GET", "/api/platform/projects/nope", expect=404))["error"] == "NotFound"
+
+
+async def test_project_page_filters_by_webhook_status_and_retry_resends(
+    start_relay: StartRelay, merchant: Merchant
+) -> None:
+    merchant.script[HOOK] = [200]
+    shop = await open_shop(start_relay, merchant, retry_schedule=QUICK)
+    delivered = await shop.order()
+    await shop.wait_status(delivered, "delivered")
+    merchant.script[HOOK] = [503]
+    failed = await failed_purchase(shop)
+    project_path = f"/console/projects/{shop.project['id']}"
+    async with console_client(shop.running.url) as console:
+        await console.login()
+        everything = await console.get(project_path)
+        assert delivered["order_id"] in everything
+        assert failed["order_id"] in everything
+        only_failed = await console.get(f"{project_path}?webhook_status=failed")
+        assert failed["order_id"] in only_failed
+        assert delivered["order_id"] not in only_failed
+        detail = await console.get(f"{project_path}/purchases/{failed['order_id']}")
+        assert detail.count("503") >= len(QUICK) + 1  # the attempt log
+
+        merchant.script[HOOK] = [200]
+        back = f"{project_path}?webhook_status=failed"
+        response = await console.post(
+            retry_path(shop, failed["order_id"]), {"csrf_token": await console.csrf(), "back": back}
+        )
+        assert response.headers["Location"] == back
+        purchase = await shop.wait_status(failed, "delivered")
+        assert purchase["event_id"] == failed["event_id"]
+        assert merchant.hits(HOOK)[-1].headers["webhook-id"] == failed["event_id"]
+
+        # "back" only ever leads to a console page on this site.
+        for elsewhere in ("https://evil.example/", "//evil.example/console", "/api/admin/dead-letters"):
+            response = await console.post(
+                retry_path(shop, delivered["order_id"]),
+                {"csrf_token": await console.csrf(), "back": elsewhere},
+            )
+            assert response.headers["Location"] == project_path
+
+        # An unpaid purchase has no webhook to retry.
+        pending = await shop.order(pay=False)
+        await console.post(
+            retry_path(shop, pending["order_id"]), {"csrf_token": await console.csrf()}, expect=409
+        )
+
+
+async def test_replay_all_replays_only_what_the_filter_shows(
+    start_relay: StartRelay, merchant: Merchant
+) -> None:
+    merchant.script[HOOK] = [503]
+    shop = await open_shop(start_relay, merchant, retry_schedule=QUICK)
+    other_project = await shop.api.project(name="Other", webhook_url=f"{merchant.url}{HOOK}")
+    other_item = await shop.api.item(other_project["id"])
+    mine = [await failed_purchase(shop) for _ in range(2)]
+    theirs_order = await shop.api.buy(other_project["client_id"], other_item["id"])
+    await shop.api.pay(theirs_order)
+    theirs = await shop.api.purchase(other_project["id"], theirs_order["order_id"])
+
+    async def theirs_failed() -> bool:
+        purchase = await shop.api.purchase(other_project["id"], theirs_order["order_id"])
+        return purchase["webhook_status"] == "failed"
+
+    await eventually(theirs_failed, what="the other project's dead letter")
+    async with console_client(shop.running.url) as console:
+        await console.login()
+        filtered = await console.get(f"/console/dead-letters?project_id={shop.project['id']}")
+        assert all(row["event_id"] in filtered for row in mine)
+        assert theirs["event_id"] not in filtered
+        assert "Replay all 2 matching" in filtered
+        future = (datetime.now(UTC) + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert "The dead-letter queue is empty" in await console.get(f"/console/dead-letters?since={future}")
+
+        merchant.script[HOOK] = [200]
+        token = await console.csrf("/console/dead-letters")
+        response = await console.post(
+            "/console/dead-letters/replay-all",
+            {"csrf_token": token, "project_id": shop.project["id"], "since": ""},
+        )
+        assert response.headers["Location"] == f"/console/dead-letters?project_id={shop.project['id']}"
+        assert "Replayed 2 dead letters." in await console.get(response.headers["Location"])
+        for row in mine:
+            await shop.wait_status(row, "delivered")
+        assert await dead_letter_ids(shop.api) == [theirs["event_id"]]
+        attempts_before = 3 * (len(QUICK) + 1)  # three dead letters' attempts
+        await wait_hits(merchant, attempts_before + len(mine))

@@ -1,0 +1,159 @@
+"""The operator console end to end in a real headless Chromium (the system's, driven by Playwright).
+
+Playwright's own browser download is never used: the tests launch ``/usr/bin/chromium`` (Debian's
+``chromium`` package; ``.ci/run`` installs it), or ``RELAY_TEST_CHROMIUM``. A real Redis and worker
+(``start_relay``) and a merchant on loopback that first answers 503, then 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from tests.conftest import ADMIN_TOKEN, Merchant, StartRelay
+from tests.test_delivery import HOOK, QUICK, Shop, dead_letter_ids, open_shop
+
+CHROMIUM = os.environ.get("RELAY_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# For a person to look at: the project page after the retry delivered.
+SCREENSHOT = Path(tempfile.gettempdir()) / "console.png"
+WAIT_MS = 10_000
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does), or set RELAY_TEST_CHROMIUM"
+        )
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def open_page(browser: Browser, base_url: str) -> Page:
+    context = await browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 800})
+    page = await context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    return page
+
+
+async def log_in(page: Page) -> None:
+    await page.goto("/console")
+    await expect(page).to_have_url(re.compile(r"/console/login$"))
+    await page.fill("#token", ADMIN_TOKEN)
+    await page.click("#login")
+    await expect(page).to_have_url(re.compile(r"/console$"))
+    await expect(page.locator("h1")).to_have_text("Projects")
+
+
+async def reload_until(page: Page, locator_text: tuple[str, str], *, timeout: float = 10.0) -> None:
+    """Reload ``page`` until the element at ``selector`` reads ``text`` (a bounded wait)."""
+    selector, text = locator_text
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (await page.locator(selector).inner_text()).strip() != text:
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"{selector} never read {text!r} within {timeout}s")
+        await asyncio.sleep(0.2)
+        await page.reload()
+
+
+async def failing_shop(start_relay: StartRelay, merchant: Merchant) -> Shop:
+    merchant.script[HOOK] = [503]
+    shop = await open_shop(start_relay, merchant, retry_schedule=QUICK)
+    await shop.api.project(id=shop.project["id"], name="Toko Template")
+    await shop.set_item_url(None, name="Premium Template")
+    return shop
+
+
+async def test_log_in_see_a_failed_purchase_retry_it_and_see_it_delivered(
+    start_relay: StartRelay, merchant: Merchant, browser: Browser
+) -> None:
+    shop = await failing_shop(start_relay, merchant)
+    merchant.script[HOOK] = [200]
+    delivered = await shop.order(buyer_name="Siti")
+    await shop.wait_status(delivered, "delivered")
+    merchant.script[HOOK] = [503]
+    order = await shop.order(buyer_name="Budi")
+    failed = await shop.wait_status(order, "failed")
+
+    page = await open_page(browser, shop.running.url)
+    await log_in(page)
+    await page.click("text=Toko Template")
+    await expect(page).to_have_url(re.compile(rf"/console/projects/{shop.project['id']}$"))
+    row = page.locator(f"tr[data-order-id='{order['order_id']}']")
+    await expect(row.locator(".webhook-status")).to_have_text("failed")
+    await expect(row.locator(".status")).to_have_text("paid")
+
+    # The attempt log shows why.
+    await row.locator(f"a:has-text('{order['order_id']}')").click()
+    await expect(page.locator("#attempts tbody tr")).to_have_count(len(QUICK) + 1)
+    await expect(page.locator("#attempts tbody tr").first).to_contain_text("503")
+    await page.go_back()
+
+    # The merchant is fixed; Retry sends the same event again.
+    merchant.script[HOOK] = [200]
+    await row.get_by_role("button", name="Retry").click()
+    await expect(page.locator("#notice")).to_contain_text(f"Webhook of {order['order_id']} queued again.")
+    await reload_until(page, (f"tr[data-order-id='{order['order_id']}'] .webhook-status", "delivered"))
+    await page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    assert merchant.hits(HOOK)[-1].headers["webhook-id"] == failed["event_id"]
+    assert (await shop.purchase(order))["webhook_status"] == "delivered"
+
+    # Filtering by webhook status, then logging out.
+    await page.select_option("#webhook_status", "delivered")
+    await page.click("#filter")
+    await expect(page.locator("#purchases tbody tr")).to_have_count(2)
+    await page.click("#logout")
+    await expect(page).to_have_url(re.compile(r"/console/login$"))
+    await page.goto("/console/dead-letters")
+    await expect(page).to_have_url(re.compile(r"/console/login$"))
+
+
+async def test_dead_letter_page_replays_all_with_the_filter(
+    start_relay: StartRelay, merchant: Merchant, browser: Browser
+) -> None:
+    shop = await failing_shop(start_relay, merchant)
+    orders = [await shop.order() for _ in range(2)]
+    event_ids = [(await shop.wait_status(order, "failed"))["event_id"] for order in orders]
+
+    page = await open_page(browser, shop.running.url)
+    await log_in(page)
+    await page.click("nav >> text=Dead letters")
+    await expect(page.locator("#dead-letters tbody tr")).to_have_count(2)
+    await page.select_option("#project_id", shop.project["id"])
+    await page.click("#filter")
+    await expect(page).to_have_url(re.compile(r"project_id="))
+    await expect(page.locator("#replay-all")).to_have_text("Replay all 2 matching")
+
+    merchant.script[HOOK] = [200]
+    await page.click("#replay-all")
+    await expect(page.locator("#notice")).to_have_text("Replayed 2 dead letters.")
+    await expect(page).to_have_url(re.compile(rf"project_id={shop.project['id']}"))
+    for order in orders:
+        await shop.wait_status(order, "delivered")
+    await page.reload()
+    await expect(page.locator("#no-dead-letters")).to_be_visible()
+    await expect(page.locator("#replay-all")).to_be_disabled()
+    assert await dead_letter_ids(shop.api) == []
+    assert sorted(hit.headers["webhook-id"] for hit in merchant.hits(HOOK)[-2:]) == sorted(event_ids)
