@@ -60,10 +60,21 @@ def require_admin_token(settings: Settings, command: str) -> None:
 
 
 def run_async(main: Callable[[], Awaitable[T]]) -> T:
+    use_fast_event_loop()
     try:
         return asyncio.run(main())  # type: ignore[arg-type]
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def use_fast_event_loop() -> None:
+    """uvloop where it is installed (Linux, macOS): about a third more callbacks and deliveries per
+    core than asyncio's own loop (tests/perf). Everything also runs on the standard loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -7,7 +7,6 @@ from datetime import datetime
 
 import structlog
 from arq.connections import ArqRedis
-from redis.exceptions import RedisError
 
 from relay.errors import AmountMismatch, Conflict, NotFound
 from relay.events import EventStore
@@ -20,7 +19,7 @@ from relay.models import (
     iso_z,
     new_event_id,
 )
-from relay.queue import enqueue_delivery
+from relay.queue import enqueue_delivery, job_write
 from relay.store import Store
 
 log = structlog.get_logger("relay.domain")
@@ -101,20 +100,12 @@ async def apply_outcome(
             now = clock()
             paid_at = (outcome.paid_at or now).replace(microsecond=0)
             event = build_event(purchase, paid_at=paid_at, now=now)
-        applied = await store.transition(purchase, status, paid_at=paid_at, event=event)
+        # The first delivery job is enqueued in the same script as the event (one round trip).
+        job = job_write(arq, event.id, 0) if event is not None else None
+        applied = await store.transition(purchase, status, paid_at=paid_at, event=event, job=job)
         if applied == 1:
-            if event is not None:
-                await _enqueue_first(arq, event.id)
             return status.value
     raise Conflict(f"purchase {outcome.order_id} kept changing; retry the callback")
-
-
-async def _enqueue_first(arq: ArqRedis, event_id: str) -> None:
-    """The event is durable already; if the enqueue fails the sweeper enqueues it later."""
-    try:
-        await enqueue_delivery(arq, event_id, 0)
-    except (RedisError, OSError) as error:
-        log.warning("enqueue_failed", event_id=event_id, error=type(error).__name__)
 
 
 async def resend(events: EventStore, arq: ArqRedis, event_id: str, *, now: datetime) -> EventRecord:

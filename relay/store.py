@@ -26,12 +26,18 @@ from redis.asyncio import Redis
 from relay.crypto import SecretBox
 from relay.jsonutil import dumps
 from relay.models import EventRecord, Item, Project, Purchase, PurchaseStatus, WebhookStatus, utcnow
+from relay.queue import JobWrite
 
 UNMATCHED_KEEP = 1000
 
 # The one atomic step of ingest: compare-and-set the purchase status and, on the transition to
-# paid, write the event and its outbox entry in the same script. Returns 1 when applied,
-# 0 when the status changed underneath us (the caller re-reads and decides again), -1 if missing.
+# paid, write the event, its outbox entry and (given one) its first arq job in the same script,
+# as arq's enqueue_job would: job key with expiry + queue entry, unless that job id exists.
+# Returns 1 when applied, 0 when the status changed underneath us (the caller re-reads and decides
+# again), -1 if missing.
+# KEYS: purchase, event, outbox, arq job key, arq result key, arq queue
+# ARGV: expected status, new status, updated_at, event id ('' for none), paid_at, outbox score,
+#       job id ('' for none), job payload, job score, job expiry ms, event fields...
 INGEST_LUA = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return -1 end
@@ -40,8 +46,12 @@ redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', ARGV[3])
 local event_id = ARGV[4]
 if event_id ~= '' then
   redis.call('HSET', KEYS[1], 'paid_at', ARGV[5], 'event_id', event_id, 'webhook_status', 'pending')
-  redis.call('HSET', KEYS[2], unpack(ARGV, 7))
+  redis.call('HSET', KEYS[2], unpack(ARGV, 11))
   redis.call('ZADD', KEYS[3], ARGV[6], event_id)
+  if ARGV[7] ~= '' and redis.call('EXISTS', KEYS[4], KEYS[5]) == 0 then
+    redis.call('PSETEX', KEYS[4], ARGV[10], ARGV[8])
+    redis.call('ZADD', KEYS[6], ARGV[9], ARGV[7])
+  end
 end
 return 1
 """
@@ -173,6 +183,13 @@ class Store:
         raw = await self.redis.get(self.keys.item(item_id))
         return None if raw is None else Item.model_validate_json(raw)
 
+    async def get_project_and_item(self, project_id: str, item_id: str) -> tuple[Project | None, Item | None]:
+        """Both in one round trip (MGET): what a delivery attempt resolves its URL and secret from."""
+        keys = [self.keys.project(project_id), self.keys.item(item_id)]
+        raw_project, raw_item = await self.redis.mget(keys)
+        project = None if raw_project is None else self._open(raw_project)
+        return project, None if raw_item is None else Item.model_validate_json(raw_item)
+
     async def put_item(self, item: Item) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self.keys.item(item.id), item.model_dump_json())
@@ -243,19 +260,27 @@ class Store:
         *,
         paid_at: datetime | None = None,
         event: EventRecord | None = None,
+        job: JobWrite | None = None,
     ) -> int:
         """Atomically move ``purchase`` (as read) to ``status``; with ``event``, also store the event
-        and its outbox entry. 1 applied, 0 lost a race, -1 purchase gone."""
+        and its outbox entry, and with ``job`` enqueue its first delivery job.
+        1 applied, 0 lost a race, -1 purchase gone."""
         now = utcnow()
         fields: list[str] = []
         if event is not None:
             for key, value in event_fields(event).items():
                 fields += [key, value]
+        job_args: list[str | bytes | int] = ["", "", 0, 0]
+        if job is not None and event is not None:
+            job_args = [job.job_id, job.payload, job.score, job.expires_ms]
         result = await self._ingest(
             keys=[
                 self.keys.purchase(purchase.order_id),
                 self.keys.event(event.id) if event else self.keys.event("-"),
                 self.keys.outbox,
+                job.job_key if job else "-",
+                job.result_key if job else "-",
+                job.queue if job else "-",
             ],
             args=[
                 purchase.status.value,
@@ -264,6 +289,7 @@ class Store:
                 event.id if event else "",
                 paid_at.isoformat() if paid_at else "",
                 to_ms(event.created_at) if event else 0,
+                *job_args,
                 *fields,
             ],
         )

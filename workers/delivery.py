@@ -110,8 +110,7 @@ async def deliver(event_id: str, seq: int, *, deps: Deps) -> Outcome:
 
 
 async def _attempt(event: EventRecord, seq: int, deps: Deps) -> Outcome:
-    project = await deps.store.get_project(event.project_id)
-    item = await deps.store.get_item(event.item_id)
+    project, item = await deps.store.get_project_and_item(event.project_id, event.item_id)
     url = (item.webhook_url if item else None) or (project.webhook_url if project else None)
     now = deps.clock()
     if project is None or url is None:

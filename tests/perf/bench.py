@@ -1,0 +1,624 @@
+"""relay's performance benchmark (issue 5). Starts everything on loopback, pinned with ``taskset``
+(load generator, merchant and baselines' clients on core 0; the process under test on core 1),
+measures each figure beside a baseline taken in the same run, repeats, and prints medians.
+
+    python -m tests.perf.bench            # 3 repetitions, about 5 minutes
+    python -m tests.perf.bench --quick    # 1 repetition, smaller N, about a minute
+
+Needs: Redis (``--redis-url``, default db 10 of 127.0.0.1:6379, FLUSHED), ``wrk`` (apt-get install
+wrk) and the ``bench`` extra (``pip install -e '.[bench]'``: celery, requests). Writes the table
+to tests/perf/RESULTS.md unless ``--only`` is given. Not collected by pytest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import arq
+from redis.asyncio import Redis
+
+from tests.perf import harness
+from tests.perf.harness import (
+    CELERY,
+    PYTHON,
+    RELAY,
+    Data,
+    Processes,
+    cores,
+    free_port,
+    get_json,
+    pinned,
+    post,
+    relay_env,
+    wait_http,
+)
+
+HERE = Path(__file__).parent
+LUA = HERE / "wrk_bodies.lua"
+LOAD, SERVER = ("0", "1") if cores() else (None, None)
+# P2, P3, P5 and end-to-end measure one merchant taking everything: lift the per-endpoint cap to
+# max_jobs there (P2 also runs once with the default cap, and P4 measures the cap's purpose).
+UNCAPPED = {"RELAY_WORKER_HOST_CONCURRENCY": "100"}
+
+
+@dataclass
+class Plan:
+    reps: int
+    p1_seconds: int
+    p1_connections: int
+    p1_bodies: int  # per measured run: more than the relay can take in p1_seconds
+    p1_warm: int
+    p2_events: int
+    p4_events: int
+    p4_timeout: float
+    p5_events: int
+    e2e_rate: float
+    e2e_count: int
+
+
+FULL = Plan(3, 5, 64, 20000, 1500, 5000, 3000, 5.0, 10000, 20.0, 200)
+QUICK = Plan(1, 3, 64, 12000, 1000, 2000, 2000, 5.0, 3000, 20.0, 60)
+
+
+@dataclass
+class Bench:
+    plan: Plan
+    redis_url: str
+    data: Data
+    procs: Processes
+    work: Path
+    merchant: str = ""
+    hang_merchant: str = ""
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    def busy(self) -> None:
+        """Other work on the machine (1-minute load average, taken as each repetition starts): the
+        ratios are taken within a run, but a neighbour that starts mid-run still skews them."""
+        self.add("load_average_1m", os.getloadavg()[0])
+
+    def add(self, name: str, value: float) -> None:
+        self.samples.setdefault(name, []).append(value)
+        print(f"    {name} = {value:,.3f}", flush=True)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return relay_env(self.redis_url, **extra)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    async def wrk(self, url: str, bodies: Path, seconds: int) -> dict[str, Any]:
+        argv = ["wrk", "-t1", f"-c{self.plan.p1_connections}", f"-d{seconds}s", "--timeout", "10s"]
+        argv += ["-s", str(LUA), url, "--", str(bodies)]
+        process = await asyncio.create_subprocess_exec(
+            *pinned(LOAD, argv), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await process.communicate()
+        lines = [line for line in out.decode().splitlines() if line.startswith("{")]
+        if process.returncode != 0 or not lines:
+            raise RuntimeError(f"wrk failed: {err.decode()[-500:]}")
+        result: dict[str, Any] = json.loads(lines[-1])
+        errors = sum(result[key] for key in ("status_errors", "connect", "read", "write", "timeout"))
+        result["ok"] = result["requests"] - errors
+        result["rps"] = result["ok"] / (result["duration_us"] / 1e6)
+        return result
+
+    async def merchant_stats(self, base: str | None = None) -> dict[str, Any]:
+        stats: dict[str, Any] = await get_json(f"{base or self.merchant}/stats")
+        return stats
+
+    async def wait_merchant(self, count: int, *, process: subprocess.Popen[bytes], timeout: float) -> float:
+        """Wait until the merchant has ``count`` webhooks; deliveries per second first -> last."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = await self.merchant_stats()
+            if stats["count"] >= count:
+                return (stats["count"] - 1) / max(stats["last"] - stats["first"], 1e-9)
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args[:4]} exited: {process.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"merchant has {stats['count']}/{count} after {timeout}s")
+            await asyncio.sleep(0.05)
+
+    def write_lines(self, name: str, lines: list[str]) -> Path:
+        path = self.work / name
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    async def start_relay(
+        self, command: str, *, name: str, **env: str
+    ) -> tuple[subprocess.Popen[bytes], str]:
+        if command == "serve":
+            port = free_port()
+            process = self.procs.start(
+                name, [RELAY, "serve", "--port", str(port)], core=SERVER, env=self.env(**env)
+            )
+            url = f"http://127.0.0.1:{port}"
+            await wait_http(f"{url}/readyz", process=process)
+            return process, url
+        process = self.procs.start(name, [RELAY, "worker"], core=SERVER, env=self.env(**env))
+        return process, ""
+
+    # --- P1 ingress ---------------------------------------------------------------------------
+
+    async def p1(self) -> None:
+        plan = self.plan
+        print("P1 ingress: relay serve vs bare aiohttp + one SET, same wrk", flush=True)
+        catalogue = await self.data.catalogue([f"{self.merchant}/hook"])
+        for rep in range(plan.reps):
+            self.busy()
+            warm = await self.data.purchases(catalogue.items, plan.p1_warm)
+            measured = await self.data.purchases(catalogue.items, plan.p1_bodies)
+            warm_file = self.write_lines(f"p1-warm-{rep}.jsonl", [self.data.notification(p) for p in warm])
+            body_file = self.write_lines(f"p1-{rep}.jsonl", [self.data.notification(p) for p in measured])
+            results: dict[str, dict[str, Any]] = {}
+            for which in ("relay", "floor") if rep % 2 == 0 else ("floor", "relay"):
+                if which == "relay":
+                    process, url = await self.start_relay("serve", name=f"p1-serve-{rep}")
+                else:
+                    port = free_port()
+                    argv = [PYTHON, "-m", "tests.perf.floor", "--port", str(port), "--redis", self.redis_url]
+                    process = self.procs.start(f"p1-floor-{rep}", argv, core=SERVER, env=self.env())
+                    url = f"http://127.0.0.1:{port}"
+                    await wait_http(f"{url}/readyz", process=process)
+                await self.wrk(f"{url}/callbacks/midtrans", warm_file, 1)
+                before = await self.data.events.outbox_size()
+                result = await self.wrk(f"{url}/callbacks/midtrans", body_file, plan.p1_seconds)
+                await asyncio.sleep(0.3)
+                await self.procs.stop(process)
+                if which == "relay" and result["requests"] > plan.p1_bodies:
+                    # (the floor may wrap around: it does the same parse and SET either way)
+                    print("    warning: relay used every body (some were duplicates); raise p1_bodies")
+                if which == "relay":
+                    stored = await self.data.events.outbox_size() - before
+                    if stored < result["ok"]:
+                        raise RuntimeError(f"relay answered {result['ok']} ok but stored {stored} events")
+                results[which] = result
+            self.add("p1_relay_rps", results["relay"]["rps"])
+            self.add("p1_floor_rps", results["floor"]["rps"])
+            self.add("p1_ratio", results["relay"]["rps"] / results["floor"]["rps"])
+            for which in ("relay", "floor"):
+                self.add(f"p1_{which}_p50_ms", results[which]["p50_us"] / 1000)
+                self.add(f"p1_{which}_p99_ms", results[which]["p99_us"] / 1000)
+
+    # --- P2 delivery, P3 peer -------------------------------------------------------------------
+
+    async def p2_p3(self) -> None:
+        plan = self.plan
+        n = plan.p2_events
+        print(
+            f"P2/P3 delivery of {n} queued events: relay worker, arq no-op, aiohttp loop, Celery", flush=True
+        )
+        for rep in range(plan.reps):
+            self.busy()
+            await self.data.flush()
+            catalogue = await self.data.catalogue([f"{self.merchant}/hook"])
+            purchases = await self.data.purchases(catalogue.items, n)
+            await self.data.ingest(purchases)
+            rows = await self.data.signed_requests(catalogue, purchases)
+            request_file = self.write_lines(f"p2-requests-{rep}.jsonl", [json.dumps(row) for row in rows])
+
+            await post(f"{self.merchant}/reset")
+            worker, _ = await self.start_relay("worker", name=f"p2-worker-{rep}", **UNCAPPED)
+            relay_rate = await self.wait_merchant(n, process=worker, timeout=120)
+            await self.procs.stop(worker)
+
+            # The same again with the default per-endpoint cap (RELAY_WORKER_HOST_CONCURRENCY):
+            # one merchant taking the whole backlog is one endpoint.
+            await self.data.flush()
+            catalogue = await self.data.catalogue([f"{self.merchant}/hook"])
+            await self.data.ingest(await self.data.purchases(catalogue.items, n))
+            await post(f"{self.merchant}/reset")
+            worker, _ = await self.start_relay("worker", name=f"p2-capped-{rep}")
+            capped_rate = await self.wait_merchant(n, process=worker, timeout=180)
+            await self.procs.stop(worker)
+
+            await self.data.flush()
+            noop_rate = await self.arq_noop(n, rep)
+
+            await post(f"{self.merchant}/reset")
+            argv = [PYTHON, "-m", "tests.perf.client_loop", "--requests", str(request_file)]
+            argv += ["--concurrency", "100"]
+            loop = self.procs.start(f"p2-client-{rep}", argv, core=SERVER, env=self.env())
+            client_rate = await self.wait_merchant(n, process=loop, timeout=120)
+            await self.procs.stop(loop)
+
+            await self.data.flush()
+            celery_rate = await self.celery(rows, rep, catalogue.project.webhook_secret)
+
+            self.add("p2_relay_rate", relay_rate)
+            self.add("p2_capped_rate", capped_rate)
+            self.add("p2_ratio_capped", capped_rate / relay_rate)
+            self.add("p2_noop_rate", noop_rate)
+            self.add("p2_client_rate", client_rate)
+            self.add("p3_celery_rate", celery_rate)
+            self.add("p2_ratio_noop", relay_rate / noop_rate)
+            self.add("p2_ratio_client", relay_rate / client_rate)
+            self.add("p3_ratio", relay_rate / celery_rate)
+
+    async def arq_noop(self, n: int, rep: int) -> float:
+        pool = self.data.arq
+        for start in range(0, n, 200):
+            await asyncio.gather(*(pool.enqueue_job("bench_noop") for _ in range(start, min(n, start + 200))))
+        out = self.work / f"noop-{rep}.json"
+        argv = [PYTHON, "-m", "tests.perf.arq_noop", "--expect", str(n), "--out", str(out)]
+        process = self.procs.start(f"p2-noop-{rep}", argv, core=SERVER, env=self.env())
+        deadline = time.monotonic() + 120
+        while not out.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"arq no-op worker did not finish: {self.procs.tail(f'p2-noop-{rep}')}")
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)
+        times = json.loads(out.read_text())
+        await self.procs.stop(process)
+        return (n - 1) / max(times["last"] - times["first"], 1e-9)
+
+    async def celery(self, rows: list[list[Any]], rep: int, secret: str) -> float:
+        env = self.env(BENCH_BROKER=self.redis_url)
+        script = (
+            "import json, sys\n"
+            "from tests.perf.celery_peer import deliver\n"
+            "for line in open(sys.argv[1]):\n"
+            "    url, headers, body = json.loads(line)\n"
+            "    deliver.apply_async((url, body, sys.argv[2], headers['webhook-id']))\n"
+        )
+        request_file = self.work / f"p2-requests-{rep}.jsonl"
+        subprocess.run([PYTHON, "-c", script, str(request_file), secret], env=env, check=True)
+        await post(f"{self.merchant}/reset")
+        argv = [CELERY, "-A", "tests.perf.celery_peer", "worker", "--pool", "prefork", "--concurrency", "1"]
+        argv += ["--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        worker = self.procs.start(f"p3-celery-{rep}", argv, core=SERVER, env=env)
+        rate = await self.wait_merchant(len(rows), process=worker, timeout=300)
+        await self.procs.stop(worker)
+        return rate
+
+    # --- P4 isolation -------------------------------------------------------------------------
+
+    async def p4(self) -> None:
+        plan = self.plan
+        healthy_n = plan.p4_events * 9 // 10
+        print(
+            f"P4 isolation: {healthy_n} healthy events alone, then with {plan.p4_events - healthy_n} "
+            f"to a hanging endpoint (RELAY_DELIVERY_TIMEOUT={plan.p4_timeout:g})",
+            flush=True,
+        )
+        env = {"RELAY_DELIVERY_TIMEOUT": f"{plan.p4_timeout:g}"}
+        for rep in range(plan.reps):
+            rates = {}
+            for mixed in (False, True):
+                await self.data.flush()
+                catalogue = await self.data.catalogue([f"{self.merchant}/hook", f"{self.hang_merchant}/hook"])
+                healthy, hanging = catalogue.items
+                items = [healthy] * 9 + [hanging] if mixed else [healthy]
+                purchases = await self.data.purchases(items, plan.p4_events if mixed else healthy_n)
+                await self.data.ingest(purchases)
+                await post(f"{self.merchant}/reset")
+                worker, _ = await self.start_relay("worker", name=f"p4-worker-{rep}-{int(mixed)}", **env)
+                rates[mixed] = await self.wait_merchant(healthy_n, process=worker, timeout=300)
+                await self.procs.stop(worker, grace=1)
+            self.add("p4_alone_rate", rates[False])
+            self.add("p4_mixed_rate", rates[True])
+            self.add("p4_ratio", rates[True] / rates[False])
+
+    # --- P5 footprint -------------------------------------------------------------------------
+
+    async def p5(self) -> None:
+        n = self.plan.p5_events
+        print(f"P5 footprint: {n} queued events, then one worker draining them", flush=True)
+        redis = self.data.redis
+        await self.data.flush()
+        catalogue = await self.data.catalogue([f"{self.merchant}/hook"])
+        purchases = await self.data.purchases(catalogue.items, n)
+        sample = purchases[:: max(1, n // 200)]
+        purchase_before = [await memory(redis, self.data.store.keys.purchase(p.order_id)) for p in sample]
+        used_before = await used_memory(redis)
+        await self.data.ingest(purchases)
+        used_after = await used_memory(redis)
+        keys = self.data.store.keys
+        event_ids = [(await self.data.store.get_purchase(p.order_id)).event_id for p in sample]  # type: ignore[union-attr]
+        purchase_after = [await memory(redis, keys.purchase(p.order_id)) for p in sample]
+        event_bytes = [await memory(redis, keys.event(e)) for e in event_ids if e]
+        job_bytes = [await memory(redis, f"arq:job:{e}") for e in event_ids if e]
+        attempts = [await memory(redis, keys.attempts(e)) for e in event_ids if e]
+        outbox = await memory(redis, keys.outbox)
+        queue = await memory(redis, "arq:queue")
+        parts = {
+            "event hash": statistics.mean(event_bytes),
+            "purchase hash growth": statistics.mean(purchase_after) - statistics.mean(purchase_before),
+            "attempt log (none yet)": statistics.mean(attempts),
+            "outbox ZSET share": outbox / n,
+            "arq job key": statistics.mean(job_bytes),
+            "arq queue ZSET share": queue / n,
+        }
+        per_event = sum(parts.values())
+        self.add("p5_bytes_per_event", per_event)
+        self.add("p5_used_memory_per_event", (used_after - used_before) / n)
+        self.footprint = parts
+        await post(f"{self.merchant}/reset")
+        worker, _ = await self.start_relay("worker", name="p5-worker", **UNCAPPED)
+        peak, deadline = 0, time.monotonic() + 300
+        while (await self.merchant_stats())["count"] < n:
+            peak = max(peak, vm(worker.pid, "VmRSS"))
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("worker exited during P5")
+            await asyncio.sleep(0.05)
+        hwm = vm(worker.pid, "VmHWM")
+        await self.procs.stop(worker)
+        self.add("p5_worker_rss_mib", max(peak, hwm) / 1024)
+
+    # --- end to end ---------------------------------------------------------------------------
+
+    async def e2e(self) -> None:
+        plan = self.plan
+        print(
+            f"E2E: {plan.e2e_count} callbacks at {plan.e2e_rate:g}/s, callback -> merchant receipt",
+            flush=True,
+        )
+        await self.data.flush()
+        catalogue = await self.data.catalogue([f"{self.merchant}/hook"])
+        purchases = await self.data.purchases(catalogue.items, plan.e2e_count)
+        bodies = [self.data.notification(p) for p in purchases]
+        serve, url = await self.start_relay("serve", name="e2e-serve")
+        worker, _ = await self.start_relay("worker", name="e2e-worker", **UNCAPPED)
+        await asyncio.sleep(2)  # the worker's startup (imports, first poll)
+        await post(f"{self.merchant}/reset")
+        sent: dict[str, float] = {}
+        async with aiohttp.ClientSession() as http:
+
+            async def one(purchase_order: str, body: str) -> None:
+                sent[purchase_order] = time.monotonic()
+                async with http.post(
+                    f"{url}/callbacks/midtrans", data=body, headers={"content-type": "application/json"}
+                ) as response:
+                    if response.status != 200:
+                        raise RuntimeError(f"callback answered {response.status}")
+
+            tasks = []
+            start = time.monotonic()
+            for index, (purchase, body) in enumerate(zip(purchases, bodies, strict=True)):
+                await asyncio.sleep(max(0.0, start + index / plan.e2e_rate - time.monotonic()))
+                tasks.append(asyncio.create_task(one(purchase.order_id, body)))
+            await asyncio.gather(*tasks)
+        await self.wait_merchant(len(purchases), process=worker, timeout=60)
+        receipts = await get_json(f"{self.merchant}/receipts")
+        latencies = sorted((receipts[order] - sent[order]) * 1000 for order in sent)
+        await self.procs.stop(worker)
+        await self.procs.stop(serve)
+        self.add("e2e_p50_ms", percentile(latencies, 50))
+        self.add("e2e_p99_ms", percentile(latencies, 99))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+async def memory(redis: Redis, key: str) -> int:
+    return int(await redis.memory_usage(key, samples=0) or 0)
+
+
+async def used_memory(redis: Redis) -> int:
+    return int((await redis.info("memory"))["used_memory"])
+
+
+def vm(pid: int, field_name: str) -> int:
+    """A /proc/<pid>/status field in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    redis_version = (
+        subprocess.run(["redis-cli", "--version"], capture_output=True, text=True, check=False).stdout.strip()
+        if shutil.which("redis-cli")
+        else "?"
+    )
+    import aiohttp as aiohttp_module
+    import redis as redis_module
+
+    return (
+        f"{os.cpu_count()} cores ({model}), {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, {redis_version}, aiohttp {aiohttp_module.__version__}, "
+        f"arq {arq.VERSION}, redis-py {redis_module.__version__}"
+    )
+
+
+def table(bench: Bench) -> str:
+    m: Callable[[str], float] = lambda name: statistics.median(bench.samples[name])  # noqa: E731
+    have = bench.samples.keys()
+    rows = [
+        "| metric | relay | baseline | ratio | target | result |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def verdict(ok: bool) -> str:
+        return "pass" if ok else "**FAIL**"
+
+    if "p1_ratio" in have:
+        rows.append(
+            "| P1 ingress: verified, stored Midtrans settlements/s (1 `relay serve`) "
+            f"| {m('p1_relay_rps'):,.0f} "
+            f"| {m('p1_floor_rps'):,.0f} (floor: bare aiohttp + 1 SET) | {m('p1_ratio'):.2f} | >= 0.8 "
+            f"| {verdict(m('p1_ratio') >= 0.8)} |"
+        )
+        rows.append(
+            f"| P1 latency p50 / p99 at {bench.plan.p1_connections} connections (ms) "
+            f"| {m('p1_relay_p50_ms'):.1f} / {m('p1_relay_p99_ms'):.1f} "
+            f"| {m('p1_floor_p50_ms'):.1f} / {m('p1_floor_p99_ms'):.1f} | | | |"
+        )
+    if "p2_ratio_noop" in have:
+        rows.append(
+            f"| P2 delivery: deliveries/s, 1 `relay worker` (max_jobs 100) | {m('p2_relay_rate'):,.0f} "
+            f"| {m('p2_noop_rate'):,.0f} (a: arq no-op job, same settings) | {m('p2_ratio_noop'):.2f} "
+            f"| >= 0.8 | {verdict(m('p2_ratio_noop') >= 0.8)} |"
+        )
+        rows.append(
+            "| P2 delivery with the default per-endpoint cap (RELAY_WORKER_HOST_CONCURRENCY=10) "
+            f"| {m('p2_capped_rate'):,.0f} | {m('p2_relay_rate'):,.0f} (cap 100) "
+            f"| {m('p2_ratio_capped'):.2f} "
+            "| report | |"
+        )
+        rows.append(
+            f"| P2 delivery vs (b) bare aiohttp client loop, concurrency 100 | {m('p2_relay_rate'):,.0f} "
+            f"| {m('p2_client_rate'):,.0f} (b) | {m('p2_ratio_client'):.2f} | report | "
+            f"{1 / m('p2_ratio_client'):.1f}x slower than (b) |"
+        )
+        rows.append(
+            f"| P3 peer: deliveries/s per worker process | {m('p2_relay_rate'):,.0f} "
+            f"| {m('p3_celery_rate'):,.0f} (Celery prefork c=1 + requests) | {m('p3_ratio'):.1f} | >= 3 "
+            f"| {verdict(m('p3_ratio') >= 3)} |"
+        )
+    if "p4_ratio" in have:
+        rows.append(
+            "| P4 isolation: healthy deliveries/s with 10% to a hanging endpoint "
+            f"| {m('p4_mixed_rate'):,.0f} "
+            f"| {m('p4_alone_rate'):,.0f} (healthy alone) | {m('p4_ratio'):.2f} | >= 0.8 "
+            f"| {verdict(m('p4_ratio') >= 0.8)} |"
+        )
+    if "p5_bytes_per_event" in have:
+        rows.append(
+            f"| P5 Redis bytes per queued event (MEMORY USAGE of its keys) | {m('p5_bytes_per_event'):,.0f} "
+            f"| {m('p5_used_memory_per_event'):,.0f} (INFO used_memory delta / event) | | <= 2048 "
+            f"| {verdict(m('p5_bytes_per_event') <= 2048)} |"
+        )
+        rows.append(
+            f"| P5 worker RSS draining a {bench.plan.p5_events:,} backlog (MiB, peak) "
+            f"| {m('p5_worker_rss_mib'):.0f} | | | report | |"
+        )
+    if "e2e_p50_ms" in have:
+        rows.append(
+            f"| End-to-end callback -> merchant receipt at {bench.plan.e2e_rate:g}/s, p50 / p99 (ms) "
+            f"| {m('e2e_p50_ms'):.1f} / {m('e2e_p99_ms'):.1f} | | | report | |"
+        )
+    return "\n".join(rows)
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    plan = QUICK if args.quick else FULL
+    if args.reps:
+        plan.reps = args.reps
+    if not shutil.which("wrk"):
+        print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="relay-bench-"))
+    print(f"bench: logs and data in {work}; pinning: {'load core 0, server core 1' if LOAD else 'none'}")
+    data = Data(args.redis_url)
+    await data.flush()
+    procs = Processes(work)
+    bench = Bench(plan, args.redis_url, data, procs, work)
+    only = set(args.only.split(",")) if args.only else {"p1", "p2", "p4", "p5", "e2e"}
+    try:
+        port, hang_port = free_port(), free_port("127.0.0.2")
+        merchant = procs.start(
+            "merchant", [PYTHON, "-m", "tests.perf.merchant", "--port", str(port)], core=LOAD, env=bench.env()
+        )
+        bench.merchant = f"http://127.0.0.1:{port}"
+        argv = [
+            PYTHON,
+            "-m",
+            "tests.perf.merchant",
+            "--host",
+            "127.0.0.2",
+            "--port",
+            str(hang_port),
+            "--hang",
+        ]
+        hang = procs.start("hang-merchant", argv, core=LOAD, env=bench.env())
+        bench.hang_merchant = f"http://127.0.0.2:{hang_port}"
+        await wait_http(f"{bench.merchant}/stats", process=merchant)
+        await wait_http(f"{bench.hang_merchant}/stats", process=hang)
+        started = time.monotonic()
+        if "p1" in only:
+            await bench.p1()
+        if "p2" in only:
+            await bench.p2_p3()
+        if "p4" in only:
+            await bench.p4()
+        if "p5" in only:
+            await bench.p5()
+        if "e2e" in only:
+            await bench.e2e()
+        elapsed = time.monotonic() - started
+    finally:
+        await procs.stop_all()
+        await data.flush()
+        await data.close()
+    command = "python -m tests.perf.bench" + (" --quick" if args.quick else "")
+    command += f" --reps {args.reps}" if args.reps else ""
+    command += f" --product {args.product}" if args.product else ""
+    report = render(bench, command, elapsed)
+    print("\n" + report)
+    if not args.only:
+        (HERE / ("RESULTS.md" if not args.product else "RESULTS-product.md")).write_text(report)
+    return 0
+
+
+def render(bench: Bench, command: str, elapsed: float) -> str:
+    footprint = getattr(bench, "footprint", None)
+    lines = [
+        "# relay benchmark results",
+        "",
+        f"Command: `{command}` ({bench.plan.reps} repetition(s), medians; took {elapsed:.0f} s)  ",
+        f"Date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}  ",
+        f"Machine: {machine()}  ",
+        "Pinning: load generator (wrk), merchant and baseline clients on core 0; the process under "
+        "test on core 1 (taskset); Redis unpinned.",
+        "",
+        table(bench),
+    ]
+    if footprint:
+        lines += ["", "P5 bytes per queued event, by key (MEMORY USAGE, SAMPLES 0):", ""]
+        lines += [f"- {name}: {value:,.0f}" for name, value in footprint.items()]
+    lines += ["", "Every run (each figure's samples):", ""]
+    lines += [
+        f"- {name}: " + ", ".join(f"{v:,.2f}" for v in values) for name, values in bench.samples.items()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="1 repetition, smaller N")
+    parser.add_argument("--reps", type=int, default=0, help="repetitions (default 3, --quick 1)")
+    parser.add_argument("--only", default="", help="comma-separated subset: p1,p2,p4,p5,e2e (p2 includes P3)")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/10", help="FLUSHED at start and end")
+    parser.add_argument(
+        "--product",
+        default="",
+        help="run the relay processes from this copy of relay/ and workers/ (a before/after run)",
+    )
+    args = parser.parse_args()
+    if args.product:
+        harness.PRODUCT[:] = [str(Path(args.product).resolve())]
+    sys.exit(asyncio.run(main_async(args)))
+
+
+if __name__ == "__main__":
+    main()
