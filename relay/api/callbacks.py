@@ -17,7 +17,6 @@ from relay.errors import RelayError
 from relay.gateways.custom import ROUTE_PREFIX
 from relay.models import PurchaseStatus
 
-log = structlog.get_logger("relay.callbacks")
 routes = web.RouteTableDef()
 
 
@@ -40,13 +39,17 @@ async def handle_callback(request: web.Request, name: str) -> web.Response:
     try:
         payload = gateway.verify(await request.read(), request.headers)
         outcome = gateway.normalise(payload)
-        structlog.contextvars.bind_contextvars(order_id=outcome.order_id, gateway=gateway.name)
+        # Bound, these ride on the request's one log line (relay.api.middleware): the callback's
+        # canonical line, with its outcome.
+        structlog.contextvars.bind_contextvars(
+            order_id=outcome.order_id, gateway=gateway.name, gateway_status=outcome.raw_status
+        )
         outcome = await gateway.confirm(outcome, request.app[HTTP])
         result = await apply_outcome(request.app[STORE], request.app[ARQ], outcome, clock=request.app[CLOCK])
         outcome_label = result
         if result == PurchaseStatus.PAID.value:
             metrics.events_created.inc()
-        log.info("callback", gateway_status=outcome.raw_status, result=result)
+        structlog.contextvars.bind_contextvars(result=result)
         return web.json_response(gateway.ok_body)
     except RelayError as error:
         outcome_label = type(error).__name__
