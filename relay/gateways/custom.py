@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, Valid
 
 from relay.errors import InvalidInput, VerificationError
 from relay.gateways import PaymentOutcome
-from relay.gateways.fields import amount, dig, header, iso_time, same, text, unix_time
+from relay.gateways.fields import amount, dig, header, iso_time, mapped, same, text, unix_time
 from relay.jsonutil import parse_object
 from relay.models import Purchase, PurchaseStatus, iso_z
 
@@ -143,9 +143,7 @@ class CustomSource:
         if isinstance(raw, bool) or not isinstance(raw, str | int) or not str(raw):
             raise InvalidInput(f"{paths.status} must be a string or an integer")
         raw_status = str(raw)[:64]
-        status = self._config.statuses.get(raw_status)
-        if status is None:
-            raise InvalidInput(f"unknown status {raw_status[:40]!r}")
+        status = mapped(self._config.statuses, raw_status, "status")
         paid_at = None
         stamp = dig(payload, paths.paid_at) if paths.paid_at else None
         if status is PurchaseStatus.PAID and stamp is not None:

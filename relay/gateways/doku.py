@@ -32,7 +32,7 @@ import aiohttp
 
 from relay.errors import InvalidInput, VerificationError
 from relay.gateways import PaymentOutcome
-from relay.gateways.fields import amount, dig, header, iso_time, same, text
+from relay.gateways.fields import amount, dig, header, iso_time, mapped, same, text
 from relay.jsonutil import parse_object
 from relay.models import Purchase, PurchaseStatus, iso_z
 
@@ -123,9 +123,7 @@ class Doku:
 
     def normalise(self, payload: dict[str, Any]) -> PaymentOutcome:
         raw_status = text(payload, "transaction.status")
-        status = STATUS_MAP.get(raw_status)
-        if status is None:
-            raise InvalidInput(f"unknown transaction.status {raw_status[:40]!r}")
+        status = mapped(STATUS_MAP, raw_status, "transaction.status")
         paid_at = None
         stamp = dig(payload, "transaction.date")
         if status is PurchaseStatus.PAID and stamp:

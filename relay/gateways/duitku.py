@@ -24,7 +24,7 @@ import structlog
 
 from relay.errors import GatewayUnavailable, InvalidInput, VerificationError
 from relay.gateways import PaymentOutcome
-from relay.gateways.fields import amount, same, text
+from relay.gateways.fields import amount, mapped, same, text
 from relay.models import Purchase, PurchaseStatus
 
 log = structlog.get_logger("relay.gateways.duitku")
@@ -86,9 +86,7 @@ class Duitku:
 
     def normalise(self, payload: dict[str, Any]) -> PaymentOutcome:
         raw_status = text(payload, "resultCode")
-        status = RESULT_MAP.get(raw_status)
-        if status is None:
-            raise InvalidInput(f"unknown resultCode {raw_status[:40]!r}")
+        status = mapped(RESULT_MAP, raw_status, "resultCode")
         reference = payload.get("reference")
         return PaymentOutcome(
             gateway=self.name,

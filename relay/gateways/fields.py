@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from relay.errors import InvalidInput
+from relay.models import PurchaseStatus
 
 MAX_FIELD = 256
 
@@ -85,3 +86,11 @@ def unix_time(value: Any, field: str) -> datetime:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 10**11:
         raise InvalidInput(f"{field} must be unix seconds")
     return datetime.fromtimestamp(value, UTC)
+
+
+def mapped(table: Mapping[str, PurchaseStatus], raw: str, field: str) -> PurchaseStatus:
+    """The relay status a gateway's ``raw`` status stands for; InvalidInput for one it does not know."""
+    status = table.get(raw)
+    if status is None:
+        raise InvalidInput(f"unknown {field} {raw[:40]!r}")
+    return status

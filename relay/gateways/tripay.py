@@ -19,7 +19,7 @@ import aiohttp
 
 from relay.errors import InvalidInput, VerificationError
 from relay.gateways import PaymentOutcome
-from relay.gateways.fields import amount, header, same, text, unix_time
+from relay.gateways.fields import amount, header, mapped, same, text, unix_time
 from relay.jsonutil import parse_object
 from relay.models import Purchase, PurchaseStatus
 
@@ -61,9 +61,7 @@ class Tripay:
 
     def normalise(self, payload: dict[str, Any]) -> PaymentOutcome:
         raw_status = text(payload, "status")
-        status = STATUS_MAP.get(raw_status)
-        if status is None:
-            raise InvalidInput(f"unknown status {raw_status[:40]!r}")
+        status = mapped(STATUS_MAP, raw_status, "status")
         paid_at = None
         if status is PurchaseStatus.PAID and payload.get("paid_at") is not None:
             paid_at = unix_time(payload["paid_at"], "paid_at")

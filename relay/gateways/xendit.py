@@ -18,7 +18,7 @@ import aiohttp
 
 from relay.errors import InvalidInput, VerificationError
 from relay.gateways import PaymentOutcome
-from relay.gateways.fields import amount, header, iso_time, same, text
+from relay.gateways.fields import amount, header, iso_time, mapped, same, text
 from relay.jsonutil import parse_object
 from relay.models import Purchase, PurchaseStatus, iso_ms
 
@@ -50,9 +50,7 @@ class Xendit:
 
     def normalise(self, payload: dict[str, Any]) -> PaymentOutcome:
         raw_status = text(payload, "status")
-        status = STATUS_MAP.get(raw_status)
-        if status is None:
-            raise InvalidInput(f"unknown status {raw_status[:40]!r}")
+        status = mapped(STATUS_MAP, raw_status, "status")
         paid = status is PurchaseStatus.PAID
         field = "paid_amount" if paid else "amount"
         paid_at = iso_time(payload["paid_at"], "paid_at") if paid and payload.get("paid_at") else None
