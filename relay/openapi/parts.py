@@ -1,0 +1,217 @@
+"""Building blocks of the OpenAPI document: component schemas generated from the pydantic
+models, error and operation helpers."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.json_schema import models_json_schema
+
+from relay.api.admin import ReplayIn
+from relay.models import EMAIL_RE, Attempt, Item, ItemIn, Project, ProjectIn, Purchase, PurchaseIn
+
+Schema = dict[str, Any]
+
+REF = "#/components/schemas/{model}"
+SECRET_FIELDS = ("webhook_secret", "previous_webhook_secret", "previous_secret_expires_at")
+PUBLIC_ITEM_FIELDS = ("id", "name", "description", "price", "currency")
+# The gateways served by ``POST /callbacks/{gateway}`` besides Midtrans, which has its own entry.
+OTHER_GATEWAYS = ("xendit", "tripay", "doku", "duitku")
+
+
+class DeadLetter(BaseModel):
+    """One row of ``GET /api/admin/dead-letters`` (built in ``relay.deadletters``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str
+    project_id: str
+    order_id: str
+    item_id: str
+    attempts: int
+    created_at: str
+    dead_at: str | None
+    last_attempt: Attempt | None
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": REF.format(model=name)}
+
+
+def _output(schema: Schema, *, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> Schema:
+    """A model's schema as the API returns it: every field present (``model_dump`` writes defaults
+    too), optionally narrowed to ``include`` or without ``exclude``."""
+    found = copy.deepcopy(schema)
+    properties = found["properties"]
+    keep = [name for name in properties if (not include or name in include) and name not in exclude]
+    found["properties"] = {name: properties[name] for name in keep}
+    for prop in found["properties"].values():
+        prop.pop("default", None)
+    found["required"] = keep
+    found["additionalProperties"] = False
+    return found
+
+
+def _with(schema: Schema, title: str, **properties: Schema) -> Schema:
+    found = copy.deepcopy(schema)
+    found["title"] = title
+    found["properties"].update(properties)
+    found["required"] = [*found["required"], *properties]
+    return found
+
+
+def component_schemas() -> dict[str, Schema]:
+    models: list[type[BaseModel]] = [ProjectIn, ItemIn, PurchaseIn, ReplayIn, Project, Item, Purchase]
+    models += [Attempt, DeadLetter]
+    modes: list[tuple[type[BaseModel], Literal["validation"]]] = [(model, "validation") for model in models]
+    _, defs = models_json_schema(modes, ref_template=REF)
+    generated: dict[str, Schema] = defs["$defs"]
+    schemas = {name: generated[name] for name in ("ProjectIn", "ItemIn", "PurchaseIn", "ReplayIn")}
+    # An AfterValidator leaves no trace in the generated schema: state the rule it checks.
+    schemas["PurchaseIn"]["properties"]["buyer_email"]["pattern"] = EMAIL_RE.pattern
+    schemas |= {name: generated[name] for name in ("PurchaseStatus", "WebhookStatus")}
+    project = _output(generated["Project"], exclude=SECRET_FIELDS)
+    secret = {"type": "string", "pattern": "^whsec_", "description": "Shown on create and rotate only."}
+    schemas["Project"] = project
+    schemas["ProjectWithSecret"] = _with(project, "ProjectWithSecret", webhook_secret=secret)
+    schemas["Item"] = _output(generated["Item"])
+    schemas["PublicItem"] = _output(generated["Item"], include=PUBLIC_ITEM_FIELDS) | {"title": "PublicItem"}
+    schemas["Attempt"] = _output(generated["Attempt"])
+    attempts = {"type": "array", "items": ref("Attempt")}
+    schemas["Purchase"] = _with(_output(generated["Purchase"]), "Purchase", attempts=attempts)
+    schemas["DeadLetter"] = _output(generated["DeadLetter"])
+    schemas["Error"] = {
+        "type": "object",
+        "description": "Every 4xx/5xx answer: the error's class name and a human sentence.",
+        "required": ["error", "detail"],
+        "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+    }
+    schemas["MidtransNotification"] = {
+        "type": "object",
+        "description": "Midtrans HTTP notification. signature_key = SHA512(order_id + status_code + "
+        "gross_amount + server_key), hex; it does not cover transaction_status.",
+        "required": ["order_id", "status_code", "gross_amount", "signature_key", "transaction_status"],
+        "properties": {
+            name: {"type": "string", "minLength": 1, "maxLength": 256}
+            for name in ("order_id", "status_code", "gross_amount", "signature_key", "transaction_status")
+        }
+        | {
+            "fraud_status": {"type": "string"},
+            "settlement_time": {"type": "string", "description": "YYYY-MM-DD HH:MM:SS, Asia/Jakarta"},
+            "transaction_time": {"type": "string"},
+            "transaction_id": {"type": "string"},
+        },
+    }
+    return schemas
+
+
+# --- responses ----------------------------------------------------------------------------------
+
+ERRORS = {
+    400: ("InvalidInput", "Malformed JSON, a wrong type or a failed validation."),
+    401: ("Unauthorized", "Missing or wrong credentials."),
+    404: ("NotFound", "No such resource."),
+    408: ("RequestTimeout", "The body did not arrive within RELAY_BODY_TIMEOUT."),
+    409: ("Conflict", "The request contradicts stored state."),
+    413: ("PayloadTooLarge", "The body is larger than RELAY_MAX_BODY_BYTES."),
+    429: ("TooManyRequests", "Over the per-client_id purchase rate limit."),
+    502: ("UpstreamUnavailable", "The payment gateway's API failed."),
+    503: ("StoreUnavailable", "Redis is unreachable: retry later."),
+}
+
+
+def error(status: int, description: str | None = None) -> Schema:
+    name, default = ERRORS[status]
+    found: Schema = {
+        "description": description or f"`{name}`: {default}",
+        "content": {"application/json": {"schema": ref("Error")}},
+    }
+    if status == 429:
+        found["headers"] = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}
+    return found
+
+
+def ok(schema: Schema, description: str = "OK", *, links: dict[str, Schema] | None = None) -> Schema:
+    found: Schema = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if links:
+        found["links"] = links
+    return found
+
+
+def link(operation_id: str, **parameters: str) -> Schema:
+    """An OpenAPI link: which operation the response's values feed (schemathesis follows them)."""
+    return {"operationId": operation_id, "parameters": parameters}
+
+
+def obj(**properties: Schema) -> Schema:
+    return {
+        "type": "object",
+        "required": list(properties),
+        "properties": properties,
+        "additionalProperties": False,
+    }
+
+
+def path_param(name: str, description: str, schema: Schema | None = None) -> Schema:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": schema or {"type": "string", "minLength": 1},
+    }
+
+
+def query_param(name: str, description: str, schema: Schema, *, required: bool = False) -> Schema:
+    return {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
+
+
+def json_body(schema: Schema, description: str | None = None) -> Schema:
+    found: Schema = {"required": True, "content": {"application/json": {"schema": schema}}}
+    if description:
+        found["description"] = description
+    return found
+
+
+def operation(
+    operation_id: str,
+    summary: str,
+    *,
+    tag: str,
+    responses: dict[int, Schema],
+    admin: bool = False,
+    body: Schema | None = None,
+    parameters: list[Schema] | None = None,
+    description: str | None = None,
+    store: bool = True,
+) -> Schema:
+    """One operation. Every route that reads or writes Redis can answer 503 (``store``), every
+    route taking a body 400, 408 and 413, every admin route 401."""
+    codes = dict(responses)
+    if store:
+        codes.setdefault(503, error(503))
+    if admin:
+        codes.setdefault(401, error(401, "`Unauthorized`: missing or wrong bearer token."))
+    if body is not None:
+        codes.setdefault(400, error(400))
+        codes.setdefault(408, error(408))
+        codes.setdefault(413, error(413))
+    found: Schema = {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": [tag],
+        "security": [{"adminToken": []}] if admin else [],
+        "responses": {str(code): codes[code] for code in sorted(codes)},
+    }
+    if description:
+        found["description"] = description
+    if parameters:
+        found["parameters"] = parameters
+    if body is not None:
+        found["requestBody"] = body
+    return found
+
+
+# --- routes -------------------------------------------------------------------------------------
