@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -113,19 +114,26 @@ class Merchant:
         return web.Response(status=status, headers=headers, text="ok" if status < 300 else "no")
 
 
+@asynccontextmanager
+async def local_server(app: web.Application, **runner_options: Any) -> AsyncIterator[str]:
+    """Serve ``app`` on a free loopback port for the ``with`` block; yields its base URL."""
+    runner = web.AppRunner(app, access_log=None, **runner_options)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 async def merchant() -> AsyncIterator[Merchant]:
     found = Merchant()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", found.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    found.url = f"http://{host}:{port}"
-    yield found
-    await runner.cleanup()
+    async with local_server(app) as found.url:
+        yield found
 
 
 class Api:
@@ -226,3 +234,37 @@ async def start_relay(redis_url: str) -> AsyncIterator[StartRelay]:
     for relay, http in reversed(started):
         await http.close()
         await relay.stop()
+
+
+def assert_error(body: Any, error: str, *, mentions: str | None = None) -> None:
+    """``body`` is the contract's error shape, naming ``error`` (and ``mentions`` in its detail)."""
+    assert isinstance(body, dict), body
+    assert set(body) == {"error", "detail"}, body
+    assert body["error"] == error, body
+    assert isinstance(body["detail"], str), body
+    assert body["detail"], body
+    if mentions is not None:
+        assert mentions in body["detail"], body
+
+
+@dataclass
+class Shop:
+    """A project with one item, bought through ``api``."""
+
+    api: Api
+    project: dict[str, Any]
+    item: dict[str, Any]
+
+    async def buy(self, **fields: Any) -> dict[str, Any]:
+        return await self.api.buy(self.project["client_id"], self.item["id"], **fields)
+
+    async def purchase(self, order: dict[str, Any]) -> dict[str, Any]:
+        return await self.api.purchase(self.project["id"], order["order_id"])
+
+    async def status(self, order: dict[str, Any]) -> str:
+        return str((await self.purchase(order))["status"])
+
+
+async def open_shop(api: Api, **project_fields: Any) -> Shop:
+    project = await api.project(**project_fields)
+    return Shop(api, project, await api.item(project["id"]))

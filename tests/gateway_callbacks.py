@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 from redis.asyncio import Redis
 
-from tests.conftest import Api
+from tests.conftest import Api, Shop
 
 VECTORS = Path(__file__).parent / "vectors"
 XENDIT, TRIPAY, DOKU, DUITKU = (
@@ -174,33 +174,6 @@ async def send(
         order["order_id"], order["amount"] if amount is None else amount, raw, key or KEYS[gateway]
     )
     return await post(api, callback, expect=expect)
-
-
-def assert_error(body: Any, error: str) -> None:
-    assert isinstance(body, dict), body
-    assert set(body) == {"error", "detail"}, body
-    assert body["error"] == error, body
-
-
-@dataclass
-class Shop:
-    api: Api
-    project: dict[str, Any]
-    item: dict[str, Any]
-
-    async def buy(self, **fields: Any) -> dict[str, Any]:
-        return await self.api.buy(self.project["client_id"], self.item["id"], **fields)
-
-    async def purchase(self, order: dict[str, Any]) -> dict[str, Any]:
-        return await self.api.purchase(self.project["id"], order["order_id"])
-
-    async def status(self, order: dict[str, Any]) -> str:
-        return str((await self.purchase(order))["status"])
-
-
-async def open_shop(api: Api, **project_fields: Any) -> Shop:
-    project = await api.project(**project_fields)
-    return Shop(api, project, await api.item(project["id"]))
 
 
 async def events_of(redis: Redis, order_id: str) -> list[dict[str, str]]:

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 from standardwebhooks import Webhook
 
-from tests.conftest import Merchant, Running, StartRelay, eventually
+from tests.conftest import Merchant, Running, StartRelay, assert_error, eventually, open_shop
 from tests.gateway_callbacks import (
     AT_LEAST,
     EXPIRED_AS,
@@ -19,11 +19,9 @@ from tests.gateway_callbacks import (
     GATEWAYS,
     KEYS,
     OK_BODY,
-    assert_error,
     assert_one_event,
     assert_untouched,
     custom,
-    open_shop,
     post,
     send,
 )

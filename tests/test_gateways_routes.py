@@ -17,7 +17,15 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from relay.app import create_app
-from tests.conftest import FakeClock, Running, StartRelay, make_settings
+from tests.conftest import (
+    FakeClock,
+    Running,
+    StartRelay,
+    assert_error,
+    local_server,
+    make_settings,
+    open_shop,
+)
 from tests.gateway_callbacks import (
     DOKU,
     DUITKU,
@@ -27,11 +35,9 @@ from tests.gateway_callbacks import (
     TRIPAY,
     XENDIT,
     Callback,
-    assert_error,
     assert_untouched,
     doku,
     events_of,
-    open_shop,
     post,
     send,
     unmatched,
@@ -143,14 +149,8 @@ async def duitku_api() -> AsyncIterator[FakeDuitku]:
     fake = FakeDuitku()
     app = web.Application()
     app.router.add_post("/webapi/api/merchant/transactionStatus", fake.transaction_status)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    fake.url = f"http://{host}:{port}"
-    yield fake
-    await runner.cleanup()
+    async with local_server(app) as fake.url:
+        yield fake
 
 
 def status_answer(order: dict[str, Any], code: str, amount: int | None = None) -> dict[str, Any]:

@@ -12,17 +12,14 @@ import pytest
 from redis.asyncio import Redis
 from standardwebhooks import Webhook
 
-from tests.conftest import Merchant, Running, StartRelay, eventually
+from tests.conftest import Merchant, Running, Shop, StartRelay, assert_error, eventually, open_shop
 from tests.gateway_callbacks import (
     EXPIRED_AS,
     GATEWAY_SETTINGS,
     GATEWAYS,
     KEYS,
-    Shop,
-    assert_error,
     assert_one_event,
     events_of,
-    open_shop,
 )
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,18 @@ from redis.asyncio import Redis
 
 from relay.gateways.midtrans import sign_notification
 from relay.queue import SWEEP
-from tests.conftest import Api, Merchant, Running, StartRelay, eventually, make_settings
+from tests.conftest import (
+    Api,
+    Merchant,
+    Running,
+    Shop,
+    StartRelay,
+    assert_error,
+    eventually,
+    local_server,
+    make_settings,
+    open_shop,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -35,41 +46,6 @@ CALLBACK = "/callbacks/midtrans"
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-@dataclass
-class Shop:
-    """A project with one item, bought through ``api``."""
-
-    api: Api
-    project: dict[str, Any]
-    item: dict[str, Any]
-
-    async def buy(self, **fields: Any) -> dict[str, Any]:
-        return await self.api.buy(self.project["client_id"], self.item["id"], **fields)
-
-    async def purchase(self, order: dict[str, Any]) -> dict[str, Any]:
-        return await self.api.purchase(self.project["id"], order["order_id"])
-
-    async def status(self, order: dict[str, Any]) -> str:
-        return str((await self.purchase(order))["status"])
-
-
-async def open_shop(api: Api, **project_fields: Any) -> Shop:
-    project = await api.project(**project_fields)
-    item = await api.item(project["id"])
-    return Shop(api, project, item)
-
-
-def assert_error(body: Any, error: str, *, mentions: str | None = None) -> None:
-    """``body`` is the contract's error shape, naming ``error`` (and ``mentions`` in its detail)."""
-    assert isinstance(body, dict), body
-    assert set(body) == {"error", "detail"}, body
-    assert body["error"] == error, body
-    assert isinstance(body["detail"], str), body
-    assert body["detail"], body
-    if mentions is not None:
-        assert mentions in body["detail"], body
 
 
 def parse_utc(text: str) -> datetime:
@@ -176,14 +152,8 @@ async def snap() -> AsyncIterator[FakeSnap]:
     fake = FakeSnap()
     app = web.Application()
     app.router.add_post("/snap/v1/transactions", fake.create)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    fake.url = f"http://{host}:{port}"
-    yield fake
-    await runner.cleanup()
+    async with local_server(app) as fake.url:
+        yield fake
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from tests.conftest import Merchant, StartRelay, eventually
+from tests.conftest import Merchant, StartRelay, eventually, local_server
 
 
 class Hanging:
@@ -38,13 +38,8 @@ async def hanging() -> AsyncIterator[Hanging]:
     found = Hanging()
     app = web.Application()
     app.router.add_post("/{tail:.*}", found.handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    found.url = f"http://{host}:{port}"
-    yield found
-    await runner.cleanup()
+    async with local_server(app, shutdown_timeout=0.1) as found.url:
+        yield found
 
 
 @pytest.mark.timeout(60)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.conftest import Running, StartRelay
+from tests.conftest import Running, StartRelay, local_server
 
 SERVER_KEY = "SB-Mid-server-confirm-test"
 
@@ -41,13 +41,8 @@ async def fake() -> AsyncIterator[FakeMidtrans]:
     app = web.Application()
     app.router.add_post("/snap/v1/transactions", found.snap)
     app.router.add_get("/v2/{order_id}/status", found.status)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    found.url = f"http://{host}:{port}"
-    yield found
-    await runner.cleanup()
+    async with local_server(app) as found.url:
+        yield found
 
 
 async def confirming_relay(start_relay: StartRelay, api_base: str, **overrides: Any) -> Running:

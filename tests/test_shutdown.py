@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import Api, eventually, make_settings
+from tests.conftest import Api, eventually, local_server, make_settings
 from tests.processes import Processes, free_port, relay_env
 
 SNAP_DELAY = 1.5
@@ -25,12 +25,8 @@ async def slow_snap() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post("/snap/v1/transactions", snap)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    yield f"http://{host}:{port}"
-    await runner.cleanup()
+    async with local_server(app) as url:
+        yield url
 
 
 @pytest.mark.timeout(60)
