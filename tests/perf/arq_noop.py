@@ -21,6 +21,7 @@ from arq.worker import Worker, func
 from relay.connections import open_connections
 from relay.logs import configure_logging
 from relay.settings import Settings
+from tests.perf.loop import same_event_loop_as_relay
 from workers.worker import worker_options
 
 NOOP = "bench_noop"
@@ -61,14 +62,6 @@ def main() -> None:
 
     same_event_loop_as_relay()  # the same event loop as `relay worker`
     asyncio.run(run())
-
-
-def same_event_loop_as_relay() -> None:
-    try:
-        from relay.cli import use_fast_event_loop
-    except ImportError:  # a relay from before uvloop (bench --product)
-        return
-    use_fast_event_loop()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from redis.asyncio import Redis
 
+from tests.perf.loop import same_event_loop_as_relay
+
 REDIS = web.AppKey("redis", Redis)
 
 
@@ -46,14 +48,6 @@ def main() -> None:
     args = parser.parse_args()
     same_event_loop_as_relay()  # the same event loop as `relay serve`
     web.run_app(build(args.redis), host=args.host, port=args.port, access_log=None, print=None)
-
-
-def same_event_loop_as_relay() -> None:
-    try:
-        from relay.cli import use_fast_event_loop
-    except ImportError:  # a relay from before uvloop (bench --product)
-        return
-    use_fast_event_loop()
 
 
 if __name__ == "__main__":
