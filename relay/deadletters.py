@@ -1,4 +1,4 @@
-"""Dead-letter operations shared by the admin API and the CLI."""
+"""Dead-letter operations shared by the admin API, the console and the CLI."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+from arq.connections import ArqRedis
+
+from relay.domain import resend
 from relay.events import EventStore, last_attempts
 from relay.models import EventRecord
 
@@ -23,6 +26,17 @@ async def all_dead_letters(
         if page.next_cursor is None:
             return
         cursor = page.next_cursor
+
+
+async def dead_letter_ids(events: EventStore, *, project_id: str | None, since: datetime | None) -> list[str]:
+    return [event.id async for event in all_dead_letters(events, project_id=project_id, since=since)]
+
+
+async def replay_events(events: EventStore, arq: ArqRedis, event_ids: list[str], *, now: datetime) -> int:
+    """Send each event again (same ``webhook-id``, fresh retry budget); how many were sent."""
+    for event_id in event_ids:
+        await resend(events, arq, event_id, now=now)
+    return len(event_ids)
 
 
 async def dead_letter_views(events: EventStore, records: list[EventRecord]) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ import click
 
 from relay.connections import Connections, open_connections
 from relay.crypto import SecretBox
-from relay.deadletters import all_dead_letters, dead_letter_views
+from relay.deadletters import all_dead_letters, dead_letter_ids, dead_letter_views
 from relay.domain import resend
 from relay.errors import Conflict, NotFound
 from relay.events import EventStore
@@ -61,9 +61,7 @@ async def replay(
 ) -> int:
     async with connected(settings) as (connections, _store, events):
         if replay_all:
-            event_ids = [
-                e.id async for e in all_dead_letters(events, project_id=project_id, since=_utc(since))
-            ]
+            event_ids = await dead_letter_ids(events, project_id=project_id, since=_utc(since))
         done, missing = 0, []
         with click.progressbar(event_ids, label="replaying") as bar:
             for event_id in bar:

@@ -9,8 +9,7 @@ from pydantic import Field
 
 from relay.api.context import ARQ, CLOCK, EVENTS, METRICS
 from relay.api.middleware import admin_only, not_found, query_int, read_model
-from relay.deadletters import all_dead_letters, dead_letter_views
-from relay.domain import resend
+from relay.deadletters import dead_letter_ids, dead_letter_views, replay_events
 from relay.errors import InvalidInput
 from relay.models import Identifier, Input
 
@@ -56,18 +55,15 @@ async def replay(request: web.Request) -> web.Response:
     if body.all == bool(body.event_ids):
         raise InvalidInput('give either "event_ids": [...] or "all": true')
     if body.all:
-        ids = [
-            event.id async for event in all_dead_letters(events, project_id=body.project_id, since=body.since)
-        ]
+        ids = await dead_letter_ids(events, project_id=body.project_id, since=body.since)
     else:
         ids = list(dict.fromkeys(body.event_ids))
         missing = [event_id for event_id in ids if await events.get(event_id) is None]
         if missing:
             raise not_found("event", missing[0])
-    for event_id in ids:
-        await resend(events, arq, event_id, now=now)
-    request.app[METRICS].replays.inc(len(ids))
-    return web.json_response({"replayed": len(ids)})
+    replayed = await replay_events(events, arq, ids, now=now)
+    request.app[METRICS].replays.inc(replayed)
+    return web.json_response({"replayed": replayed})
 
 
 @routes.delete("/api/admin/dead-letters/{event_id}")

@@ -30,7 +30,7 @@ from relay.console.pages import (
     sessions,
 )
 from relay.console.sessions import COOKIE, COOKIE_PATH, SESSION_TTL, Session
-from relay.deadletters import all_dead_letters, dead_letter_views
+from relay.deadletters import dead_letter_ids, dead_letter_views, replay_events
 from relay.domain import resend
 from relay.errors import Conflict, InvalidInput
 from relay.events import EventStore
@@ -271,10 +271,8 @@ async def replay_all(request: web.Request, session: Session) -> web.StreamRespon
     form = await request.post()
     values = {name: _text(form.get(name)) for name in ("project_id", "since")}
     project_id, since = _dead_letter_filter(values)
-    ids = [event.id async for event in all_dead_letters(events, project_id=project_id, since=since)]
-    for event_id in ids:
-        await resend(events, arq, event_id, now=now)
-    request.app[METRICS].replays.inc(len(ids))
+    ids = await dead_letter_ids(events, project_id=project_id, since=since)
+    request.app[METRICS].replays.inc(await replay_events(events, arq, ids, now=now))
     log.info("console_replay_all", replayed=len(ids), project_id=project_id)
     noun = "dead letter" if len(ids) == 1 else "dead letters"
     await sessions(request).flash(session, f"Replayed {len(ids)} {noun}.")
