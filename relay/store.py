@@ -23,6 +23,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from relay.batching import Coalescer
 from relay.crypto import SecretBox
 from relay.jsonutil import dumps
 from relay.models import EventRecord, Item, Project, Purchase, PurchaseStatus, WebhookStatus, utcnow
@@ -124,6 +125,8 @@ class Store:
         self.keys = Keys(prefix)
         self.box = box
         self._ingest = redis.register_script(INGEST_LUA)
+        # The two commands of every callback (read the purchase, ingest) ride shared pipelines.
+        self._batch = Coalescer(redis)
 
     # --- projects ---------------------------------------------------------------------------
 
@@ -225,7 +228,7 @@ class Store:
             await pipe.execute()
 
     async def get_purchase(self, order_id: str) -> Purchase | None:
-        fields = await self.redis.hgetall(self.keys.purchase(order_id))  # type: ignore[misc]
+        fields = await self._batch.execute("HGETALL", self.keys.purchase(order_id))
         return purchase_from_fields(fields) if fields else None
 
     async def get_purchases(self, order_ids: Iterable[str]) -> list[Purchase]:
@@ -273,8 +276,9 @@ class Store:
         job_args: list[str | bytes | int] = ["", "", 0, 0]
         if job is not None and event is not None:
             job_args = [job.job_id, job.payload, job.score, job.expires_ms]
-        result = await self._ingest(
-            keys=[
+        result = await self._batch.script(
+            self._ingest,
+            [
                 self.keys.purchase(purchase.order_id),
                 self.keys.event(event.id) if event else self.keys.event("-"),
                 self.keys.outbox,
@@ -282,7 +286,7 @@ class Store:
                 job.result_key if job else "-",
                 job.queue if job else "-",
             ],
-            args=[
+            [
                 purchase.status.value,
                 status.value,
                 now.isoformat(),
