@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -45,7 +45,7 @@ def error_response(error: RelayError) -> web.Response:
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bind a request id, turn every error into JSON, and write one log line per request."""
-    request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
+    request_id = request.headers.get("x-request-id", "")[:64] or os.urandom(16).hex()
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
@@ -103,6 +103,9 @@ def internal_error() -> web.Response:
 async def _read_body(request: web.Request) -> None:
     """Read the whole body up front, within a deadline: a client trickling its body (slowloris)
     is cut off instead of holding a handler. Handlers then get the body from aiohttp's cache."""
+    if request.content.is_eof():  # all of it came with the headers: nothing to wait for
+        await request.read()
+        return
     deadline = request.app[SETTINGS].body_timeout
     try:
         async with asyncio.timeout(deadline):

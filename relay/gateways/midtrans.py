@@ -61,8 +61,11 @@ def sign_notification(payload: dict[str, Any], server_key: str) -> dict[str, Any
 
 def jakarta_to_utc(text: str) -> datetime:
     """Midtrans times are ``YYYY-MM-DD HH:MM:SS`` in Asia/Jakarta."""
+    # fromisoformat is ten times faster than strptime but takes more forms: hold it to this one.
     try:
-        local = datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+        if len(text) != 19 or text[10] != " " or not text[:4].isdigit():
+            raise ValueError(text)
+        local = datetime.fromisoformat(text)
     except ValueError:
         raise InvalidInput(f"time {text[:40]!r} is not 'YYYY-MM-DD HH:MM:SS'") from None
     return local.replace(tzinfo=JAKARTA).astimezone(UTC)
