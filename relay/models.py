@@ -108,6 +108,18 @@ class PurchaseStatus(StrEnum):
     REFUNDED = "refunded"
 
 
+# Statuses only move up this ladder; failed and expired share a rung. A settlement that arrives
+# after an expiry still wins (the money arrived), a late pending never un-pays, refunds are final.
+# (relay.domain.next_status in Python, and the ingest script in relay.store, which is made from it.)
+RANK = {
+    PurchaseStatus.PENDING: 0,
+    PurchaseStatus.FAILED: 1,
+    PurchaseStatus.EXPIRED: 1,
+    PurchaseStatus.PAID: 2,
+    PurchaseStatus.REFUNDED: 3,
+}
+
+
 class WebhookStatus(StrEnum):
     PENDING = "pending"
     DELIVERED = "delivered"
@@ -210,6 +222,31 @@ class ItemPurchasedEvent(BaseModel):
     currency: str
     paid_at: str
     metadata: dict[str, Any]
+
+
+PAID_AT_SLOT = ',"paid_at":""'
+
+
+def event_body_parts(purchase: Purchase) -> tuple[str, str]:
+    """The purchase's ``item.purchased`` body before and after its ``paid_at`` value, so that
+    ``head + iso_z(paid_at) + tail`` is the body ``ItemPurchasedEvent`` makes. Stored with the
+    purchase, they let the ingest script write the event without the purchase leaving Redis."""
+    body = ItemPurchasedEvent(
+        order_id=purchase.order_id,
+        item_id=purchase.item_id,
+        item_name=purchase.item_name,
+        buyer_email=purchase.buyer_email,
+        buyer_name=purchase.buyer_name,
+        amount=purchase.amount,
+        currency=purchase.currency,
+        paid_at="",
+        metadata=purchase.metadata,
+    ).model_dump_json()
+    # The first match is the top-level key: every value before it is a number, null, or a string
+    # whose quotes are escaped.
+    head, slot, tail = body.partition(PAID_AT_SLOT)
+    assert slot, body
+    return head + ',"paid_at":"', '"' + tail
 
 
 class EventRecord(Record):

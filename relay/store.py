@@ -7,7 +7,8 @@ Keys, all under one prefix (``RELAY_KEY_PREFIX``, default ``relay``):
     {p}:item:{id}                JSON Item
     {p}:project:{id}:items       SET of item ids
     {p}:purchase:{order_id}      HASH: doc (JSON of the fixed fields) + status, paid_at,
-                                 webhook_status, event_id, updated_at
+                                 webhook_status, event_id, updated_at; until paid, event_head
+                                 and event_tail (relay.models.event_body_parts)
     {p}:project:{id}:purchases   ZSET order ids by creation time (ms)
     {p}:unmatched                LIST of callbacks for unknown orders (newest first, capped)
 
@@ -19,46 +20,90 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import datetime
+from decimal import ROUND_FLOOR
 from typing import Any
 
 from redis.asyncio import Redis
 
 from relay.batching import Coalescer
 from relay.crypto import SecretBox
+from relay.gateways import PaymentOutcome
 from relay.jsonutil import dumps
-from relay.models import EventRecord, Item, Project, Purchase, PurchaseStatus, WebhookStatus, utcnow
+from relay.models import (
+    RANK,
+    EventRecord,
+    Item,
+    Project,
+    Purchase,
+    PurchaseStatus,
+    WebhookStatus,
+    event_body_parts,
+    iso_z,
+)
 from relay.queue import JobWrite
 
 UNMATCHED_KEEP = 1000
 
-# The one atomic step of ingest: compare-and-set the purchase status and, on the transition to
-# paid, write the event, its outbox entry and (given one) its first arq job in the same script,
-# as arq's enqueue_job would: job key with expiry + queue entry, unless that job id exists.
-# Returns 1 when applied, 0 when the status changed underneath us (the caller re-reads and decides
-# again), -1 if missing.
+# Ingest, the one atomic step of a callback: read the purchase, check the gateway, the amount and
+# the status ladder (relay.models.RANK), then move the status and, on the move to paid, write the
+# event (its body from the template stored with the purchase), its outbox entry and (given one)
+# its first arq job, as arq's enqueue_job would: job key with expiry + queue entry, unless that
+# job id exists. One round trip, no read-then-write race. Returns {code, detail}:
+#   applied <status> | unknown_order | other_gateway <gateway> | amount_mismatch <amount>
+#   | unchanged <status> | no_template (nothing written: store the template, run again)
 # KEYS: purchase, event, outbox, arq job key, arq result key, arq queue
-# ARGV: expected status, new status, updated_at, event id ('' for none), paid_at, outbox score,
-#       job id ('' for none), job payload, job score, job expiry ms, event fields...
-INGEST_LUA = """
-local current = redis.call('HGET', KEYS[1], 'status')
-if not current then return -1 end
-if current ~= ARGV[1] then return 0 end
+# ARGV: gateway, new status, now (ISO), amount (integer text, '' for none), amount rule,
+#       event id, paid_at (ISO, stored), paid_at (the body's form), outbox score (ms),
+#       job id ('' for none), job payload, job score, job expiry ms
+INGEST_LUA = (
+    "local RANK = {"
+    + ", ".join(f"{status.value} = {rank}" for status, rank in RANK.items())
+    + "}\n"
+    + """
+local found = redis.call('HMGET', KEYS[1], 'status', 'doc', 'event_head', 'event_tail')
+if not found[1] then return {'unknown_order', ''} end
+local doc = cjson.decode(found[2])
+if doc.gateway ~= ARGV[1] then return {'other_gateway', doc.gateway} end
+local amount = tonumber(ARGV[4])
+local stored = string.format('%d', doc.amount)
+if amount == nil or (ARGV[5] == 'at_least' and amount < doc.amount)
+    or (ARGV[5] ~= 'at_least' and ARGV[4] ~= stored) then
+  return {'amount_mismatch', stored}
+end
+if RANK[ARGV[2]] <= RANK[found[1]] then return {'unchanged', found[1]} end
+local paid = ARGV[2] == 'paid'
+if paid and not found[3] then return {'no_template', ''} end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', ARGV[3])
-local event_id = ARGV[4]
-if event_id ~= '' then
-  redis.call('HSET', KEYS[1], 'paid_at', ARGV[5], 'event_id', event_id, 'webhook_status', 'pending')
-  redis.call('HSET', KEYS[2], unpack(ARGV, 11))
-  redis.call('ZADD', KEYS[3], ARGV[6], event_id)
-  if ARGV[7] ~= '' and redis.call('EXISTS', KEYS[4], KEYS[5]) == 0 then
-    redis.call('PSETEX', KEYS[4], ARGV[10], ARGV[8])
-    redis.call('ZADD', KEYS[6], ARGV[9], ARGV[7])
+if paid then
+  local event_id = ARGV[6]
+  redis.call('HSET', KEYS[1], 'paid_at', ARGV[7], 'event_id', event_id, 'webhook_status', 'pending')
+  redis.call('HDEL', KEYS[1], 'event_head', 'event_tail')
+  redis.call('HSET', KEYS[2], 'id', event_id, 'project_id', doc.project_id, 'order_id', doc.order_id,
+    'item_id', doc.item_id, 'body', found[3] .. ARGV[8] .. found[4], 'state', 'pending',
+    'seq', '0', 'attempts', '0', 'created_at', ARGV[3], 'next_attempt_at', '', 'dead_at', '')
+  redis.call('ZADD', KEYS[3], ARGV[9], event_id)
+  if ARGV[10] ~= '' and redis.call('EXISTS', KEYS[4], KEYS[5]) == 0 then
+    redis.call('PSETEX', KEYS[4], ARGV[13], ARGV[11])
+    redis.call('ZADD', KEYS[6], ARGV[12], ARGV[10])
   end
 end
-return 1
+return {'applied', ARGV[2]}
 """
+)
+
 
 SECRET_FIELDS = ("webhook_secret", "previous_webhook_secret")
 PURCHASE_STATE_FIELDS = ("status", "paid_at", "webhook_status", "event_id", "updated_at")
+
+
+def _integral_amount(outcome: PaymentOutcome) -> str:
+    """The outcome's amount as the integer text the script compares with the purchase's amount
+    (always whole): floored for an ``at_least`` rule, '' (matches nothing) when an ``exact``
+    amount has a fraction."""
+    amount = outcome.amount
+    if outcome.amount_rule == "at_least":
+        return str(int(amount.to_integral_value(rounding=ROUND_FLOOR)))
+    return str(int(amount)) if amount == amount.to_integral_value() else ""
 
 
 def to_ms(moment: datetime) -> int:
@@ -98,12 +143,6 @@ class Keys:
 
     def project_dead_letters(self, project_id: str) -> str:
         return f"{self.prefix}:project:{project_id}:dlq"
-
-
-def event_fields(event: EventRecord) -> dict[str, str]:
-    """An event record as the flat string fields of its Redis hash."""
-    dumped = event.model_dump(mode="json")
-    return {key: "" if value is None else str(value) for key, value in dumped.items()}
 
 
 def event_from_fields(fields: dict[str, str]) -> EventRecord:
@@ -218,7 +257,9 @@ class Store:
     async def create_purchase(self, purchase: Purchase) -> None:
         doc = purchase.model_dump(mode="json", exclude=set(PURCHASE_STATE_FIELDS))
         state = purchase.model_dump(mode="json", include=set(PURCHASE_STATE_FIELDS))
-        fields = {"doc": dumps(doc)} | {key: value or "" for key, value in state.items()}
+        head, tail = event_body_parts(purchase)
+        fields = {"doc": dumps(doc), "event_head": head, "event_tail": tail}
+        fields |= {key: value or "" for key, value in state.items()}
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.purchase(purchase.order_id), mapping=fields)
             pipe.zadd(
@@ -256,48 +297,53 @@ class Store:
             start += page
         return found[:limit]
 
-    async def transition(
+    async def ingest(
         self,
-        purchase: Purchase,
-        status: PurchaseStatus,
+        outcome: PaymentOutcome,
         *,
+        now: datetime,
         paid_at: datetime | None = None,
-        event: EventRecord | None = None,
+        event_id: str = "",
         job: JobWrite | None = None,
-    ) -> int:
-        """Atomically move ``purchase`` (as read) to ``status``; with ``event``, also store the event
-        and its outbox entry, and with ``job`` enqueue its first delivery job.
-        1 applied, 0 lost a race, -1 purchase gone."""
-        now = utcnow()
-        fields: list[str] = []
-        if event is not None:
-            for key, value in event_fields(event).items():
-                fields += [key, value]
+    ) -> tuple[str, str]:
+        """Apply ``outcome`` to its purchase in one atomic script (INGEST_LUA): its code and detail.
+        A move to paid needs ``paid_at`` and ``event_id``; ``job`` enqueues the first delivery."""
         job_args: list[str | bytes | int] = ["", "", 0, 0]
-        if job is not None and event is not None:
+        if job is not None:
             job_args = [job.job_id, job.payload, job.score, job.expires_ms]
-        result = await self._batch.script(
+        code, detail = await self._batch.script(
             self._ingest,
             [
-                self.keys.purchase(purchase.order_id),
-                self.keys.event(event.id) if event else self.keys.event("-"),
+                self.keys.purchase(outcome.order_id),
+                self.keys.event(event_id or "-"),
                 self.keys.outbox,
                 job.job_key if job else "-",
                 job.result_key if job else "-",
                 job.queue if job else "-",
             ],
             [
-                purchase.status.value,
-                status.value,
+                outcome.gateway,
+                outcome.status.value,
                 now.isoformat(),
-                event.id if event else "",
+                _integral_amount(outcome),
+                outcome.amount_rule,
+                event_id,
                 paid_at.isoformat() if paid_at else "",
-                to_ms(event.created_at) if event else 0,
+                iso_z(paid_at) if paid_at else "",
+                to_ms(now),
                 *job_args,
-                *fields,
             ],
         )
-        return int(result)
+        return str(code), str(detail)
+
+    async def add_event_template(self, order_id: str) -> None:
+        """Store the event body template of a purchase made before purchases carried one."""
+        purchase = await self.get_purchase(order_id)
+        if purchase is not None and purchase.status is not PurchaseStatus.PAID:
+            head, tail = event_body_parts(purchase)
+            await self.redis.hset(
+                self.keys.purchase(order_id), mapping={"event_head": head, "event_tail": tail}
+            )  # type: ignore[misc]
 
     async def record_unmatched(self, entry: dict[str, Any]) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

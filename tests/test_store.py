@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
 
 import fakeredis
 import pytest
 from fakeredis.aioredis import FakeRedis
 
 from relay.crypto import SecretBox, generate_key
-from relay.domain import build_event
 from relay.errors import InvalidInput
 from relay.events import EventStore
+from relay.gateways import PaymentOutcome
 from relay.models import (
     Attempt,
     EventRecord,
     Item,
+    ItemPurchasedEvent,
     Project,
     Purchase,
     PurchaseStatus,
     WebhookStatus,
+    event_body_parts,
+    iso_z,
+    new_event_id,
 )
 from relay.signing import new_webhook_secret
 from relay.store import Store, to_ms
@@ -88,16 +95,39 @@ def make_purchase(order_id: str, project_id: str = "shop", *, created_at: dateti
     )
 
 
+def outcome(
+    order_id: str,
+    status: PurchaseStatus = PurchaseStatus.PAID,
+    *,
+    amount: str = "50000",
+    gateway: str = "midtrans",
+    rule: Literal["exact", "at_least"] = "exact",
+) -> PaymentOutcome:
+    return PaymentOutcome(
+        gateway=gateway,
+        order_id=order_id,
+        status=status,
+        amount=Decimal(amount),
+        paid_at=None,
+        raw_status=status.value,
+        amount_rule=rule,
+    )
+
+
+async def settle(stores: Stores, order_id: str, *, event_id: str, **fields: Any) -> tuple[str, str]:
+    """Ingest a settlement of ``order_id`` at T0 (``fields`` shape the outcome)."""
+    return await stores.store.ingest(outcome(order_id, **fields), now=T0, paid_at=T0, event_id=event_id)
+
+
 async def paid_event(
     stores: Stores, order_id: str, project_id: str = "shop", *, event_id: str | None = None
 ) -> EventRecord:
     """A purchase moved to paid, with its event in the outbox (seq 0)."""
-    purchase = make_purchase(order_id, project_id)
-    await stores.store.create_purchase(purchase)
-    event = build_event(purchase, paid_at=T0, now=T0)
-    if event_id is not None:
-        event = event.model_copy(update={"id": event_id})
-    assert await stores.store.transition(purchase, PurchaseStatus.PAID, paid_at=T0, event=event) == 1
+    await stores.store.create_purchase(make_purchase(order_id, project_id))
+    event_id = event_id or new_event_id()
+    assert await settle(stores, order_id, event_id=event_id) == ("applied", "paid")
+    event = await stores.events.get(event_id)
+    assert event is not None
     return event
 
 
@@ -183,65 +213,130 @@ async def test_list_purchases_newest_first_and_filtered(stores: Stores) -> None:
     listed = await stores.store.list_purchases("shop")
     assert [purchase.order_id for purchase in listed] == ["order-3", "order-2", "order-1"]
     assert [p.order_id for p in await stores.store.list_purchases("shop", limit=2)] == ["order-3", "order-2"]
-    event = build_event(listed[1], paid_at=T0, now=T0)
-    assert await stores.store.transition(listed[1], PurchaseStatus.PAID, paid_at=T0, event=event) == 1
+    assert await settle(stores, "order-2", event_id="evt_2") == ("applied", "paid")
     pending = await stores.store.list_purchases("shop", webhook_status=WebhookStatus.PENDING)
     assert [purchase.order_id for purchase in pending] == ["order-2"]
 
 
-# --- transition (the ingest compare-and-set) -------------------------------------------------
+# --- ingest (one script: checks, compare-and-set, event, outbox) -----------------------------
 
 
-async def test_transition_to_paid_writes_event_and_outbox(stores: Stores) -> None:
+async def test_ingest_to_paid_writes_event_and_outbox(stores: Stores) -> None:
     purchase = make_purchase("order-1")
     await stores.store.create_purchase(purchase)
-    event = build_event(purchase, paid_at=T0, now=T0)
 
-    assert await stores.store.transition(purchase, PurchaseStatus.PAID, paid_at=T0, event=event) == 1
+    assert await settle(stores, "order-1", event_id="evt_1") == ("applied", "paid")
 
     stored = await stores.store.get_purchase("order-1")
     assert stored is not None
     assert stored.status is PurchaseStatus.PAID
     assert stored.paid_at == T0
-    assert stored.event_id == event.id
+    assert stored.event_id == "evt_1"
     assert stored.webhook_status is WebhookStatus.PENDING
-    assert await stores.events.get(event.id) == event
-    assert await outbox(stores) == {event.id: to_ms(T0)}
+    body = ItemPurchasedEvent(
+        **purchase.model_dump(include=set(ItemPurchasedEvent.model_fields) - {"event"})
+        | {"paid_at": iso_z(T0)}
+    ).model_dump_json()
+    expected = EventRecord(
+        id="evt_1", project_id="shop", order_id="order-1", item_id="tmpl", body=body, created_at=T0
+    )
+    assert await stores.events.get("evt_1") == expected
+    assert list(json.loads(body)) == list(ItemPurchasedEvent.model_fields)
+    assert await outbox(stores) == {"evt_1": to_ms(T0)}
+    # the template is spent: the body lives in the event now
+    assert await stores.redis.hmget(stores.store.keys.purchase("order-1"), "event_head", "event_tail") == [
+        None,
+        None,
+    ]
 
 
-async def test_transition_from_a_stale_status_loses(stores: Stores) -> None:
-    purchase = make_purchase("order-1")
-    await stores.store.create_purchase(purchase)
-    first = build_event(purchase, paid_at=T0, now=T0)
-    second = build_event(purchase, paid_at=T0, now=T0)
-    assert await stores.store.transition(purchase, PurchaseStatus.PAID, paid_at=T0, event=first) == 1
+def model_body(purchase: Purchase, paid_at: datetime) -> str:
+    """The body as ItemPurchasedEvent makes it from ``purchase``."""
+    fields = purchase.model_dump(include=set(ItemPurchasedEvent.model_fields) - {"event", "paid_at"})
+    return ItemPurchasedEvent(**fields, paid_at=iso_z(paid_at)).model_dump_json()
 
-    # ``purchase`` still says pending: a second writer that read it before the first one wrote.
-    assert await stores.store.transition(purchase, PurchaseStatus.PAID, paid_at=T0, event=second) == 0
-    assert await stores.store.transition(purchase, PurchaseStatus.EXPIRED) == 0
+
+TRICKY = ['","paid_at":"', ',"paid_at":""', 'quote " backslash \\ end', "\u2028 é 漢字 \x00"]
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_the_body_template_makes_exactly_the_model_body(text: str) -> None:
+    purchase = make_purchase("order-1").model_copy(
+        update={"buyer_name": text, "item_name": text, "metadata": {text: text, "paid_at": text}}
+    )
+    head, tail = event_body_parts(purchase)
+    assert head + iso_z(T0) + tail == model_body(purchase, T0)
+    assert json.loads(head + iso_z(T0) + tail)["paid_at"] == iso_z(T0)
+
+
+async def test_a_second_settlement_and_a_late_expiry_change_nothing(stores: Stores) -> None:
+    await stores.store.create_purchase(make_purchase("order-1"))
+    assert await settle(stores, "order-1", event_id="evt_1") == ("applied", "paid")
+
+    assert await settle(stores, "order-1", event_id="evt_2") == ("unchanged", "paid")
+    expired = outcome("order-1", PurchaseStatus.EXPIRED)
+    assert await stores.store.ingest(expired, now=T0) == ("unchanged", "paid")
 
     stored = await stores.store.get_purchase("order-1")
     assert stored is not None
-    assert stored.status is PurchaseStatus.PAID
-    assert stored.event_id == first.id
-    assert await stores.events.get(second.id) is None
-    assert await outbox(stores) == {first.id: to_ms(T0)}
+    assert (stored.status, stored.event_id) == (PurchaseStatus.PAID, "evt_1")
+    assert await stores.events.get("evt_2") is None
+    assert await outbox(stores) == {"evt_1": to_ms(T0)}
 
 
-async def test_transition_of_a_missing_purchase(stores: Stores) -> None:
-    purchase = make_purchase("order-gone")
-    event = build_event(purchase, paid_at=T0, now=T0)
-    assert await stores.store.transition(purchase, PurchaseStatus.PAID, paid_at=T0, event=event) == -1
-    assert await stores.store.get_purchase("order-gone") is None
-    assert await stores.events.get(event.id) is None
-    assert await outbox(stores) == {}
+async def test_ingest_of_a_missing_purchase_writes_nothing(stores: Stores) -> None:
+    assert await settle(stores, "order-gone", event_id="evt_1") == ("unknown_order", "")
+    assert await stores.redis.keys("*") == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"gateway": "xendit"}, ("other_gateway", "midtrans")),
+        ({"amount": "49999"}, ("amount_mismatch", "50000")),
+        ({"amount": "50001"}, ("amount_mismatch", "50000")),
+        ({"amount": "50000.5"}, ("amount_mismatch", "50000")),
+        ({"amount": "1E+400"}, ("amount_mismatch", "50000")),
+        ({"amount": "49999.99", "rule": "at_least"}, ("amount_mismatch", "50000")),
+        ({"amount": "50000.00"}, ("applied", "paid")),
+        ({"amount": "50000.5", "rule": "at_least"}, ("applied", "paid")),
+        ({"amount": "52500", "rule": "at_least"}, ("applied", "paid")),
+    ],
+)
+async def test_ingest_checks_gateway_and_amount_before_writing(
+    stores: Stores, fields: dict[str, Any], expected: tuple[str, str]
+) -> None:
+    await stores.store.create_purchase(make_purchase("order-1"))
+    assert await settle(stores, "order-1", event_id="evt_1", **fields) == expected
+    stored = await stores.store.get_purchase("order-1")
+    assert stored is not None
+    applied = expected[0] == "applied"
+    assert stored.status is (PurchaseStatus.PAID if applied else PurchaseStatus.PENDING)
+    assert (await stores.events.get("evt_1") is not None) is applied
+
+
+async def test_a_purchase_without_a_template_gets_one_and_is_paid(stores: Stores) -> None:
+    """Purchases stored before they carried their event template: the script writes nothing and
+    says so; add_event_template repairs it."""
+    purchase = make_purchase("order-1")
+    await stores.store.create_purchase(purchase)
+    await stores.redis.hdel(stores.store.keys.purchase("order-1"), "event_head", "event_tail")
+
+    assert await settle(stores, "order-1", event_id="evt_1") == ("no_template", "")
+    assert await stores.store.get_purchase("order-1") == purchase
+
+    await stores.store.add_event_template("order-1")
+    assert await settle(stores, "order-1", event_id="evt_1") == ("applied", "paid")
+    event = await stores.events.get("evt_1")
+    assert event is not None
+    assert json.loads(event.body)["buyer_name"] == "John Doe"
 
 
 @pytest.mark.parametrize("status", [PurchaseStatus.FAILED, PurchaseStatus.EXPIRED, PurchaseStatus.REFUNDED])
-async def test_transition_without_paid_writes_no_event(stores: Stores, status: PurchaseStatus) -> None:
+async def test_ingest_without_paid_writes_no_event(stores: Stores, status: PurchaseStatus) -> None:
     purchase = make_purchase("order-1")
     await stores.store.create_purchase(purchase)
-    assert await stores.store.transition(purchase, status) == 1
+    assert await stores.store.ingest(outcome("order-1", status), now=T0) == ("applied", status.value)
     stored = await stores.store.get_purchase("order-1")
     assert stored is not None
     assert stored.status is status
@@ -367,7 +462,9 @@ async def test_attempt_logs_for_several_events(stores: Stores) -> None:
 
 
 async def test_requeue_of_a_missing_event(stores: Stores) -> None:
-    event = build_event(make_purchase("order-gone"), paid_at=T0, now=T0)
+    event = EventRecord(
+        id="evt_gone", project_id="shop", order_id="order-gone", item_id="tmpl", body="{}", created_at=T0
+    )
     assert await stores.events.requeue(event, now=T0) is None
     assert await outbox(stores) == {}
 

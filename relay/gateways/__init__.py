@@ -25,13 +25,8 @@ class PaymentOutcome:
     raw_status: str
     reference: str | None = None
     # "exact": the amount must equal the purchase amount; "at_least": it may exceed it (Xendit's
-    # paid_amount includes fees the buyer chose to pay).
+    # paid_amount includes fees the buyer chose to pay). Checked by the ingest script (relay.store).
     amount_rule: Literal["exact", "at_least"] = "exact"
-
-    def amount_accepted(self, purchase_amount: int) -> bool:
-        if self.amount_rule == "at_least":
-            return self.amount >= purchase_amount
-        return self.amount == purchase_amount
 
 
 class Gateway(Protocol):
