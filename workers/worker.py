@@ -27,7 +27,7 @@ import arq.worker
 import structlog
 from arq import cron
 from arq.connections import ArqRedis
-from arq.worker import Worker, func
+from arq.worker import func
 from redis.exceptions import RedisError
 
 from relay.connections import Connections
@@ -38,6 +38,8 @@ from relay.models import utcnow
 from relay.queue import DELIVER, SWEEP
 from relay.settings import Settings
 from relay.store import Store
+from workers.autopipeline import AutoPipelineRedis
+from workers.claim import BatchWorker
 from workers.delivery import Deps, deliver, sweep
 from workers.egress import create_session
 from workers.isolation import HostLimiter
@@ -88,9 +90,11 @@ def worker_options(
             max_connections=settings.worker_max_jobs,
             allowlist=settings.allowed_target_cidrs,
         )
+        # Up to max_jobs deliveries make their small reads and writes at once: pipeline them.
+        redis = AutoPipelineRedis(connections.redis.connection_pool)
         ctx[DEPS] = Deps(
-            store=Store(connections.redis, prefix=settings.key_prefix, box=SecretBox(settings.fernet_keys)),
-            events=EventStore(connections.redis, prefix=settings.key_prefix),
+            store=Store(redis, prefix=settings.key_prefix, box=SecretBox(settings.fernet_keys)),
+            events=EventStore(redis, prefix=settings.key_prefix),
             arq=connections.arq,
             http=http,
             settings=settings,
@@ -133,11 +137,11 @@ def embedded_patch(connections: Connections) -> AbstractContextManager[Any]:
     return mock.patch.object(arq.worker, "log_redis_info", no_info)
 
 
-def create_worker(settings: Settings, connections: Connections, **options: Any) -> Worker:
+def create_worker(settings: Settings, connections: Connections, **options: Any) -> BatchWorker:
     """A worker over ``connections``; ``options`` override or extend ``worker_options``."""
     base = worker_options(
         settings,
         connections,
         **{key: options.pop(key) for key in ("clock", "rng", "metrics") if key in options},
     )
-    return Worker(**(base | options))
+    return BatchWorker(**(base | options))

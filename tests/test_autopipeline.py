@@ -1,0 +1,95 @@
+"""``workers.autopipeline.AutoPipelineRedis`` against a real Redis: each caller gets what a direct
+call returns (or raises), concurrent commands share round trips, and a lost script is reloaded."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from workers.autopipeline import AutoPipelineRedis
+
+
+class CountingAutoPipeline(AutoPipelineRedis):
+    """Counts the pipelines (round trips) it sends."""
+
+    pipelines = 0
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        self.pipelines += 1
+        return super().pipeline(transaction, shard_hint)
+
+
+@pytest.fixture
+async def pipelined(redis: Redis) -> AsyncIterator[CountingAutoPipeline]:
+    client = CountingAutoPipeline(redis.connection_pool)
+    yield client
+    await client.aclose()
+
+
+async def test_replies_are_parsed_as_a_direct_call_parses_them(
+    redis: Redis, pipelined: CountingAutoPipeline
+) -> None:
+    await redis.hset("h", mapping={"a": "1", "b": "2"})
+    await redis.zadd("z", {"x": 1.5, "y": 2})
+    await redis.set("s", "v")
+
+    async def both(name: str, *args: Any, **kwargs: Any) -> None:
+        direct = await getattr(redis, name)(*args, **kwargs)
+        assert await getattr(pipelined, name)(*args, **kwargs) == direct
+
+    await both("hgetall", "h")
+    await both("hgetall", "missing")
+    await both("mget", ["s", "missing"])
+    await both("zrangebyscore", "z", "-inf", "+inf", withscores=True)
+    await both("zscore", "z", "x")
+    await both("exists", "s", "h", "missing")
+
+
+async def test_concurrent_commands_share_one_round_trip(pipelined: CountingAutoPipeline) -> None:
+    keys = [f"k{n}" for n in range(50)]
+    await asyncio.gather(*(pipelined.set(key, key) for key in keys))
+    assert pipelined.pipelines == 1
+    assert await asyncio.gather(*(pipelined.get(key) for key in keys)) == keys
+    assert pipelined.pipelines == 2
+
+
+async def test_a_failing_command_fails_only_its_caller(pipelined: CountingAutoPipeline) -> None:
+    await pipelined.set("string", "v")
+    results = await asyncio.gather(
+        pipelined.get("string"), pipelined.hgetall("string"), pipelined.get("string"), return_exceptions=True
+    )
+    assert results[0] == results[2] == "v"
+    assert isinstance(results[1], ResponseError)
+    assert "WRONGTYPE" in str(results[1])
+
+
+async def test_a_script_redis_lost_is_loaded_again(redis: Redis, pipelined: CountingAutoPipeline) -> None:
+    script = pipelined.register_script("return redis.call('INCR', KEYS[1])")
+    assert await script(keys=["n"]) == 1
+    await redis.script_flush()
+    assert await script(keys=["n"]) == 2
+
+
+async def test_a_caller_cancelled_before_its_command_left_never_sends_it(
+    redis: Redis, pipelined: CountingAutoPipeline
+) -> None:
+    task = asyncio.create_task(pipelined.set("cancelled", "1"))
+    await asyncio.sleep(0)  # queued, not yet sent
+    task.cancel()
+    assert await pipelined.set("sent", "1")
+    assert await redis.exists("cancelled", "sent") == 1
+
+
+async def test_a_lost_connection_fails_every_caller() -> None:
+    pool = ConnectionPool.from_url("redis://127.0.0.1:1", socket_connect_timeout=1)
+    client = AutoPipelineRedis(pool)
+    results = await asyncio.gather(client.get("a"), client.get("b"), return_exceptions=True)
+    assert all(isinstance(result, RedisConnectionError) for result in results)
+    await pool.aclose()
