@@ -34,7 +34,7 @@ def utcnow() -> datetime:
 
 def iso_z(moment: datetime) -> str:
     """ISO 8601 in UTC with a ``Z``, second precision: the event's ``paid_at`` format."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def iso_ms(moment: datetime) -> str:

@@ -31,7 +31,8 @@ class PaymentOutcome:
 
 class Gateway(Protocol):
     name: str
-    # The body a gateway expects once the callback is stored (Tripay wants {"success": true}).
+    # The body a gateway expects once the callback is stored (Tripay wants {"success": true}); a
+    # class attribute (relay.api.callbacks serialises it once per class).
     ok_body: dict[str, Any]
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
