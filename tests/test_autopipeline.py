@@ -9,32 +9,21 @@ from typing import Any
 
 import pytest
 from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from workers.autopipeline import AutoPipelineRedis
 
 
-class CountingAutoPipeline(AutoPipelineRedis):
-    """Counts the pipelines (round trips) it sends."""
-
-    pipelines = 0
-
-    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
-        self.pipelines += 1
-        return super().pipeline(transaction, shard_hint)
-
-
 @pytest.fixture
-async def pipelined(redis: Redis) -> AsyncIterator[CountingAutoPipeline]:
-    client = CountingAutoPipeline(redis.connection_pool)
+async def pipelined(redis: Redis) -> AsyncIterator[AutoPipelineRedis]:
+    client = AutoPipelineRedis(redis.connection_pool)
     yield client
     await client.aclose()
 
 
 async def test_replies_are_parsed_as_a_direct_call_parses_them(
-    redis: Redis, pipelined: CountingAutoPipeline
+    redis: Redis, pipelined: AutoPipelineRedis
 ) -> None:
     await redis.hset("h", mapping={"a": "1", "b": "2"})
     await redis.zadd("z", {"x": 1.5, "y": 2})
@@ -52,15 +41,15 @@ async def test_replies_are_parsed_as_a_direct_call_parses_them(
     await both("exists", "s", "h", "missing")
 
 
-async def test_concurrent_commands_share_one_round_trip(pipelined: CountingAutoPipeline) -> None:
+async def test_concurrent_commands_share_one_round_trip(pipelined: AutoPipelineRedis) -> None:
     keys = [f"k{n}" for n in range(50)]
     await asyncio.gather(*(pipelined.set(key, key) for key in keys))
-    assert pipelined.pipelines == 1
+    assert pipelined.commands.batches_sent == 1
     assert await asyncio.gather(*(pipelined.get(key) for key in keys)) == keys
-    assert pipelined.pipelines == 2
+    assert pipelined.commands.batches_sent == 2
 
 
-async def test_a_failing_command_fails_only_its_caller(pipelined: CountingAutoPipeline) -> None:
+async def test_a_failing_command_fails_only_its_caller(pipelined: AutoPipelineRedis) -> None:
     await pipelined.set("string", "v")
     results = await asyncio.gather(
         pipelined.get("string"), pipelined.hgetall("string"), pipelined.get("string"), return_exceptions=True
@@ -70,7 +59,7 @@ async def test_a_failing_command_fails_only_its_caller(pipelined: CountingAutoPi
     assert "WRONGTYPE" in str(results[1])
 
 
-async def test_a_script_redis_lost_is_loaded_again(redis: Redis, pipelined: CountingAutoPipeline) -> None:
+async def test_a_script_redis_lost_is_loaded_again(redis: Redis, pipelined: AutoPipelineRedis) -> None:
     script = pipelined.register_script("return redis.call('INCR', KEYS[1])")
     assert await script(keys=["n"]) == 1
     await redis.script_flush()
@@ -78,7 +67,7 @@ async def test_a_script_redis_lost_is_loaded_again(redis: Redis, pipelined: Coun
 
 
 async def test_a_caller_cancelled_before_its_command_left_never_sends_it(
-    redis: Redis, pipelined: CountingAutoPipeline
+    redis: Redis, pipelined: AutoPipelineRedis
 ) -> None:
     task = asyncio.create_task(pipelined.set("cancelled", "1"))
     await asyncio.sleep(0)  # queued, not yet sent
@@ -92,4 +81,5 @@ async def test_a_lost_connection_fails_every_caller() -> None:
     client = AutoPipelineRedis(pool)
     results = await asyncio.gather(client.get("a"), client.get("b"), return_exceptions=True)
     assert all(isinstance(result, RedisConnectionError) for result in results)
+    await client.aclose()
     await pool.aclose()

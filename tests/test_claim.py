@@ -31,18 +31,30 @@ async def arq(redis_url: str) -> AsyncIterator[ArqRedis]:
 
 
 Job = Callable[..., Awaitable[Any]]
+MakeWorker = Callable[..., BatchWorker]
 
 
-def make_worker(arq: ArqRedis, job: Job, **options: Any) -> BatchWorker:
-    return BatchWorker(
-        functions=[func(job, name=JOB)],
-        redis_pool=arq,
-        handle_signals=False,
-        poll_delay=0,
-        keep_result=0,
-        job_timeout=5,
-        **options,
-    )
+@pytest.fixture
+async def make_worker() -> AsyncIterator[MakeWorker]:
+    """``make_worker(arq, job, **options)``: a BatchWorker running ``job``, closed after the test."""
+    made: list[BatchWorker] = []
+
+    def make(arq: ArqRedis, job: Job, **options: Any) -> BatchWorker:
+        worker = BatchWorker(
+            functions=[func(job, name=JOB)],
+            redis_pool=arq,
+            handle_signals=False,
+            poll_delay=0,
+            keep_result=0,
+            job_timeout=5,
+            **options,
+        )
+        made.append(worker)
+        return worker
+
+    yield make
+    for worker in made:
+        await worker.close()
 
 
 async def enqueue(arq: ArqRedis, *job_ids: str, defer: float | None = None) -> None:
@@ -61,7 +73,9 @@ def recorder() -> tuple[Counter[str], Job]:
     return runs, job
 
 
-async def test_claims_due_jobs_and_skips_running_deferred_and_finished_ones(arq: ArqRedis) -> None:
+async def test_claims_due_jobs_and_skips_running_deferred_and_finished_ones(
+    arq: ArqRedis, make_worker: MakeWorker
+) -> None:
     runs, job = recorder()
     await enqueue(arq, "due-1", "due-2", "running")
     await enqueue(arq, "later", defer=60)
@@ -78,10 +92,9 @@ async def test_claims_due_jobs_and_skips_running_deferred_and_finished_ones(arq:
     assert not await arq.exists(in_progress_key_prefix + "gone")
     await asyncio.gather(*worker.tasks.values())
     assert runs == {"due-1": 1, "due-2": 1}
-    await worker.close()
 
 
-async def test_claims_no_more_than_the_free_slots(arq: ArqRedis) -> None:
+async def test_claims_no_more_than_the_free_slots(arq: ArqRedis, make_worker: MakeWorker) -> None:
     started = asyncio.Event()
     release = asyncio.Event()
 
@@ -101,11 +114,12 @@ async def test_claims_no_more_than_the_free_slots(arq: ArqRedis) -> None:
     assert claimed == [1, 1, 1, 0, 0]
     release.set()
     await asyncio.gather(*worker.tasks.values())
-    await worker.close()
 
 
 @pytest.mark.timeout(30)
-async def test_two_workers_never_run_the_same_job(arq: ArqRedis, redis_url: str) -> None:
+async def test_two_workers_never_run_the_same_job(
+    arq: ArqRedis, redis_url: str, make_worker: MakeWorker
+) -> None:
     runs, job = recorder()
     ids = [f"job-{n}" for n in range(300)]
     await enqueue(arq, *ids)
@@ -124,7 +138,9 @@ async def test_two_workers_never_run_the_same_job(arq: ArqRedis, redis_url: str)
 
 
 @pytest.mark.timeout(30)
-async def test_a_dead_workers_job_runs_once_its_in_progress_key_expires(arq: ArqRedis) -> None:
+async def test_a_dead_workers_job_runs_once_its_in_progress_key_expires(
+    arq: ArqRedis, make_worker: MakeWorker
+) -> None:
     runs, job = recorder()
     await enqueue(arq, "orphan")
     # What a SIGKILLed worker leaves: the job still queued, its in-progress key counting down.
@@ -136,7 +152,7 @@ async def test_a_dead_workers_job_runs_once_its_in_progress_key_expires(arq: Arq
     assert time.monotonic() - started >= 0.45
 
 
-async def test_a_finished_job_leaves_no_keys(arq: ArqRedis) -> None:
+async def test_a_finished_job_leaves_no_keys(arq: ArqRedis, make_worker: MakeWorker) -> None:
     runs, job = recorder()
     await enqueue(arq, "done")
     worker = make_worker(arq, job, burst=True)

@@ -1,49 +1,68 @@
-"""A Redis client that pipelines concurrent commands automatically (ioredis calls it "auto
-pipelining").
+"""Redis clients that pipeline concurrent calls automatically (ioredis calls it "auto pipelining").
 
-A worker runs up to ``max_jobs`` deliveries at once and each makes a few small Redis calls. Sent
-alone, a command costs redis-py about 50 us of CPU (a pooled connection, a health check, one
-write, one read); riding in a pipeline with others it costs about 9 us. ``AutoPipelineRedis`` is a
-``redis.asyncio.Redis`` whose commands issued during one turn of the event loop go to Redis
-together as one non-transactional pipeline. Every caller still awaits its own reply, parsed
-exactly as a direct call parses it, or its own error; a command never waits for more than the
-current loop turn, so at light load a batch holds one command and costs what a direct call costs.
+A worker runs up to ``max_jobs`` jobs at once and each makes a few small Redis calls. Sent alone, a
+command costs redis-py about 50 us of CPU (a pooled connection, a health check, one write, one
+read); riding in a pipeline with others it costs about 9 us. So:
 
-Each command keeps its own atomicity (a Lua script is still one atomic step) and one caller's
-commands stay in order (it awaits each reply before sending the next); commands of different
-callers were independent before and are now. Not for WATCH, blocking commands or pub/sub, which
-need a connection of their own: use ``pipeline()`` or the plain client for those.
+- ``AutoPipelineRedis`` is a ``redis.asyncio.Redis`` whose commands go to Redis together with the
+  others issued meanwhile, as one non-transactional pipeline.
+- ``MergedTransactionsArqRedis`` is arq's ``ArqRedis`` whose plain transactions (``pipeline()``
+  with no WATCH: arq's job start and job finish) are merged with the others issued meanwhile into
+  one MULTI/EXEC. Each transaction's commands stay atomic (they run inside a larger atomic block).
+
+Every caller still awaits its own replies, parsed exactly as a direct call parses them, or its own
+error. One batch is in flight at a time: what is issued meanwhile waits for it and then goes
+together, so batches grow with the load (and with the time the event loop takes to come back to
+them) with no timer; when nothing is in flight, a call goes at the end of the current loop turn, so
+at light load a batch holds one call and costs what a direct call costs. One caller's calls stay in
+order (it awaits each reply before making the next); calls of different callers were independent
+before and still are. Not for WATCH, blocking commands or pub/sub: those keep their own connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
+from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 MAX_BATCH = 256
-Pending = tuple[tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]"]
+Command = tuple[tuple[Any, ...], Mapping[str, Any]]
+Pending = tuple[list[Command], "asyncio.Future[list[Any]]"]
 
 
-class AutoPipelineRedis(Redis):
-    """Shares ``connection_pool`` with the client it was made from; closing it leaves the pool open.
+class Batcher:
+    """Sends the command lists submitted while a batch is in flight together, as one pipeline
+    (one transaction when ``transaction``); each list gets its own replies back."""
 
-    One batch is in flight at a time: commands issued meanwhile wait for it and then go together,
-    so batches grow with the load (and with the time the event loop takes to come back to them)
-    with no timer; when nothing is in flight a command goes at the end of the current loop turn.
-    """
-
-    def __init__(self, connection_pool: ConnectionPool, *, max_batch: int = MAX_BATCH) -> None:
-        super().__init__(connection_pool=connection_pool)
+    def __init__(self, client: Redis, *, transaction: bool, max_batch: int = MAX_BATCH) -> None:
+        self.response_callbacks = client.response_callbacks
+        self.transaction = transaction
         self.max_batch = max_batch
+        # A connection of its own, with one deadline per batch: on the shared pool's connections
+        # redis-py arms a timer (socket_timeout) for every reply it reads, which cost more than
+        # reading the reply. One batch is in flight at a time, so this pool holds one connection.
+        shared = client.connection_pool
+        options = dict(shared.connection_kwargs)
+        self.deadline: float | None = options.pop("socket_timeout", None)
+        self.pool = ConnectionPool(connection_class=shared.connection_class, **options)
+        self.batches_sent = 0
         self._pending: list[Pending] = []
         self._sending: asyncio.Task[None] | None = None
         self._scheduled = False
 
-    async def execute_command(self, *args: Any, **options: Any) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((args, options, future))
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+    async def execute(self, commands: list[Command]) -> list[Any]:
+        """One reply per command, in order; a command's error reply is its ``ResponseError``,
+        returned, not raised. A failed connection raises for every caller of the batch."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._pending.append((commands, future))
         self._schedule()
         return await future
 
@@ -54,10 +73,11 @@ class AutoPipelineRedis(Redis):
 
     def _flush(self) -> None:
         self._scheduled = False
-        # A caller cancelled before its command left has it dropped, as if never called.
-        pending = [entry for entry in self._pending if not entry[2].done()]
+        # A caller cancelled before its commands left has them dropped, as if never called.
+        pending = [entry for entry in self._pending if not entry[1].done()]
         batch, self._pending = pending[: self.max_batch], pending[self.max_batch :]
         if batch:
+            self.batches_sent += 1
             self._sending = asyncio.create_task(self._send(batch))
             self._sending.add_done_callback(self._sent)
 
@@ -68,23 +88,89 @@ class AutoPipelineRedis(Redis):
 
     async def _send(self, batch: list[Pending]) -> None:
         try:
-            async with self.pipeline(transaction=False) as pipe:
-                for args, options, _ in batch:
-                    pipe.execute_command(*args, **options)
+            async with (
+                asyncio.timeout(self.deadline),
+                Pipeline(self.pool, self.response_callbacks, self.transaction, None) as pipe,
+            ):
+                for commands, _ in batch:
+                    for args, options in commands:
+                        pipe.execute_command(*args, **options)
                 replies = await pipe.execute(raise_on_error=False)
         except asyncio.CancelledError:
-            for *_, future in batch:
+            for _, future in batch:
                 future.cancel()
             raise
         except Exception as error:  # the connection failed: every caller gets the error, raised
-            for *_, future in batch:
+            if isinstance(error, TimeoutError):  # the deadline (redis-py has disconnected)
+                error = RedisTimeoutError(f"no reply from Redis within {self.deadline}s")
+            for _, future in batch:
                 if not future.done():
                     future.set_exception(error)
             return
-        for (*_, future), reply in zip(batch, replies, strict=True):
-            if future.done():  # the caller was cancelled
-                continue
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
+        start = 0
+        for commands, future in batch:
+            if not future.done():  # else the caller was cancelled
+                future.set_result(replies[start : start + len(commands)])
+            start += len(commands)
+
+
+class AutoPipelineRedis(Redis):
+    """Over ``connection_pool`` (its settings, plus a connection of its own for the batches);
+    ``aclose`` closes that connection and leaves the pool open."""
+
+    def __init__(self, connection_pool: ConnectionPool, *, max_batch: int = MAX_BATCH) -> None:
+        super().__init__(connection_pool=connection_pool)
+        self.commands = Batcher(self, transaction=False, max_batch=max_batch)
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await self.commands.aclose()
+        await super().aclose(close_connection_pool)
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        [reply] = await self.commands.execute([(args, options)])
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+class MergingPipeline(Pipeline):
+    """A transaction whose commands, unless it WATCHes, join the next merged MULTI/EXEC."""
+
+    def __init__(self, transactions: Batcher, client: Redis, shard_hint: str | None) -> None:
+        super().__init__(client.connection_pool, client.response_callbacks, True, shard_hint)
+        self.transactions = transactions
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        if self.watching or self.explicit_transaction or self.scripts or not self.command_stack:
+            return await super().execute(raise_on_error)
+        stack = self.command_stack
+        try:
+            replies = await self.transactions.execute(stack)
+        finally:
+            await self.reset()  # type: ignore[no-untyped-call]
+        if raise_on_error:
+            self.raise_first_error(stack, replies)
+        return replies
+
+
+class MergedTransactionsArqRedis(ArqRedis):
+    """``ArqRedis`` (same pool, serializers, queue) whose plain transactions are merged."""
+
+    def __init__(self, arq: ArqRedis, *, max_batch: int = MAX_BATCH) -> None:
+        super().__init__(
+            arq.connection_pool,
+            job_serializer=arq.job_serializer,
+            job_deserializer=arq.job_deserializer,
+            default_queue_name=arq.default_queue_name,
+            expires_extra_ms=arq.expires_extra_ms,
+        )
+        self.transactions = Batcher(self, transaction=True, max_batch=max_batch)
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await self.transactions.aclose()
+        await super().aclose(close_connection_pool)
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        if not transaction:
+            return super().pipeline(transaction, shard_hint)
+        return MergingPipeline(self.transactions, self, shard_hint)

@@ -47,6 +47,7 @@ from workers.isolation import HostLimiter
 log = structlog.get_logger("relay.worker")
 
 DEPS = "relay_deps"
+PIPELINED = "relay_pipelined_redis"
 
 
 async def deliver_task(ctx: dict[str, Any], event_id: str, seq: int) -> str:
@@ -91,7 +92,7 @@ def worker_options(
             allowlist=settings.allowed_target_cidrs,
         )
         # Up to max_jobs deliveries make their small reads and writes at once: pipeline them.
-        redis = AutoPipelineRedis(connections.redis.connection_pool)
+        ctx[PIPELINED] = redis = AutoPipelineRedis(connections.redis.connection_pool)
         ctx[DEPS] = Deps(
             store=Store(redis, prefix=settings.key_prefix, box=SecretBox(settings.fernet_keys)),
             events=EventStore(redis, prefix=settings.key_prefix),
@@ -108,6 +109,8 @@ def worker_options(
         deps: Deps | None = ctx.get(DEPS)
         if deps is not None:
             await deps.http.close()
+        if PIPELINED in ctx:
+            await ctx[PIPELINED].aclose()
 
     step = max(1, int(settings.sweep_interval))
     return {
