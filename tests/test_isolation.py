@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import Merchant, StartRelay, eventually, local_server
+from workers.isolation import HostLimiter
 
 
 class Hanging:
@@ -81,3 +82,56 @@ async def test_hanging_endpoint_does_not_starve_others(
         text = await response.text()
     line = next(line for line in text.splitlines() if line.startswith("relay_deliveries_postponed_total "))
     assert float(line.split()[1]) >= 6
+
+
+# --- HostLimiter ------------------------------------------------------------------------------
+
+HOST = "http://merchant.test:80"
+
+
+async def test_a_full_but_healthy_endpoint_is_waited_for_first_come_first_served() -> None:
+    limiter = HostLimiter(1, stall_after=5.0)
+    first = await limiter.acquire(HOST)
+    assert first is not None
+    second = asyncio.create_task(limiter.acquire(HOST))
+    third = asyncio.create_task(limiter.acquire(HOST))
+    await asyncio.sleep(0.01)
+    assert not second.done()
+    assert not third.done()
+    limiter.release(HOST, first)
+    token = await second
+    assert token is not None
+    assert not third.done()
+    limiter.release(HOST, token)
+    last = await third
+    assert last is not None
+    limiter.release(HOST, last)
+    assert limiter.in_flight(HOST) == 0
+
+
+async def test_a_stuck_endpoint_is_given_up_on_after_stall_after() -> None:
+    limiter = HostLimiter(1, stall_after=0.1)
+    held = await limiter.acquire(HOST)
+    assert held is not None
+    started = time.monotonic()
+    assert await limiter.acquire(HOST) is None
+    assert 0.08 <= time.monotonic() - started < 1.0
+    # Once the oldest request has been out that long, later deliveries give up at once.
+    started = time.monotonic()
+    assert await limiter.acquire(HOST) is None
+    assert time.monotonic() - started < 0.05
+    assert await limiter.acquire("http://other.test:80") is not None
+
+
+async def test_a_cancelled_waiter_takes_no_slot() -> None:
+    limiter = HostLimiter(1, stall_after=5.0)
+    held = await limiter.acquire(HOST)
+    assert held is not None
+    waiting = asyncio.create_task(limiter.acquire(HOST))
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    limiter.release(HOST, held)
+    assert limiter.in_flight(HOST) == 0
+    assert await limiter.acquire(HOST) is not None

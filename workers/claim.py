@@ -6,9 +6,10 @@ transaction of its own. At a thousand jobs a second those round trips cost more 
 ``BatchWorker`` keeps everything else of arq (its lifecycle, signals, cron jobs, health check,
 retries, timeouts, job and retry keys) and changes two steps, with arq's semantics for each job:
 
-- ``start_jobs`` claims the poll's jobs in one Lua script, up to the free slots: a job whose
-  in-progress key exists (running elsewhere), or whose queue score is missing (finished) or in the
-  future (re-enqueued with a delay), is skipped; any other gets its in-progress key for
+- ``start_jobs`` claims the due jobs in one Lua script that reads the queue as arq's poll does,
+  up to the free slots: a job whose in-progress key exists (running elsewhere) is skipped, as
+  is one no longer due or gone from the queue (the script reads the queue at the moment it
+  claims, where arq re-reads each job's score); any other gets its in-progress key for
   ``in_progress_timeout_s``, exactly the key arq sets. The script is atomic, which is what arq's
   WATCH/MULTI gives each job, so two workers never claim the same job; a SIGKILLed worker's key
   expires and the job runs again, as with arq.
@@ -29,22 +30,21 @@ from arq.worker import Worker
 
 from workers.autopipeline import MergedTransactionsArqRedis
 
-# KEYS: the queue, then each job's in-progress key. ARGV: now (ms), in-progress ttl (ms), most jobs
-# to claim, then the job ids in KEYS' order. Returns the claimed ids and their scores, flat.
+# KEYS: the queue. ARGV: the in-progress key prefix, now (ms), in-progress ttl (ms), most jobs to
+# claim, most jobs to read. Returns the claimed ids and their scores, flat. arq runs on one Redis
+# (no cluster), so each job's in-progress key is built here from its id, as arq builds it.
 CLAIM_LUA = """
-local now, ttl, limit = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local prefix, now, ttl, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, ARGV[5])
 local claimed = {}
-for i = 2, #KEYS do
+for i = 1, #due, 2 do
   if #claimed >= 2 * limit then break end
-  local job_id = ARGV[i + 2]
-  if redis.call('EXISTS', KEYS[i]) == 0 then
-    local score = redis.call('ZSCORE', KEYS[1], job_id)
-    local due = score and tonumber(score)
-    if due and due > 0 and due <= now then
-      redis.call('PSETEX', KEYS[i], ttl, '1')
-      claimed[#claimed + 1] = job_id
-      claimed[#claimed + 1] = score
-    end
+  local job_id, score = due[i], due[i + 1]
+  local key = prefix .. job_id
+  if tonumber(score) > 0 and redis.call('EXISTS', key) == 0 then
+    redis.call('PSETEX', key, ttl, '1')
+    claimed[#claimed + 1] = job_id
+    claimed[#claimed + 1] = score
   end
 end
 return claimed
@@ -66,14 +66,21 @@ class BatchWorker(Worker):
             await self._merged.aclose()  # its connection; arq's close closed the shared pool
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """Claim up to the free slots' worth of ``job_ids`` in one script and start them."""
+        """Claim and start up to the free slots' worth of due jobs, in one script. ``job_ids`` is
+        the poll's read of the queue: the script reads as many again, at the moment it claims, so
+        the ids need not be sent back."""
         free = self.max_jobs - self.job_counter
         if free <= 0 or not job_ids:
             return
-        ids = [job_id.decode() for job_id in job_ids]
         claimed = await self._claim(
-            keys=[self.queue_name, *(in_progress_key_prefix + job_id for job_id in ids)],
-            args=[timestamp_ms(), int(self.in_progress_timeout_s * 1000), free, *ids],
+            keys=[self.queue_name],
+            args=[
+                in_progress_key_prefix,
+                timestamp_ms(),
+                int(self.in_progress_timeout_s * 1000),
+                free,
+                len(job_ids),
+            ],
         )
         for raw_id, raw_score in zip(claimed[::2], claimed[1::2], strict=True):
             await self.sem.acquire()  # never waits: at most ``free`` jobs were claimed

@@ -121,14 +121,16 @@ async def _attempt(event: EventRecord, seq: int, deps: Deps) -> Outcome:
         return Outcome.NO_ENDPOINT if applied else Outcome.STALE
 
     host = endpoint(url)
-    if not deps.limiter.try_acquire(host):
+    token = await deps.limiter.acquire(host)
+    if token is None:
         return await _postpone(event, seq, deps, host=host, now=now)
     try:
+        now = deps.clock()  # it may have waited for the slot
         return await _send_and_record(
             event, seq, deps, url=url, secrets_=project.signing_secrets(now), now=now
         )
     finally:
-        deps.limiter.release(host)
+        deps.limiter.release(host, token)
 
 
 async def _postpone(event: EventRecord, seq: int, deps: Deps, *, host: str, now: datetime) -> Outcome:
