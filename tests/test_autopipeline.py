@@ -4,6 +4,7 @@ call returns (or raises), concurrent commands share round trips, and a lost scri
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -83,3 +84,12 @@ async def test_a_lost_connection_fails_every_caller() -> None:
     assert all(isinstance(result, RedisConnectionError) for result in results)
     await client.aclose()
     await pool.aclose()
+
+
+async def test_a_call_after_aclose_works_and_leaves_no_connection_open(redis: Redis) -> None:
+    client = AutoPipelineRedis(redis.connection_pool)
+    assert await client.set("before", "1")
+    await client.aclose()
+    assert await client.get("before") == "1"  # e.g. arq's shielded finish of a cancelled job
+    del client
+    gc.collect()  # an open socket left behind would be a ResourceWarning, an error here

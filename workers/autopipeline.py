@@ -51,11 +51,18 @@ class Batcher:
         self.deadline: float | None = options.pop("socket_timeout", None)
         self.pool = ConnectionPool(connection_class=shared.connection_class, **options)
         self.batches_sent = 0
+        self._closed = False
         self._pending: list[Pending] = []
         self._sending: asyncio.Task[None] | None = None
         self._scheduled = False
 
     async def aclose(self) -> None:
+        """Disconnect, after the batch in flight. A call made later still works (arq shields a job's
+        last writes from cancellation, so they may come after the worker closed): its batch
+        disconnects again when done, so no connection outlives it."""
+        self._closed = True
+        if self._sending is not None:
+            await asyncio.wait({self._sending})
         await self.pool.aclose()
 
     async def execute(self, commands: list[Command]) -> list[Any]:
@@ -87,6 +94,13 @@ class Batcher:
             self._schedule()
 
     async def _send(self, batch: list[Pending]) -> None:
+        try:
+            await self._send_batch(batch)
+        finally:
+            if self._closed:
+                await self.pool.aclose()
+
+    async def _send_batch(self, batch: list[Pending]) -> None:
         try:
             async with (
                 asyncio.timeout(self.deadline),
