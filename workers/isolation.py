@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-STALL_AFTER = 0.5
+STALL_AFTER = 0.2
 
 
 def endpoint(url: str) -> str:
