@@ -24,6 +24,7 @@ from relay.api.context import (
     STORE,
 )
 from relay.api.middleware import errors_middleware
+from relay.autopipeline import AutoPipelineRedis
 from relay.connections import open_connections
 from relay.crypto import SecretBox
 from relay.events import EventStore
@@ -54,8 +55,10 @@ def create_app(
     async def resources(app: web.Application) -> AsyncIterator[None]:
         connections = open_connections(settings, server=server)
         app[CONNECTIONS] = connections
-        app[STORE] = Store(connections.redis, prefix=settings.key_prefix, box=SecretBox(settings.fernet_keys))
-        app[EVENTS] = EventStore(connections.redis, prefix=settings.key_prefix)
+        # Concurrent requests' Redis calls (a callback's one script) share round trips.
+        pipelined = AutoPipelineRedis(connections.redis.connection_pool)
+        app[STORE] = Store(pipelined, prefix=settings.key_prefix, box=SecretBox(settings.fernet_keys))
+        app[EVENTS] = EventStore(pipelined, prefix=settings.key_prefix)
         app[ARQ] = connections.arq
         app[PURCHASE_LIMIT] = RateLimit(
             connections.redis, prefix=settings.key_prefix, limit=settings.purchase_rate_limit
@@ -63,6 +66,7 @@ def create_app(
         async with aiohttp.ClientSession(timeout=UPSTREAM_TIMEOUT, trust_env=False) as http:
             app[HTTP] = http
             yield
+        await pipelined.aclose()
         await connections.close()
 
     app.cleanup_ctx.append(resources)

@@ -25,7 +25,6 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from relay.batching import Coalescer
 from relay.crypto import SecretBox
 from relay.gateways import PaymentOutcome
 from relay.jsonutil import dumps
@@ -164,8 +163,6 @@ class Store:
         self.keys = Keys(prefix)
         self.box = box
         self._ingest = redis.register_script(INGEST_LUA)
-        # The two commands of every callback (read the purchase, ingest) ride shared pipelines.
-        self._batch = Coalescer(redis)
 
     # --- projects ---------------------------------------------------------------------------
 
@@ -269,7 +266,7 @@ class Store:
             await pipe.execute()
 
     async def get_purchase(self, order_id: str) -> Purchase | None:
-        fields = await self._batch.execute("HGETALL", self.keys.purchase(order_id))
+        fields = await self.redis.hgetall(self.keys.purchase(order_id))  # type: ignore[misc]
         return purchase_from_fields(fields) if fields else None
 
     async def get_purchases(self, order_ids: Iterable[str]) -> list[Purchase]:
@@ -311,9 +308,8 @@ class Store:
         job_args: list[str | bytes | int] = ["", "", 0, 0]
         if job is not None:
             job_args = [job.job_id, job.payload, job.score, job.expires_ms]
-        code, detail = await self._batch.script(
-            self._ingest,
-            [
+        code, detail = await self._ingest(
+            keys=[
                 self.keys.purchase(outcome.order_id),
                 self.keys.event(event_id or "-"),
                 self.keys.outbox,
@@ -321,7 +317,7 @@ class Store:
                 job.result_key if job else "-",
                 job.queue if job else "-",
             ],
-            [
+            args=[
                 outcome.gateway,
                 outcome.status.value,
                 now.isoformat(),

@@ -1,4 +1,4 @@
-"""``workers.autopipeline.AutoPipelineRedis`` against a real Redis: each caller gets what a direct
+"""``relay.autopipeline.AutoPipelineRedis`` against a real Redis: each caller gets what a direct
 call returns (or raises), concurrent commands share round trips, and a lost script is reloaded."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from workers.autopipeline import AutoPipelineRedis
+from relay.autopipeline import AutoPipelineRedis
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Worker
 
-from workers.autopipeline import MergedTransactionsArqRedis
+from relay.autopipeline import MergedTransactionsArqRedis
 
 # KEYS: the queue. ARGV: the in-progress key prefix, now (ms), in-progress ttl (ms), most jobs to
 # claim, most jobs to read. Returns the claimed ids and their scores, flat. arq runs on one Redis

@@ -30,6 +30,7 @@ from arq.connections import ArqRedis
 from arq.worker import func
 from redis.exceptions import RedisError
 
+from relay.autopipeline import AutoPipelineRedis
 from relay.connections import Connections
 from relay.crypto import SecretBox
 from relay.events import EventStore
@@ -38,7 +39,6 @@ from relay.models import utcnow
 from relay.queue import DELIVER, SWEEP
 from relay.settings import Settings
 from relay.store import Store
-from workers.autopipeline import AutoPipelineRedis
 from workers.claim import BatchWorker
 from workers.delivery import Deps, deliver, sweep
 from workers.egress import create_session
