@@ -11,12 +11,13 @@ read); riding in a pipeline with others it costs about 9 us. So:
   one MULTI/EXEC. Each transaction's commands stay atomic (they run inside a larger atomic block).
 
 Every caller still awaits its own replies, parsed exactly as a direct call parses them, or its own
-error. One batch is in flight at a time: what is issued meanwhile waits for it and then goes
-together, so batches grow with the load (and with the time the event loop takes to come back to
-them) with no timer; when nothing is in flight, a call goes at the end of the current loop turn, so
-at light load a batch holds one call and costs what a direct call costs. One caller's calls stay in
-order (it awaits each reply before making the next); calls of different callers were independent
-before and still are. Not for WATCH, blocking commands or pub/sub: those keep their own connection.
+error. At most ``in_flight`` batches are out at a time (one by default): what is issued meanwhile
+waits and then goes together, so batches grow with the load (and with the time the event loop
+takes to come back to them) with no timer; when a slot is free, a call goes at the end of the
+current loop turn, so at light load a batch holds one call and costs what a direct call costs.
+One caller's calls stay in order (it awaits each reply before making the next); calls of
+different callers were independent before and still are. Not for WATCH, blocking commands or
+pub/sub: those keep their own connection.
 """
 
 from __future__ import annotations
@@ -36,16 +37,19 @@ Pending = tuple[list[Command], "asyncio.Future[list[Any]]"]
 
 
 class Batcher:
-    """Sends the command lists submitted while a batch is in flight together, as one pipeline
-    (one transaction when ``transaction``); each list gets its own replies back."""
+    """Sends the command lists submitted while ``in_flight`` batches are out together, as one
+    pipeline (one transaction when ``transaction``); each list gets its own replies back."""
 
-    def __init__(self, client: Redis, *, transaction: bool, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, client: Redis, *, transaction: bool, max_batch: int = MAX_BATCH, in_flight: int = 1
+    ) -> None:
         self.response_callbacks = client.response_callbacks
         self.transaction = transaction
         self.max_batch = max_batch
+        self.in_flight = in_flight
         # A connection of its own, with one deadline per batch: on the shared pool's connections
         # redis-py arms a timer (socket_timeout) for every reply it reads, which cost more than
-        # reading the reply. One batch is in flight at a time, so this pool holds one connection.
+        # reading the reply. This pool holds one connection per batch in flight.
         shared = client.connection_pool
         options = dict(shared.connection_kwargs)
         self.deadline: float | None = options.pop("socket_timeout", None)
@@ -53,7 +57,7 @@ class Batcher:
         self.batches_sent = 0
         self._closed = False
         self._pending: list[Pending] = []
-        self._sending: asyncio.Task[None] | None = None
+        self._sending: set[asyncio.Task[None]] = set()
         self._scheduled = False
 
     async def aclose(self) -> None:
@@ -61,8 +65,8 @@ class Batcher:
         last writes from cancellation, so they may come after the worker closed): its batch
         disconnects again when done, so no connection outlives it."""
         self._closed = True
-        if self._sending is not None:
-            await asyncio.wait({self._sending})
+        if self._sending:
+            await asyncio.wait(self._sending)
         await self.pool.aclose()
 
     async def execute(self, commands: list[Command]) -> list[Any]:
@@ -74,7 +78,7 @@ class Batcher:
         return await future
 
     def _schedule(self) -> None:
-        if not self._scheduled and self._sending is None:
+        if not self._scheduled and len(self._sending) < self.in_flight:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
@@ -85,11 +89,12 @@ class Batcher:
         batch, self._pending = pending[: self.max_batch], pending[self.max_batch :]
         if batch:
             self.batches_sent += 1
-            self._sending = asyncio.create_task(self._send(batch))
-            self._sending.add_done_callback(self._sent)
+            task = asyncio.create_task(self._send(batch))
+            self._sending.add(task)
+            task.add_done_callback(self._sent)
 
-    def _sent(self, _: asyncio.Task[None]) -> None:
-        self._sending = None
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
         if self._pending:
             self._schedule()
 
@@ -132,9 +137,11 @@ class AutoPipelineRedis(Redis):
     """Over ``connection_pool`` (its settings, plus a connection of its own for the batches);
     ``aclose`` closes that connection and leaves the pool open."""
 
-    def __init__(self, connection_pool: ConnectionPool, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, connection_pool: ConnectionPool, *, max_batch: int = MAX_BATCH, in_flight: int = 1
+    ) -> None:
         super().__init__(connection_pool=connection_pool)
-        self.commands = Batcher(self, transaction=False, max_batch=max_batch)
+        self.commands = Batcher(self, transaction=False, max_batch=max_batch, in_flight=in_flight)
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         await self.commands.aclose()
@@ -170,7 +177,7 @@ class MergingPipeline(Pipeline):
 class MergedTransactionsArqRedis(ArqRedis):
     """``ArqRedis`` (same pool, serializers, queue) whose plain transactions are merged."""
 
-    def __init__(self, arq: ArqRedis, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, arq: ArqRedis, *, max_batch: int = MAX_BATCH, in_flight: int = 1) -> None:
         super().__init__(
             arq.connection_pool,
             job_serializer=arq.job_serializer,
@@ -178,7 +185,7 @@ class MergedTransactionsArqRedis(ArqRedis):
             default_queue_name=arq.default_queue_name,
             expires_extra_ms=arq.expires_extra_ms,
         )
-        self.transactions = Batcher(self, transaction=True, max_batch=max_batch)
+        self.transactions = Batcher(self, transaction=True, max_batch=max_batch, in_flight=in_flight)
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         await self.transactions.aclose()

@@ -93,3 +93,19 @@ async def test_a_call_after_aclose_works_and_leaves_no_connection_open(redis: Re
     assert await client.get("before") == "1"  # e.g. arq's shielded finish of a cancelled job
     del client
     gc.collect()  # an open socket left behind would be a ResourceWarning, an error here
+
+
+@pytest.mark.parametrize(("in_flight", "held"), [(1, True), (2, False)])
+async def test_a_slow_batch_holds_the_next_only_with_one_in_flight(
+    redis: Redis, in_flight: int, held: bool
+) -> None:
+    client = AutoPipelineRedis(redis.connection_pool, in_flight=in_flight)
+    try:
+        slow = asyncio.create_task(client.execute_command("BLPOP", "nothing", 0.5))  # Redis waits 0.5 s
+        await asyncio.sleep(0.05)
+        started = asyncio.get_running_loop().time()
+        assert await client.set("k", "v") is True
+        assert (asyncio.get_running_loop().time() - started > 0.3) is held
+        assert await slow is None
+    finally:
+        await client.aclose()
