@@ -161,3 +161,16 @@ async def test_a_finished_job_leaves_no_keys(arq: ArqRedis, make_worker: MakeWor
     assert await arq.zcard(default_queue_name) == 0
     for prefix in (in_progress_key_prefix, job_key_prefix, retry_key_prefix):
         assert not await arq.exists(prefix + "done")
+
+
+async def test_a_full_worker_claims_again_as_slots_free_not_at_the_next_poll(
+    arq: ArqRedis, make_worker: MakeWorker
+) -> None:
+    runs, job = recorder()  # each job takes 10 ms
+    ids = [f"job-{n}" for n in range(12)]
+    await enqueue(arq, *ids)
+    worker = make_worker(arq, job, max_jobs=3)
+    await worker.start_jobs([job_id.encode() for job_id in ids[:3]])  # one poll
+    assert sorted(worker.tasks) == sorted(ids)  # every job started within that poll, 3 at a time
+    await asyncio.gather(*worker.tasks.values())
+    assert runs == dict.fromkeys(ids, 1)

@@ -21,6 +21,7 @@ retries, timeouts, job and retry keys) and changes two steps, with arq's semanti
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -51,6 +52,10 @@ return claimed
 """
 
 
+# How long one poll keeps claiming jobs as slots free (BatchWorker.start_jobs).
+CLAIM_WINDOW = 1.0
+
+
 class BatchWorker(Worker):
     """Takes arq's ``Worker`` arguments; ``redis_pool`` is required (the claim script needs it now)."""
 
@@ -67,11 +72,36 @@ class BatchWorker(Worker):
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """Claim and start up to the free slots' worth of due jobs, in one script. ``job_ids`` is
-        the poll's read of the queue: the script reads as many again, at the moment it claims, so
-        the ids need not be sent back."""
-        free = self.max_jobs - self.job_counter
-        if free <= 0 or not job_ids:
+        the poll's read of the queue: the script reads the queue again at the moment it claims, so
+        the ids need not be sent back.
+
+        When a claim fills every slot, more jobs are likely due: as slots free, claim again at
+        once rather than at the next poll, ``poll_delay`` later (stock arq likewise starts a poll's
+        jobs as slots free). For at most ``CLAIM_WINDOW`` seconds, after which arq's poll iteration
+        goes on (heartbeat, finished tasks); never once arq stops picking jobs (SIGTERM)."""
+        if not job_ids:
             return
+        window_ends = self.loop.time() + CLAIM_WINDOW
+        while self.allow_pick_jobs:
+            free = self.max_jobs - self.job_counter
+            if free > 0:
+                if await self._claim_and_start(free) < free:
+                    return  # no more due jobs
+                continue
+            remaining = window_ends - self.loop.time()
+            running = [task for task in self.tasks.values() if not task.done()]
+            if remaining <= 0 or not running:
+                return
+            # Wait for a job to end (its done-callback frees its slot), then for the others
+            # ending in the same turn.
+            done, _ = await asyncio.wait(running, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                return
+            await asyncio.sleep(0)
+
+    async def _claim_and_start(self, free: int) -> int:
+        """Claim up to ``free`` due jobs in one script and start them; how many were claimed.
+        Running jobs stay in the queue until they finish, so the script reads past this worker's."""
         claimed = await self._claim(
             keys=[self.queue_name],
             args=[
@@ -79,7 +109,7 @@ class BatchWorker(Worker):
                 timestamp_ms(),
                 int(self.in_progress_timeout_s * 1000),
                 free,
-                len(job_ids),
+                self.queue_read_limit + self.job_counter,
             ],
         )
         for raw_id, raw_score in zip(claimed[::2], claimed[1::2], strict=True):
@@ -89,3 +119,4 @@ class BatchWorker(Worker):
             task = self.loop.create_task(self.run_job(job_id, int(float(raw_score))))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
+        return len(claimed) // 2
