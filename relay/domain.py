@@ -11,17 +11,11 @@ from arq.connections import ArqRedis
 from relay.errors import AmountMismatch, Conflict, NotFound
 from relay.events import EventStore
 from relay.gateways import PaymentOutcome
-from relay.models import RANK, EventRecord, PurchaseStatus, iso_z, new_event_id
+from relay.models import EventRecord, PurchaseStatus, iso_z, new_event_id
 from relay.queue import enqueue_delivery, job_write
 from relay.store import Store
 
 log = structlog.get_logger("relay.domain")
-
-
-def next_status(current: PurchaseStatus, incoming: PurchaseStatus) -> PurchaseStatus | None:
-    """The status to move to, or None when ``incoming`` would not move the purchase forward
-    (relay.models.RANK; the ingest script in relay.store applies the same ladder)."""
-    return incoming if RANK[incoming] > RANK[current] else None
 
 
 async def apply_outcome(

@@ -110,7 +110,7 @@ class PurchaseStatus(StrEnum):
 
 # Statuses only move up this ladder; failed and expired share a rung. A settlement that arrives
 # after an expiry still wins (the money arrived), a late pending never un-pays, refunds are final.
-# (relay.domain.next_status in Python, and the ingest script in relay.store, which is made from it.)
+# The ingest script in relay.store is made from this table.
 RANK = {
     PurchaseStatus.PENDING: 0,
     PurchaseStatus.FAILED: 1,

@@ -1,11 +1,19 @@
-"""relay/domain.py next_status: statuses only move up pending < failed = expired < paid < refunded."""
+"""The status ladder, through the ingest script (relay.store, on fakeredis with Lua): statuses only
+move up pending < failed = expired < paid < refunded."""
 
 from __future__ import annotations
 
-import pytest
+from datetime import UTC, datetime
+from decimal import Decimal
 
-from relay.domain import next_status
-from relay.models import PurchaseStatus
+import fakeredis
+import pytest
+from fakeredis.aioredis import FakeRedis
+
+from relay.crypto import SecretBox, generate_key
+from relay.gateways import PaymentOutcome
+from relay.models import Purchase, PurchaseStatus
+from relay.store import Store
 
 PENDING = PurchaseStatus.PENDING
 FAILED = PurchaseStatus.FAILED
@@ -43,11 +51,47 @@ TABLE = [
 ]
 
 
+T0 = datetime(2026, 5, 6, 10, 0, tzinfo=UTC)
+
+
 @pytest.mark.parametrize(("current", "incoming", "expected"), TABLE)
-def test_next_status(
+async def test_the_ingest_script_moves_only_up_the_ladder(
     current: PurchaseStatus, incoming: PurchaseStatus, expected: PurchaseStatus | None
 ) -> None:
-    assert next_status(current, incoming) is expected
+    redis = FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+    store = Store(redis, prefix="t", box=SecretBox([generate_key()]))
+    purchase = Purchase(
+        order_id="order-1",
+        item_id="tmpl",
+        project_id="shop",
+        item_name="Premium Template",
+        amount=50000,
+        currency="IDR",
+        buyer_email="buyer@example.com",
+        status=current,
+        created_at=T0,
+        updated_at=T0,
+    )
+    await store.create_purchase(purchase)
+    outcome = PaymentOutcome(
+        gateway="midtrans",
+        order_id="order-1",
+        status=incoming,
+        amount=Decimal(50000),
+        paid_at=None,
+        raw_status=incoming.value,
+    )
+    result = await store.ingest(outcome, now=T0, paid_at=T0, event_id="evt_1")
+    stored = await store.get_purchase("order-1")
+    assert stored is not None
+    if expected is None:
+        assert result == ("unchanged", current.value)
+        assert stored.status is current
+    else:
+        assert result == ("applied", expected.value)
+        assert stored.status is expected
+    assert (stored.event_id == "evt_1") is (expected is PurchaseStatus.PAID)
+    await redis.aclose()
 
 
 def test_table_covers_every_pair() -> None:
