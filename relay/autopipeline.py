@@ -61,12 +61,16 @@ class Batcher:
         self._scheduled = False
 
     async def aclose(self) -> None:
-        """Disconnect, after the batch in flight. A call made later still works (arq shields a job's
-        last writes from cancellation, so they may come after the worker closed): its batch
-        disconnects again when done, so no connection outlives it."""
+        """Disconnect, after the batches in flight and those already due (a finishing batch
+        schedules the next). A call made later still works (arq shields a job's last writes from
+        cancellation, so they may come after the worker closed): its batch disconnects again when
+        done, so no connection outlives it."""
         self._closed = True
-        if self._sending:
-            await asyncio.wait(self._sending)
+        while self._sending or self._scheduled:
+            if self._sending:
+                await asyncio.wait(self._sending)
+            else:
+                await asyncio.sleep(0)  # a flush is due at the end of this turn
         await self.pool.aclose()
 
     async def execute(self, commands: list[Command]) -> list[Any]:

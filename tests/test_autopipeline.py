@@ -109,3 +109,12 @@ async def test_a_slow_batch_holds_the_next_only_with_one_in_flight(
         assert await slow is None
     finally:
         await client.aclose()
+
+
+async def test_aclose_waits_for_the_calls_already_made(redis: Redis) -> None:
+    client = AutoPipelineRedis(redis.connection_pool, in_flight=2)
+    calls = [asyncio.create_task(client.set(f"k{n}", "v")) for n in range(3)]
+    await asyncio.sleep(0)  # the calls are made; their batch is due at the end of this turn
+    await client.aclose()
+    assert [call.done() and call.result() for call in calls] == [True] * 3
+    assert client.commands.pool._in_use_connections == set()  # nothing left talking to Redis
