@@ -95,6 +95,12 @@ SECRET_FIELDS = ("webhook_secret", "previous_webhook_secret")
 PURCHASE_STATE_FIELDS = ("status", "paid_at", "webhook_status", "event_id", "updated_at")
 
 
+def event_template(purchase: Purchase) -> dict[str, str]:
+    """The purchase hash fields INGEST_LUA builds the event body from."""
+    head, tail = event_body_parts(purchase)
+    return {"event_head": head, "event_tail": tail}
+
+
 def _integral_amount(outcome: PaymentOutcome) -> str:
     """The outcome's amount as the integer text the script compares with the purchase's amount
     (always whole): floored for an ``at_least`` rule, '' (matches nothing) when an ``exact``
@@ -254,8 +260,7 @@ class Store:
     async def create_purchase(self, purchase: Purchase) -> None:
         doc = purchase.model_dump(mode="json", exclude=set(PURCHASE_STATE_FIELDS))
         state = purchase.model_dump(mode="json", include=set(PURCHASE_STATE_FIELDS))
-        head, tail = event_body_parts(purchase)
-        fields = {"doc": dumps(doc), "event_head": head, "event_tail": tail}
+        fields = {"doc": dumps(doc)} | event_template(purchase)
         fields |= {key: value or "" for key, value in state.items()}
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.purchase(purchase.order_id), mapping=fields)
@@ -336,10 +341,7 @@ class Store:
         """Store the event body template of a purchase made before purchases carried one."""
         purchase = await self.get_purchase(order_id)
         if purchase is not None and purchase.status is not PurchaseStatus.PAID:
-            head, tail = event_body_parts(purchase)
-            await self.redis.hset(
-                self.keys.purchase(order_id), mapping={"event_head": head, "event_tail": tail}
-            )  # type: ignore[misc]
+            await self.redis.hset(self.keys.purchase(order_id), mapping=event_template(purchase))  # type: ignore[misc]
 
     async def record_unmatched(self, entry: dict[str, Any]) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
