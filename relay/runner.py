@@ -138,13 +138,17 @@ async def stop_task(task: asyncio.Task[None], *, deadline: float = 30.0) -> None
 
 
 async def close_worker(arq_worker: Worker) -> None:
-    """arq's close() talks to Redis before it runs on_shutdown; with Redis away, run that part
-    ourselves so the worker's HTTP session is closed all the same."""
+    """arq's close() waits for the jobs and talks to Redis before it runs on_shutdown. When it
+    stops short of that (Redis away, or the stop cancelling it), run on_shutdown ourselves so the
+    worker's HTTP session and Redis batches are closed all the same (it is safe to run twice);
+    a cancellation then goes on."""
     try:
         await arq_worker.close()
-    except (*REDIS_DOWN, RedisError):
+    except (*REDIS_DOWN, RedisError, asyncio.CancelledError) as error:
         if arq_worker.on_shutdown is not None:
             await arq_worker.on_shutdown(arq_worker.ctx)
+        if isinstance(error, asyncio.CancelledError):
+            raise
 
 
 class Relay:
