@@ -9,7 +9,6 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from relay import console
 from relay.api import admin, builder, callbacks, public, sandbox, service
 from relay.api.context import (
     ARQ,
@@ -19,21 +18,24 @@ from relay.api.context import (
     GATEWAYS,
     HTTP,
     METRICS,
+    OPERATIONS,
     PURCHASE_LIMIT,
+    SESSIONS,
     SETTINGS,
     STORE,
+    TEMPLATES,
 )
-from relay.api.middleware import errors_middleware
+from relay.api.middleware import request_middleware
 from relay.autopipeline import AutoPipelineRedis
 from relay.connections import open_connections
-from relay.crypto import SecretBox
-from relay.events import EventStore
+from relay.console import create_console
 from relay.gateways.registry import configured_gateways
 from relay.metrics import Metrics
 from relay.models import utcnow
-from relay.ratelimit import RateLimit
+from relay.replay import Operations
 from relay.settings import Settings
-from relay.store import Store
+from relay.stores import make_stores
+from relay.templating import make_templates
 
 UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=15, connect=5)
 
@@ -54,11 +56,12 @@ def create_app(
     metrics: Metrics | None = None,
 ) -> web.Application:
     """The ingress app. ``server`` is the embedded fakeredis server when RELAY_REDIS_URL is unset."""
-    app = web.Application(middlewares=[errors_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[request_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[METRICS] = metrics or Metrics()
     app[GATEWAYS] = configured_gateways(settings, clock=clock)
+    app[TEMPLATES] = make_templates()
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         connections = open_connections(settings, server=server)
@@ -67,12 +70,11 @@ def create_app(
         pipelined = AutoPipelineRedis(
             connections.redis.connection_pool, in_flight=INGRESS_BATCHES, max_batch=INGRESS_BATCH_SIZE
         )
-        app[STORE] = Store(pipelined, prefix=settings.key_prefix, box=SecretBox(settings.fernet_keys))
-        app[EVENTS] = EventStore(pipelined, prefix=settings.key_prefix)
+        stores = make_stores(pipelined, settings)
+        app[STORE], app[EVENTS], app[SESSIONS] = stores.store, stores.events, stores.sessions
+        app[PURCHASE_LIMIT] = stores.purchase_limit
         app[ARQ] = connections.arq
-        app[PURCHASE_LIMIT] = RateLimit(
-            connections.redis, prefix=settings.key_prefix, limit=settings.purchase_rate_limit
-        )
+        app[OPERATIONS] = Operations(stores, connections.arq, clock=clock, metrics=app[METRICS])
         async with aiohttp.ClientSession(timeout=UPSTREAM_TIMEOUT, trust_env=False) as http:
             app[HTTP] = http
             yield
@@ -84,5 +86,5 @@ def create_app(
         app.router.add_routes(module.routes)
     if settings.sandbox:
         app.router.add_routes(sandbox.routes)
-    console.setup(app)
+    app.add_subapp("/console", create_console())
     return app

@@ -6,9 +6,8 @@ read); riding in a pipeline with others it costs about 9 us. So:
 
 - ``AutoPipelineRedis`` is a ``redis.asyncio.Redis`` whose commands go to Redis together with the
   others issued meanwhile, as one non-transactional pipeline.
-- ``MergedTransactionsArqRedis`` is arq's ``ArqRedis`` whose plain transactions (``pipeline()``
-  with no WATCH: arq's job start and job finish) are merged with the others issued meanwhile into
-  one MULTI/EXEC. Each transaction's commands stay atomic (they run inside a larger atomic block).
+- ``Batcher`` does the sending for it, and for ``workers.arq_compat.MergedTransactionsArqRedis``,
+  which merges arq's transactions the same way into one MULTI/EXEC.
 
 Every caller still awaits its own replies, parsed exactly as a direct call parses them, or its own
 error. At most ``in_flight`` batches are out at a time (one by default): what is issued meanwhile
@@ -26,7 +25,6 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -156,46 +154,3 @@ class AutoPipelineRedis(Redis):
         if isinstance(reply, Exception):
             raise reply
         return reply
-
-
-class MergingPipeline(Pipeline):
-    """A transaction whose commands, unless it WATCHes, join the next merged MULTI/EXEC."""
-
-    def __init__(self, transactions: Batcher, client: Redis, shard_hint: str | None) -> None:
-        super().__init__(client.connection_pool, client.response_callbacks, True, shard_hint)
-        self.transactions = transactions
-
-    async def execute(self, raise_on_error: bool = True) -> list[Any]:
-        if self.watching or self.explicit_transaction or self.scripts or not self.command_stack:
-            return await super().execute(raise_on_error)
-        stack = self.command_stack
-        try:
-            replies = await self.transactions.execute(stack)
-        finally:
-            await self.reset()  # type: ignore[no-untyped-call]
-        if raise_on_error:
-            self.raise_first_error(stack, replies)
-        return replies
-
-
-class MergedTransactionsArqRedis(ArqRedis):
-    """``ArqRedis`` (same pool, serializers, queue) whose plain transactions are merged."""
-
-    def __init__(self, arq: ArqRedis, *, max_batch: int = MAX_BATCH, in_flight: int = 1) -> None:
-        super().__init__(
-            arq.connection_pool,
-            job_serializer=arq.job_serializer,
-            job_deserializer=arq.job_deserializer,
-            default_queue_name=arq.default_queue_name,
-            expires_extra_ms=arq.expires_extra_ms,
-        )
-        self.transactions = Batcher(self, transaction=True, max_batch=max_batch, in_flight=in_flight)
-
-    async def aclose(self, close_connection_pool: bool | None = None) -> None:
-        await self.transactions.aclose()
-        await super().aclose(close_connection_pool)
-
-    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
-        if not transaction:
-            return super().pipeline(transaction, shard_hint)
-        return MergingPipeline(self.transactions, self, shard_hint)

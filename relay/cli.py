@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from pydantic import ValidationError
 
+from relay.errors import InvalidInput, RelayError
 from relay.logs import configure_logging
-from relay.settings import Settings, describe_validation_error
+from relay.settings import Settings, describe_validation_error, unknown_variables
+
+if TYPE_CHECKING:  # the commands import what they use when they run: `relay --help` stays quick
+    from relay.replay import Operations
 
 T = TypeVar("T")
 
@@ -29,6 +35,8 @@ def fail(message: str) -> NoReturn:
 
 
 def load_settings(**overrides: Any) -> Settings:
+    for warning in unknown_variables(os.environ):
+        click.echo(f"relay: warning: {warning}", err=True)
     try:
         settings = Settings(**overrides)
     except ValidationError as error:
@@ -60,11 +68,15 @@ def require_admin_token(settings: Settings, command: str) -> None:
 
 
 def run_async(main: Callable[[], Awaitable[T]]) -> T:
+    """Run ``main`` on the fast event loop; a ``RelayError`` it raises (a project that does not
+    exist, a purchase with no webhook) is the command's one-line error, exit 1."""
     use_fast_event_loop()
     try:
         return asyncio.run(main())  # type: ignore[arg-type]
     except KeyboardInterrupt:
         sys.exit(130)
+    except RelayError as error:
+        raise click.ClickException(error.detail) from None
 
 
 def use_fast_event_loop() -> None:
@@ -153,18 +165,51 @@ def demo() -> None:
 
 
 # --- operator commands ----------------------------------------------------------------------
+# Thin: each parses its options and calls one use case of relay.replay.Operations, straight against
+# Redis, then prints. Errors are the use cases' own (RelayError), printed as one line.
+
+
+class IsoTime(click.ParamType[datetime]):
+    """An ISO 8601 instant, as the API takes it and as the CLI prints it (``2026-05-06T10:00:00Z``,
+    ``2026-05-06T10:00:00.123+07:00``, ``2026-05-06``); UTC when it has no offset."""
+
+    name = "ISO-8601"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        from relay.api.parsing import parse_time
+
+        try:
+            return parse_time(str(value), name=param.name if param and param.name else "time")
+        except InvalidInput as error:
+            self.fail(error.detail, param, ctx)
 
 
 def since_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--since",
-        type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
-        help="Only dead letters from this time on (ISO 8601; UTC when no offset).",
+        type=IsoTime(),
+        help="Only dead letters from this time on, e.g. 2026-05-06T10:00:00Z (UTC when no offset).",
     )(func)
 
 
 def project_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--project", "project_id", help="Only this project's dead letters.")(func)
+
+
+@asynccontextmanager
+async def operations(settings: Settings) -> AsyncIterator[Operations]:
+    """The use cases over a connection to ``settings``' Redis, closed after."""
+    from relay.connections import open_connections
+    from relay.replay import Operations
+    from relay.stores import make_stores
+
+    connections = open_connections(settings)
+    try:
+        yield Operations(make_stores(connections.redis, settings), connections.arq)
+    finally:
+        await connections.close()
 
 
 @main.group()
@@ -178,11 +223,20 @@ def dlq() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
 def dlq_list(project_id: str | None, since: datetime | None, as_json: bool) -> None:
     """List dead letters, oldest first."""
-    from relay import ops
-
     settings = operator_settings("dlq list")
-    rows = run_async(lambda: ops.list_dead_letters(settings, project_id=project_id, since=since))
-    print_rows(rows, as_json, ("event_id", "project_id", "order_id", "attempts", "dead_at", "last_error"))
+
+    async def rows() -> list[dict[str, Any]]:
+        async with operations(settings) as ops:
+            records = [event async for event in ops.all_dead_letters(project_id=project_id, since=since)]
+            views = await ops.dead_letter_views(records)
+        return [
+            view.model_dump(mode="json", exclude={"last_attempt"})
+            | {"last_error": view.last_attempt.error if view.last_attempt else None}
+            for view in views
+        ]
+
+    columns = ("event_id", "project_id", "order_id", "attempts", "dead_at", "last_error")
+    print_rows(run_async(rows), as_json, columns)
 
 
 @dlq.command("replay")
@@ -194,15 +248,19 @@ def dlq_replay(
     event_ids: tuple[str, ...], replay_all: bool, project_id: str | None, since: datetime | None
 ) -> None:
     """Send dead letters again, with the same webhook-id and a fresh retry budget."""
-    from relay import ops
-
     check_selection(event_ids, replay_all, project_id or since)
     settings = operator_settings("dlq replay")
-    done = run_async(
-        lambda: ops.replay(
-            settings, event_ids=list(event_ids), replay_all=replay_all, project_id=project_id, since=since
-        )
-    )
+
+    async def replay() -> tuple[int, list[str]]:
+        async with operations(settings) as ops:
+            ids = await ops.dead_letter_ids(project_id=project_id, since=since) if replay_all else event_ids
+            with click.progressbar(length=len(ids), label="replaying") as bar:
+                replayed = await ops.replay(ids, progress=bar)
+        return replayed.count, replayed.missing
+
+    done, missing = run_async(replay)
+    if missing:
+        raise click.ClickException(f"replayed {done}; no such event: {', '.join(missing)}")
     click.echo(f"replayed {done}")
 
 
@@ -212,14 +270,16 @@ def dlq_replay(
 @project_option
 def dlq_purge(event_ids: tuple[str, ...], purge_all: bool, project_id: str | None) -> None:
     """Remove dead letters for good (the purchase keeps its attempt log)."""
-    from relay import ops
-
     check_selection(event_ids, purge_all, project_id)
     settings = operator_settings("dlq purge")
-    done = run_async(
-        lambda: ops.purge(settings, event_ids=list(event_ids), purge_all=purge_all, project_id=project_id)
-    )
-    click.echo(f"purged {done}")
+
+    async def purge() -> int:
+        async with operations(settings) as ops:
+            ids = await ops.dead_letter_ids(project_id=project_id, since=None) if purge_all else event_ids
+            with click.progressbar(length=len(ids), label="purging") as bar:
+                return await ops.purge(ids, progress=bar)
+
+    click.echo(f"purged {run_async(purge)}")
 
 
 @main.group()
@@ -237,13 +297,18 @@ def purchases() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
 def purchases_list(project_id: str, webhook_status: str | None, as_json: bool) -> None:
     """List purchases, newest first."""
-    from relay import ops
+    from relay.models import WebhookStatus
 
     settings = operator_settings("purchases list")
-    rows = run_async(
-        lambda: ops.list_purchases(settings, project_id=project_id, webhook_status=webhook_status)
-    )
-    print_rows(rows, as_json, ("order_id", "status", "webhook_status", "amount", "buyer_email", "paid_at"))
+    status = WebhookStatus(webhook_status) if webhook_status else None
+
+    async def rows() -> list[dict[str, Any]]:
+        async with operations(settings) as ops:
+            found = await ops.purchases(project_id, webhook_status=status, limit=1000)
+        return [purchase.model_dump(mode="json") for purchase in found]
+
+    columns = ("order_id", "status", "webhook_status", "amount", "buyer_email", "paid_at")
+    print_rows(run_async(rows), as_json, columns)
 
 
 @purchases.command("retry")
@@ -251,11 +316,14 @@ def purchases_list(project_id: str, webhook_status: str | None, as_json: bool) -
 @click.argument("purchase_id")
 def purchases_retry(project_id: str, purchase_id: str) -> None:
     """Send a purchase's webhook again (failed or not), with the same webhook-id."""
-    from relay import ops
-
     settings = operator_settings("purchases retry")
-    event_id = run_async(lambda: ops.retry_purchase(settings, project_id=project_id, order_id=purchase_id))
-    click.echo(f"queued {event_id} for {purchase_id}")
+
+    async def retry() -> str:
+        async with operations(settings) as ops:
+            purchase = await ops.retry_purchase(project_id, purchase_id)
+        return str(purchase.event_id)
+
+    click.echo(f"queued {run_async(retry)} for {purchase_id}")
 
 
 @main.group()
@@ -275,11 +343,18 @@ def keys_generate() -> None:
 @keys.command("rotate")
 def keys_rotate() -> None:
     """Re-encrypt every stored secret under the first key of RELAY_ENCRYPTION_KEYS."""
-    from relay import ops
-
     settings = operator_settings("keys rotate")
-    done = run_async(lambda: ops.rotate_keys(settings))
-    click.echo(f"re-encrypted {done} projects")
+
+    async def rotate() -> int:
+        async with operations(settings) as ops:
+            project_ids = await ops.store.project_ids()
+            done = 0
+            with click.progressbar(project_ids, label="re-encrypting") as bar:
+                for project_id in bar:
+                    done += await ops.store.reencrypt_project(project_id)
+        return done
+
+    click.echo(f"re-encrypted {run_async(rotate)} projects")
 
 
 def operator_settings(command: str) -> Settings:

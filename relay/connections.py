@@ -1,6 +1,8 @@
-"""Redis clients for the store (``str`` replies) and for arq (``bytes`` replies), real or embedded.
+"""Redis clients for the stores (``str`` replies) and for arq (``bytes`` replies), real or embedded.
 
-Whoever calls ``open_connections`` closes them (``Connections.close``), in the same place.
+``Connections`` owns both pools: whoever calls ``open_connections`` closes them
+(``Connections.close``), in the same place. Everything else borrows them: the auto-pipelined
+clients, the stores, and arq's worker (``workers.arq_compat``) never close these pools.
 """
 
 from __future__ import annotations
@@ -10,23 +12,8 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool, Redis
-from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relay.settings import Settings
-
-# What Redis being away (down, restarting, loading, failed over to a replica) looks like.
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, ConnectionError)
-
-# Error replies that mean "cannot write now" rather than a bug: out of memory (maxmemory with
-# noeviction), refusing writes after a failed snapshot, no master, too few replicas.
-UNAVAILABLE_REPLIES = ("OOM", "MISCONF", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN")
-
-
-def store_refused(error: ResponseError) -> bool:
-    return isinstance(error, OutOfMemoryError) or str(error).startswith(UNAVAILABLE_REPLIES)
-
 
 # Fail fast when Redis is away, so ingress answers 503 promptly and the gateway retries.
 CLIENT_OPTIONS: dict[str, Any] = {

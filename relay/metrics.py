@@ -8,9 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from relay.store import Keys
-
-ARQ_QUEUE = "arq:queue"
+from relay.schema import Keys
 
 
 class Metrics:
@@ -76,7 +74,7 @@ class Metrics:
         Redis away the gauges keep their last values: the counters are still worth scraping."""
         try:
             async with redis.pipeline(transaction=False) as pipe:
-                pipe.zcard(ARQ_QUEUE)
+                pipe.zcard(keys.arq_queue)
                 pipe.zcard(keys.outbox)
                 pipe.zcard(keys.dead_letters)
                 pipe.zrange(keys.outbox, 0, 0, withscores=True)

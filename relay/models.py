@@ -6,9 +6,11 @@ import os
 import re
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -40,6 +42,11 @@ def iso_z(moment: datetime) -> str:
 def iso_ms(moment: datetime) -> str:
     """ISO 8601 in UTC with a ``Z``, millisecond precision: stored and API timestamps."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def to_ms(moment: datetime) -> int:
+    """Unix milliseconds: the score of every time-ordered Redis set."""
+    return int(moment.timestamp() * 1000)
 
 
 def new_id() -> str:
@@ -110,7 +117,7 @@ class PurchaseStatus(StrEnum):
 
 # Statuses only move up this ladder; failed and expired share a rung. A settlement that arrives
 # after an expiry still wins (the money arrived), a late pending never un-pays, refunds are final.
-# The ingest script in relay.store is made from this table.
+# The ingest script (relay/lua/ingest.lua) is loaded with this table.
 RANK = {
     PurchaseStatus.PENDING: 0,
     PurchaseStatus.FAILED: 1,
@@ -263,6 +270,37 @@ class EventRecord(Record):
     created_at: datetime
     next_attempt_at: datetime | None = None
     dead_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PaymentOutcome:
+    """What a gateway says happened to one order, in the relay's terms (``relay.gateways``)."""
+
+    gateway: str
+    order_id: str
+    status: PurchaseStatus
+    amount: Decimal
+    paid_at: datetime | None
+    raw_status: str
+    reference: str | None = None
+    # "exact": the amount must equal the purchase amount; "at_least": it may exceed it (Xendit's
+    # paid_amount includes fees the buyer chose to pay). Checked by the ingest script (relay/lua).
+    amount_rule: Literal["exact", "at_least"] = "exact"
+
+
+class DeadLetter(BaseModel):
+    """One row of the dead-letter queue as the admin API, the console and the CLI show it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str
+    project_id: str
+    order_id: str
+    item_id: str
+    attempts: int
+    created_at: str
+    dead_at: str | None
+    last_attempt: Attempt | None
 
 
 # --- API input --------------------------------------------------------------------------------

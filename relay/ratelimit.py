@@ -8,12 +8,13 @@ from datetime import datetime
 from redis.asyncio import Redis
 
 from relay.errors import TooManyRequests
+from relay.schema import Keys
 
 
 class RateLimit:
     def __init__(self, redis: Redis, *, prefix: str, limit: int, window: int = 60) -> None:
         self.redis = redis
-        self.prefix = prefix
+        self.keys = Keys(prefix)
         self.limit = limit
         self.window = window
 
@@ -23,7 +24,7 @@ class RateLimit:
             return
         stamp = now.timestamp()
         window = int(stamp // self.window)
-        key = f"{self.prefix}:ratelimit:{subject}:{window}"
+        key = self.keys.rate_limit(subject, window)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.incr(key)
             pipe.expire(key, self.window * 2)

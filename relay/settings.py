@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import hmac
 import math
+from collections.abc import Mapping
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -27,7 +29,8 @@ class Settings(BaseSettings):
     midtrans_api_base: str = MIDTRANS_SANDBOX_API
     midtrans_snap_base: str | None = None
     midtrans_confirm: bool = False
-    public_base_url: str = "http://127.0.0.1:8080"
+    # Unset: the address a request reached the relay at (what `relay run --port N` is bound to).
+    public_base_url: str | None = None
     retry_schedule: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_SCHEDULE
     delivery_timeout: float = Field(default=15.0, gt=0, le=300)
     allow_private_targets: bool = False
@@ -197,6 +200,26 @@ class Settings(BaseSettings):
     @classmethod
     def _custom_sources(cls, value: object) -> dict[str, CustomSourceConfig]:
         return parse_sources(value)
+
+
+ENV_PREFIX = "RELAY_"
+# RELAY_* names that are not settings but are read on purpose: the test suite's Redis.
+NOT_SETTINGS = frozenset({"RELAY_TEST_REDIS_URL", "RELAY_TEST_CHROMIUM"})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each ``RELAY_*`` variable that is no setting (a misspelling is otherwise
+    silently ignored), naming the closest real one."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    warnings = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known or upper in NOT_SETTINGS:
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        warnings.append(f"{name} is not a relay setting and is ignored{hint}")
+    return warnings
 
 
 def describe_validation_error(error: ValidationError) -> str:

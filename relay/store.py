@@ -1,18 +1,7 @@
-"""Redis repositories for the catalogue (projects, items) and purchases, and the atomic ingest step.
+"""The catalogue (projects, items) and purchases in Redis, and the atomic ingest step.
 
-Keys, all under one prefix (``RELAY_KEY_PREFIX``, default ``relay``):
-
-    {p}:project:{id}             JSON Project
-    {p}:client:{client_id}       project id
-    {p}:item:{id}                JSON Item
-    {p}:project:{id}:items       SET of item ids
-    {p}:purchase:{order_id}      HASH: doc (JSON of the fixed fields) + status, paid_at,
-                                 webhook_status, event_id, updated_at; until paid, event_head
-                                 and event_tail (relay.models.event_body_parts)
-    {p}:project:{id}:purchases   ZSET order ids by creation time (ms)
-    {p}:unmatched                LIST of callbacks for unknown orders (newest first, capped)
-
-Events, attempts, the outbox and the dead-letter queue live in ``relay.events``.
+Key names are ``relay.schema``'s; the ingest script is ``relay/lua/ingest.lua``. Events, attempts,
+the outbox and the dead-letter queue are ``relay.events``'.
 """
 
 from __future__ import annotations
@@ -25,70 +14,31 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from relay import lua
 from relay.crypto import SecretBox
-from relay.gateways import PaymentOutcome
 from relay.jsonutil import dumps
 from relay.models import (
     RANK,
-    EventRecord,
     Item,
+    PaymentOutcome,
     Project,
     Purchase,
     PurchaseStatus,
     WebhookStatus,
     event_body_parts,
     iso_z,
+    to_ms,
 )
-from relay.queue import JobWrite
+from relay.schema import Keys
+from workers.arq_compat import JobWrite
 
 UNMATCHED_KEEP = 1000
 
-# Ingest, the one atomic step of a callback: read the purchase, check the gateway, the amount and
-# the status ladder (relay.models.RANK), then move the status and, on the move to paid, write the
-# event (its body from the template stored with the purchase), its outbox entry and (given one)
-# its first arq job, as arq's enqueue_job would: job key with expiry + queue entry, unless that
-# job id exists. One round trip, no read-then-write race. Returns {code, detail}:
-#   applied <status> | unknown_order | other_gateway <gateway> | amount_mismatch <amount>
-#   | unchanged <status> | no_template (nothing written: store the template, run again)
-# KEYS: purchase, event, outbox, arq job key, arq result key, arq queue
-# ARGV: gateway, new status, now (ISO), amount (integer text, '' for none), amount rule,
-#       event id, paid_at (ISO, stored), paid_at (the body's form), outbox score (ms),
-#       job id ('' for none), job payload, job score, job expiry ms
-INGEST_LUA = (
-    "local RANK = {"
-    + ", ".join(f"{status.value} = {rank}" for status, rank in RANK.items())
-    + "}\n"
-    + """
-local found = redis.call('HMGET', KEYS[1], 'status', 'doc', 'event_head', 'event_tail')
-if not found[1] then return {'unknown_order', ''} end
-local doc = cjson.decode(found[2])
-if doc.gateway ~= ARGV[1] then return {'other_gateway', doc.gateway} end
-local amount = tonumber(ARGV[4])
-local stored = string.format('%d', doc.amount)
-if amount == nil or (ARGV[5] == 'at_least' and amount < doc.amount)
-    or (ARGV[5] ~= 'at_least' and ARGV[4] ~= stored) then
-  return {'amount_mismatch', stored}
-end
-if RANK[ARGV[2]] <= RANK[found[1]] then return {'unchanged', found[1]} end
-local paid = ARGV[2] == 'paid'
-if paid and not found[3] then return {'no_template', ''} end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', ARGV[3])
-if paid then
-  local event_id = ARGV[6]
-  redis.call('HSET', KEYS[1], 'paid_at', ARGV[7], 'event_id', event_id, 'webhook_status', 'pending')
-  redis.call('HDEL', KEYS[1], 'event_head', 'event_tail')
-  redis.call('HSET', KEYS[2], 'id', event_id, 'project_id', doc.project_id, 'order_id', doc.order_id,
-    'item_id', doc.item_id, 'body', found[3] .. ARGV[8] .. found[4], 'state', 'pending',
-    'seq', '0', 'attempts', '0', 'created_at', ARGV[3], 'next_attempt_at', '', 'dead_at', '')
-  redis.call('ZADD', KEYS[3], ARGV[9], event_id)
-  if ARGV[10] ~= '' and redis.call('EXISTS', KEYS[4], KEYS[5]) == 0 then
-    redis.call('PSETEX', KEYS[4], ARGV[13], ARGV[11])
-    redis.call('ZADD', KEYS[6], ARGV[12], ARGV[10])
-  end
-end
-return {'applied', ARGV[2]}
-"""
-)
+
+def ingest_script() -> str:
+    """ingest.lua, after the status ladder it checks (``RANK``, from ``relay.models.RANK``)."""
+    ranks = ", ".join(f"{status.value} = {rank}" for status, rank in RANK.items())
+    return f"local RANK = {{{ranks}}}\n" + lua.source("ingest")
 
 
 SECRET_FIELDS = ("webhook_secret", "previous_webhook_secret")
@@ -96,7 +46,7 @@ PURCHASE_STATE_FIELDS = ("status", "paid_at", "webhook_status", "event_id", "upd
 
 
 def event_template(purchase: Purchase) -> dict[str, str]:
-    """The purchase hash fields INGEST_LUA builds the event body from."""
+    """The purchase hash fields the ingest script builds the event body from."""
     head, tail = event_body_parts(purchase)
     return {"event_head": head, "event_tail": tail}
 
@@ -109,49 +59,6 @@ def _integral_amount(outcome: PaymentOutcome) -> str:
     if outcome.amount_rule == "at_least":
         return str(int(amount.to_integral_value(rounding=ROUND_FLOOR)))
     return str(int(amount)) if amount == amount.to_integral_value() else ""
-
-
-def to_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-class Keys:
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.outbox = f"{prefix}:outbox"
-        self.dead_letters = f"{prefix}:dlq"
-        self.unmatched = f"{prefix}:unmatched"
-
-    def project(self, project_id: str) -> str:
-        return f"{self.prefix}:project:{project_id}"
-
-    def client(self, client_id: str) -> str:
-        return f"{self.prefix}:client:{client_id}"
-
-    def item(self, item_id: str) -> str:
-        return f"{self.prefix}:item:{item_id}"
-
-    def project_items(self, project_id: str) -> str:
-        return f"{self.prefix}:project:{project_id}:items"
-
-    def purchase(self, order_id: str) -> str:
-        return f"{self.prefix}:purchase:{order_id}"
-
-    def project_purchases(self, project_id: str) -> str:
-        return f"{self.prefix}:project:{project_id}:purchases"
-
-    def event(self, event_id: str) -> str:
-        return f"{self.prefix}:event:{event_id}"
-
-    def attempts(self, event_id: str) -> str:
-        return f"{self.prefix}:event:{event_id}:attempts"
-
-    def project_dead_letters(self, project_id: str) -> str:
-        return f"{self.prefix}:project:{project_id}:dlq"
-
-
-def event_from_fields(fields: dict[str, str]) -> EventRecord:
-    return EventRecord.model_validate({key: (value or None) for key, value in fields.items()})
 
 
 def purchase_from_fields(fields: dict[str, str]) -> Purchase:
@@ -168,7 +75,7 @@ class Store:
         self.redis = redis
         self.keys = Keys(prefix)
         self.box = box
-        self._ingest = redis.register_script(INGEST_LUA)
+        self._ingest = redis.register_script(ingest_script())
 
     # --- projects ---------------------------------------------------------------------------
 
@@ -194,9 +101,9 @@ class Store:
     async def project_ids(self) -> list[str]:
         found = []
         async for key in self.redis.scan_iter(match=self.keys.project("*"), count=500):
-            rest = key.removeprefix(self.keys.project(""))
-            if ":" not in rest:
-                found.append(rest)
+            project_id = self.keys.project_id_of(key)
+            if project_id is not None:
+                found.append(project_id)
         return found
 
     async def reencrypt_project(self, project_id: str) -> bool:
@@ -308,7 +215,7 @@ class Store:
         event_id: str = "",
         job: JobWrite | None = None,
     ) -> tuple[str, str]:
-        """Apply ``outcome`` to its purchase in one atomic script (INGEST_LUA): its code and detail.
+        """Apply ``outcome`` to its purchase in one atomic script (ingest.lua): its code and detail.
         A move to paid needs ``paid_at`` and ``event_id``; ``job`` enqueues the first delivery."""
         job_args: list[str | bytes | int] = ["", "", 0, 0]
         if job is not None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import ADMIN_TOKEN
+from tests.helpers import ADMIN_TOKEN
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 from redis.asyncio import Redis
 
-from tests.conftest import Api, Shop
+from tests.helpers import Api, Shop
 
 VECTORS = Path(__file__).parent / "vectors"
 XENDIT, TRIPAY, DOKU, DUITKU = (

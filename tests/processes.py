@@ -8,7 +8,7 @@ import socket
 import sys
 from pathlib import Path
 
-from tests.conftest import ADMIN_TOKEN, TEST_ENCRYPTION_KEY
+from tests.helpers import ADMIN_TOKEN, TEST_ENCRYPTION_KEY
 
 RELAY = str(Path(sys.executable).with_name("relay"))
 

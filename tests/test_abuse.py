@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlsplit
 
-from tests.conftest import Running, StartRelay
+from tests.helpers import Running, StartRelay
 
 
 async def raw_request(running: Running, data: bytes, *, then_wait: float = 0.0) -> bytes:

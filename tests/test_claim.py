@@ -18,7 +18,7 @@ from arq.constants import default_queue_name, in_progress_key_prefix, job_key_pr
 from arq.worker import func
 from redis.asyncio import ConnectionPool
 
-from workers.claim import BatchWorker
+from workers.arq_compat import BatchWorker
 
 JOB = "job"
 
@@ -131,6 +131,8 @@ async def test_two_workers_never_run_the_same_job(
     try:
         await asyncio.gather(*(worker.async_run() for worker in workers))
     finally:
+        for worker in workers:  # before the pool they borrow
+            await worker.close()
         await other.aclose(close_connection_pool=True)
     assert [worker.jobs_complete for worker in workers] != [300, 0]  # both took a share
     assert sum(worker.jobs_complete for worker in workers) == 300

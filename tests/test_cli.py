@@ -11,9 +11,18 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TEST_ENCRYPTION_KEY, Merchant, StartRelay
+from tests.helpers import (
+    HOOK,
+    QUICK,
+    TEST_ENCRYPTION_KEY,
+    Merchant,
+    Shop,
+    StartRelay,
+    start_shop,
+    verify,
+    wait_hits,
+)
 from tests.processes import RELAY
-from tests.test_delivery import HOOK, QUICK, Shop, dead_letter_ids, open_shop, verify, wait_hits
 
 
 @dataclass
@@ -64,7 +73,7 @@ async def dead_shop(
 ) -> tuple[Shop, list[dict[str, Any]]]:
     """A shop whose merchant answers 503 and ``orders`` purchases already dead-lettered."""
     merchant.script[HOOK] = [503]
-    shop = await open_shop(start_relay, merchant, retry_schedule=QUICK)
+    shop = await start_shop(start_relay, merchant, retry_schedule=QUICK)
     placed = [await shop.order() for _ in range(orders)]
     for order in placed:
         await shop.wait_status(order, "failed")
@@ -103,7 +112,7 @@ async def test_dlq_replay_one(cli: Any, start_relay: StartRelay, merchant: Merch
     hit = merchant.hits(HOOK)[-1]
     assert hit.headers["webhook-id"] == event_id
     assert verify(hit, shop.secret)["order_id"] == order["order_id"]
-    assert await dead_letter_ids(shop.api) == [(await shop.purchase(kept))["event_id"]]
+    assert await shop.api.dead_letter_ids() == [(await shop.purchase(kept))["event_id"]]
 
 
 async def test_dlq_replay_all_of_a_project(cli: Any, start_relay: StartRelay, merchant: Merchant) -> None:
@@ -114,7 +123,7 @@ async def test_dlq_replay_all_of_a_project(cli: Any, start_relay: StartRelay, me
     assert "replayed 3" in result.out
     for order in orders:
         await shop.wait_status(order, "delivered")
-    assert await dead_letter_ids(shop.api) == []
+    assert await shop.api.dead_letter_ids() == []
 
 
 async def test_dlq_replay_needs_a_selection(cli: Any) -> None:
@@ -132,13 +141,13 @@ async def test_dlq_purge_one(cli: Any, start_relay: StartRelay, merchant: Mercha
     result = await cli("dlq", "purge", event_id)
     assert result.code == 0, result.err
     assert "purged 1" in result.out
-    assert await dead_letter_ids(shop.api) == [(await shop.purchase(kept))["event_id"]]
+    assert await shop.api.dead_letter_ids() == [(await shop.purchase(kept))["event_id"]]
     again = await cli("dlq", "purge", event_id)
     assert "purged 0" in again.out
 
 
 async def test_purchases_list_json(cli: Any, start_relay: StartRelay, merchant: Merchant) -> None:
-    shop = await open_shop(start_relay, merchant)
+    shop = await start_shop(start_relay, merchant)
     paid = await shop.order()
     unpaid = await shop.order(pay=False)
     await shop.wait_status(paid, "delivered")
@@ -160,7 +169,7 @@ async def test_purchases_list_json(cli: Any, start_relay: StartRelay, merchant: 
 
 
 async def test_purchases_retry(cli: Any, start_relay: StartRelay, merchant: Merchant) -> None:
-    shop = await open_shop(start_relay, merchant)
+    shop = await start_shop(start_relay, merchant)
     order = await shop.order()
     event_id = (await shop.wait_status(order, "delivered"))["event_id"]
     result = await cli("purchases", "retry", "--project", shop.project["id"], order["order_id"])

@@ -12,9 +12,18 @@ from http.cookies import SimpleCookie
 from markupsafe import escape
 from redis.asyncio import Redis
 
-from tests.conftest import ADMIN_TOKEN, Merchant, StartRelay, eventually
 from tests.console_client import console_client
-from tests.test_delivery import HOOK, QUICK, Shop, dead_letter_ids, open_shop, wait_hits
+from tests.helpers import (
+    ADMIN_TOKEN,
+    HOOK,
+    QUICK,
+    Merchant,
+    Shop,
+    StartRelay,
+    eventually,
+    start_shop,
+    wait_hits,
+)
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
@@ -125,10 +134,10 @@ async def test_forms_without_the_right_csrf_token_are_403_and_change_nothing(
     start_relay: StartRelay, merchant: Merchant
 ) -> None:
     merchant.script[HOOK] = [503]
-    shop = await open_shop(start_relay, merchant, retry_schedule=QUICK)
+    shop = await start_shop(start_relay, merchant, retry_schedule=QUICK)
     failed = await failed_purchase(shop)
     hits = len(merchant.hits(HOOK))
-    async with console_client(shop.running.url) as console:
+    async with console_client(shop.api.url) as console:
         await console.login()
         token = await console.csrf()
         altered = token[:-1] + ("B" if token.endswith("A") else "A")  # one character off
@@ -142,12 +151,12 @@ async def test_forms_without_the_right_csrf_token_are_403_and_change_nothing(
                 response = await console.post(path, data, expect=403)
                 assert response.content_type == "text/html"
         # Another session's token is not this session's.
-        async with console_client(shop.running.url) as other:
+        async with console_client(shop.api.url) as other:
             await other.login()
             for path in forms:
                 await other.post(path, {"csrf_token": token}, expect=403)
 
-        assert await dead_letter_ids(shop.api) == [failed["event_id"]]
+        assert await shop.api.dead_letter_ids() == [failed["event_id"]]
         assert (await shop.purchase(failed))["webhook_status"] == "failed"
         assert len(merchant.hits(HOOK)) == hits
 
@@ -184,12 +193,12 @@ async def test_security_headers_on_every_console_response(start_relay: StartRela
 
 
 async def test_hostile_names_are_escaped(start_relay: StartRelay, merchant: Merchant) -> None:
-    shop = await open_shop(start_relay, merchant)
+    shop = await start_shop(start_relay, merchant)
     await shop.api.project(id=shop.project["id"], name=HOSTILE)
     await shop.set_item_url(None, name=HOSTILE)
     order = await shop.order(buyer_name=HOSTILE, metadata={"note": HOSTILE})
     await shop.wait_status(order, "delivered")
-    async with console_client(shop.running.url) as console:
+    async with console_client(shop.api.url) as console:
         await console.login()
         pages = [
             "/console",
@@ -231,13 +240,13 @@ async def test_project_page_filters_by_webhook_status_and_retry_resends(
     start_relay: StartRelay, merchant: Merchant
 ) -> None:
     merchant.script[HOOK] = [200]
-    shop = await open_shop(start_relay, merchant, retry_schedule=QUICK)
+    shop = await start_shop(start_relay, merchant, retry_schedule=QUICK)
     delivered = await shop.order()
     await shop.wait_status(delivered, "delivered")
     merchant.script[HOOK] = [503]
     failed = await failed_purchase(shop)
     project_path = f"/console/projects/{shop.project['id']}"
-    async with console_client(shop.running.url) as console:
+    async with console_client(shop.api.url) as console:
         await console.login()
         everything = await console.get(project_path)
         assert delivered["order_id"] in everything
@@ -277,7 +286,7 @@ async def test_replay_all_replays_only_what_the_filter_shows(
     start_relay: StartRelay, merchant: Merchant
 ) -> None:
     merchant.script[HOOK] = [503]
-    shop = await open_shop(start_relay, merchant, retry_schedule=QUICK)
+    shop = await start_shop(start_relay, merchant, retry_schedule=QUICK)
     other_project = await shop.api.project(name="Other", webhook_url=f"{merchant.url}{HOOK}")
     other_item = await shop.api.item(other_project["id"])
     mine = [await failed_purchase(shop) for _ in range(2)]
@@ -290,7 +299,7 @@ async def test_replay_all_replays_only_what_the_filter_shows(
         return purchase["webhook_status"] == "failed"
 
     await eventually(theirs_failed, what="the other project's dead letter")
-    async with console_client(shop.running.url) as console:
+    async with console_client(shop.api.url) as console:
         await console.login()
         filtered = await console.get(f"/console/dead-letters?project_id={shop.project['id']}")
         assert all(row["event_id"] in filtered for row in mine)
@@ -309,6 +318,6 @@ async def test_replay_all_replays_only_what_the_filter_shows(
         assert "Replayed 2 dead letters." in await console.get(response.headers["Location"])
         for row in mine:
             await shop.wait_status(row, "delivered")
-        assert await dead_letter_ids(shop.api) == [theirs["event_id"]]
+        assert await shop.api.dead_letter_ids() == [theirs["event_id"]]
         attempts_before = 3 * (len(QUICK) + 1)  # three dead letters' attempts
         await wait_hits(merchant, attempts_before + len(mine))

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from tests.conftest import ADMIN_TOKEN, Merchant, StartRelay
-from tests.test_delivery import HOOK, QUICK, Shop, dead_letter_ids, open_shop
+from tests.helpers import ADMIN_TOKEN, HOOK, QUICK, Merchant, Shop, StartRelay, start_shop
 
 CHROMIUM = os.environ.get("RELAY_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -79,7 +78,7 @@ async def reload_until(page: Page, locator_text: tuple[str, str], *, timeout: fl
 
 async def failing_shop(start_relay: StartRelay, merchant: Merchant) -> Shop:
     merchant.script[HOOK] = [503]
-    shop = await open_shop(start_relay, merchant, retry_schedule=QUICK)
+    shop = await start_shop(start_relay, merchant, retry_schedule=QUICK)
     await shop.api.project(id=shop.project["id"], name="Toko Template")
     await shop.set_item_url(None, name="Premium Template")
     return shop
@@ -96,7 +95,7 @@ async def test_log_in_see_a_failed_purchase_retry_it_and_see_it_delivered(
     order = await shop.order(buyer_name="Budi")
     failed = await shop.wait_status(order, "failed")
 
-    page = await open_page(browser, shop.running.url)
+    page = await open_page(browser, shop.api.url)
     await log_in(page)
     await page.click("text=Toko Template")
     await expect(page).to_have_url(re.compile(rf"/console/projects/{shop.project['id']}$"))
@@ -137,7 +136,7 @@ async def test_dead_letter_page_replays_all_with_the_filter(
     orders = [await shop.order() for _ in range(2)]
     event_ids = [(await shop.wait_status(order, "failed"))["event_id"] for order in orders]
 
-    page = await open_page(browser, shop.running.url)
+    page = await open_page(browser, shop.api.url)
     await log_in(page)
     await page.click("nav >> text=Dead letters")
     await expect(page.locator("#dead-letters tbody tr")).to_have_count(2)
@@ -155,5 +154,5 @@ async def test_dead_letter_page_replays_all_with_the_filter(
     await page.reload()
     await expect(page.locator("#no-dead-letters")).to_be_visible()
     await expect(page.locator("#replay-all")).to_be_disabled()
-    assert await dead_letter_ids(shop.api) == []
+    assert await shop.api.dead_letter_ids() == []
     assert sorted(hit.headers["webhook-id"] for hit in merchant.hits(HOOK)[-2:]) == sorted(event_ids)

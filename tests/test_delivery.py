@@ -10,7 +10,6 @@ import asyncio
 import json
 import re
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -21,9 +20,18 @@ from redis.asyncio import Redis
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from tests.conftest import Api, Merchant, Received, Running, StartRelay, eventually
+from tests.helpers import (
+    HOOK,
+    QUICK,
+    Api,
+    Merchant,
+    Shop,
+    StartRelay,
+    start_shop,
+    verify,
+    wait_hits,
+)
 
-HOOK = "/hook"
 BODY_KEYS = [
     "event",
     "order_id",
@@ -36,99 +44,11 @@ BODY_KEYS = [
     "paid_at",
     "metadata",
 ]
-# One quick retry: a 503 merchant dead-letters an event after two attempts, fast.
-QUICK = (0.01,)
 # Attempt times are stored with millisecond precision (truncated), so differences are off by <= 2 ms.
 MS = 0.002
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Shop:
-    """A running relay with one project and one item, and shortcuts for what the tests do to it."""
-
-    running: Running
-    project: dict[str, Any]
-    item: dict[str, Any]
-
-    @property
-    def api(self) -> Api:
-        return self.running.api
-
-    @property
-    def secret(self) -> str:
-        return str(self.project["webhook_secret"])
-
-    async def order(self, *, pay: bool = True, **fields: Any) -> dict[str, Any]:
-        """Buy the item (and, unless ``pay=False``, settle it with a signed Midtrans callback)."""
-        order = await self.api.buy(self.project["client_id"], self.item["id"], **fields)
-        if pay:
-            assert await self.api.pay(order) == {"status": "ok"}
-        return order
-
-    async def purchase(self, order: dict[str, Any]) -> dict[str, Any]:
-        return await self.api.purchase(self.project["id"], order["order_id"])
-
-    async def wait_status(self, order: dict[str, Any], status: str, *, timeout: float = 10) -> dict[str, Any]:
-        """Wait until the purchase's webhook_status is ``status``; return the purchase."""
-        seen: list[dict[str, Any]] = []
-
-        async def reached() -> bool:
-            seen.append(await self.purchase(order))
-            return seen[-1]["webhook_status"] == status
-
-        await eventually(reached, timeout=timeout, what=f"webhook_status {status!r} of {order['order_id']}")
-        return seen[-1]
-
-    async def wait_attempts(
-        self, order: dict[str, Any], count: int, *, timeout: float = 10
-    ) -> dict[str, Any]:
-        """Wait until the purchase's attempt log has at least ``count`` entries; return the purchase."""
-        seen: list[dict[str, Any]] = []
-
-        async def logged() -> bool:
-            seen.append(await self.purchase(order))
-            return len(seen[-1]["attempts"]) >= count
-
-        await eventually(logged, timeout=timeout, what=f"{count} attempts of {order['order_id']}")
-        return seen[-1]
-
-    async def set_item_url(self, url: str | None, **fields: Any) -> None:
-        self.item = await self.api.item(self.project["id"], id=self.item["id"], webhook_url=url, **fields)
-
-
-async def open_shop(
-    start_relay: StartRelay,
-    merchant: Merchant,
-    *,
-    project_path: str | None = HOOK,
-    item_path: str | None = None,
-    worker_options: dict[str, Any] | None = None,
-    **settings: Any,
-) -> Shop:
-    """Start a relay with ``settings`` and create a project (and item) whose webhook URLs point at
-    ``merchant`` paths (None: no URL)."""
-    running = await start_relay(worker_options=worker_options, **settings)
-    project_fields = {"webhook_url": f"{merchant.url}{project_path}"} if project_path else {}
-    project = await running.api.project(**project_fields)
-    item_fields = {"webhook_url": f"{merchant.url}{item_path}"} if item_path else {}
-    item = await running.api.item(project["id"], **item_fields)
-    return Shop(running, project, item)
-
-
-async def wait_hits(merchant: Merchant, count: int, path: str | None = HOOK, *, timeout: float = 10) -> None:
-    async def arrived() -> bool:
-        return len(merchant.hits(path)) >= count
-
-    await eventually(arrived, timeout=timeout, what=f"{count} merchant hits on {path}")
-
-
-def verify(hit: Received, secret: str) -> dict[str, Any]:
-    """The webhook as a merchant verifying with the public standardwebhooks library sees it."""
-    payload: dict[str, Any] = Webhook(secret).verify(hit.body, hit.headers)
-    return payload
 
 
 def moment(raw: str) -> datetime:
@@ -144,16 +64,6 @@ def gap(earlier: dict[str, Any], later: dict[str, Any]) -> float:
     return (moment(later["at"]) - moment(earlier["at"])).total_seconds()
 
 
-async def dead_letters(api: Api, **query: Any) -> dict[str, Any]:
-    params = {key: str(value) for key, value in query.items() if value is not None}
-    body: dict[str, Any] = await api.call("GET", "/api/admin/dead-letters", params=params)
-    return body
-
-
-async def dead_letter_ids(api: Api, **query: Any) -> list[str]:
-    return [row["event_id"] for row in (await dead_letters(api, **query))["dead_letters"]]
-
-
 async def replay(api: Api, body: dict[str, Any], *, expect: int = 200) -> dict[str, Any]:
     answer: dict[str, Any] = await api.call(
         "POST", "/api/admin/dead-letters/replay", json=body, expect=expect
@@ -167,7 +77,7 @@ async def replay(api: Api, body: dict[str, Any], *, expect: int = 200) -> dict[s
 async def test_webhook_is_signed_and_shaped_as_the_contract_says(
     start_relay: StartRelay, merchant: Merchant
 ) -> None:
-    shop = await open_shop(start_relay, merchant)
+    shop = await start_shop(start_relay, merchant)
     before = time.time()
     order = await shop.order(buyer_name="John Doe", metadata={"ref": "campaign-42"})
     await wait_hits(merchant, 1)
@@ -199,7 +109,7 @@ async def test_webhook_is_signed_and_shaped_as_the_contract_says(
 
 
 async def test_tampered_body_does_not_verify(start_relay: StartRelay, merchant: Merchant) -> None:
-    shop = await open_shop(start_relay, merchant)
+    shop = await start_shop(start_relay, merchant)
     await shop.order()
     await wait_hits(merchant, 1)
     [hit] = merchant.hits(HOOK)
@@ -211,7 +121,7 @@ async def test_tampered_body_does_not_verify(start_relay: StartRelay, merchant: 
 
 
 async def test_item_webhook_url_wins_over_project_url(start_relay: StartRelay, merchant: Merchant) -> None:
-    shop = await open_shop(start_relay, merchant, project_path="/project", item_path="/item")
+    shop = await start_shop(start_relay, merchant, project_path="/project", item_path="/item")
     order = await shop.order()
     purchase = await shop.wait_status(order, "delivered")
     assert len(merchant.hits("/item")) == 1
@@ -221,7 +131,7 @@ async def test_item_webhook_url_wins_over_project_url(start_relay: StartRelay, m
 
 
 async def test_project_url_used_when_item_has_none(start_relay: StartRelay, merchant: Merchant) -> None:
-    shop = await open_shop(start_relay, merchant, project_path="/project", item_path=None)
+    shop = await start_shop(start_relay, merchant, project_path="/project", item_path=None)
     order = await shop.order()
     await shop.wait_status(order, "delivered")
     assert len(merchant.hits("/project")) == 1
@@ -229,18 +139,18 @@ async def test_project_url_used_when_item_has_none(start_relay: StartRelay, merc
 
 
 async def test_no_url_anywhere_means_no_endpoint(start_relay: StartRelay, merchant: Merchant) -> None:
-    shop = await open_shop(start_relay, merchant, project_path=None, item_path=None)
+    shop = await start_shop(start_relay, merchant, project_path=None, item_path=None)
     order = await shop.order()
     purchase = await shop.wait_status(order, "no_endpoint")
     assert purchase["status"] == "paid"
     assert purchase["attempts"] == []
     assert merchant.received == []
-    assert await dead_letter_ids(shop.api) == []
+    assert await shop.api.dead_letter_ids() == []
 
 
 async def test_url_is_resolved_again_at_each_attempt(start_relay: StartRelay, merchant: Merchant) -> None:
     merchant.script["/broken"] = [503]
-    shop = await open_shop(
+    shop = await start_shop(
         start_relay, merchant, project_path=None, item_path="/broken", retry_schedule=(1.0, 1.0)
     )
     order = await shop.order()
@@ -270,7 +180,7 @@ async def test_500_then_200_is_delivered_on_the_second_attempt(
     start_relay: StartRelay, merchant: Merchant
 ) -> None:
     merchant.script[HOOK] = [500, 200]
-    shop = await open_shop(start_relay, merchant)
+    shop = await start_shop(start_relay, merchant)
     order = await shop.order()
     purchase = await shop.wait_status(order, "delivered")
 
@@ -303,15 +213,15 @@ async def test_always_503_is_dead_lettered_after_schedule_plus_one_attempts(
     start_relay: StartRelay, merchant: Merchant
 ) -> None:
     merchant.script[HOOK] = [503]
-    shop = await open_shop(start_relay, merchant)
-    schedule = shop.running.settings.retry_schedule
+    shop = await start_shop(start_relay, merchant)
+    schedule = shop.api.settings.retry_schedule
     order = await shop.order()
     purchase = await shop.wait_status(order, "failed")
 
     assert len(merchant.hits(HOOK)) == len(schedule) + 1
     assert [attempt["status_code"] for attempt in purchase["attempts"]] == [503] * (len(schedule) + 1)
     assert purchase["attempts"][-1]["next_attempt_at"] is None
-    listing = await dead_letters(shop.api)
+    listing = await shop.api.dead_letters()
     [row] = listing["dead_letters"]
     assert listing["next_cursor"] is None
     assert row["event_id"] == purchase["event_id"]
@@ -329,30 +239,30 @@ async def test_always_503_is_dead_lettered_after_schedule_plus_one_attempts(
     assert last.headers["webhook-id"] == purchase["event_id"]
     assert verify(last, shop.secret)["order_id"] == order["order_id"]
     assert replayed["attempts"][-1]["status_code"] == 200
-    assert await dead_letter_ids(shop.api) == []
+    assert await shop.api.dead_letter_ids() == []
 
 
 async def test_replay_all_of_one_project(start_relay: StartRelay, merchant: Merchant) -> None:
     merchant.script[HOOK] = [503]
-    shop = await open_shop(start_relay, merchant, retry_schedule=QUICK)
+    shop = await start_shop(start_relay, merchant, retry_schedule=QUICK)
     other_project = await shop.api.project(name="Other", webhook_url=f"{merchant.url}{HOOK}")
     other_item = await shop.api.item(other_project["id"])
-    other = Shop(shop.running, other_project, other_item)
+    other = Shop(shop.api, other_project, other_item)
 
     mine = [await shop.order() for _ in range(2)]
     theirs = await other.order()
     for order in mine:
         await shop.wait_status(order, "failed")
     await other.wait_status(theirs, "failed")
-    assert len(await dead_letter_ids(shop.api)) == 3
-    assert len(await dead_letter_ids(shop.api, project_id=shop.project["id"])) == 2
+    assert len(await shop.api.dead_letter_ids()) == 3
+    assert len(await shop.api.dead_letter_ids(project_id=shop.project["id"])) == 2
 
     merchant.script[HOOK] = [200]
     answer = await replay(shop.api, {"all": True, "project_id": shop.project["id"]})
     assert answer == {"replayed": 2}
     for order in mine:
         await shop.wait_status(order, "delivered")
-    [left] = await dead_letter_ids(shop.api)
+    [left] = await shop.api.dead_letter_ids()
     assert left == (await other.purchase(theirs))["event_id"]
     assert (await other.purchase(theirs))["webhook_status"] == "failed"
 
@@ -360,7 +270,7 @@ async def test_replay_all_of_one_project(start_relay: StartRelay, merchant: Merc
 async def test_replay_rejects_unknown_event_and_bad_bodies(
     start_relay: StartRelay, merchant: Merchant
 ) -> None:
-    shop = await open_shop(start_relay, merchant)
+    shop = await start_shop(start_relay, merchant)
     missing = await replay(shop.api, {"event_ids": ["evt_nope"]}, expect=404)
     assert missing["error"] == "NotFound"
     both = await replay(shop.api, {"event_ids": ["evt_nope"], "all": True}, expect=400)
@@ -370,16 +280,16 @@ async def test_replay_rejects_unknown_event_and_bad_bodies(
 
 async def test_delete_dead_letter(start_relay: StartRelay, merchant: Merchant) -> None:
     merchant.script[HOOK] = [503]
-    shop = await open_shop(start_relay, merchant, retry_schedule=QUICK)
+    shop = await start_shop(start_relay, merchant, retry_schedule=QUICK)
     order = await shop.order()
     purchase = await shop.wait_status(order, "failed")
     event_id = purchase["event_id"]
-    assert await dead_letter_ids(shop.api) == [event_id]
+    assert await shop.api.dead_letter_ids() == [event_id]
 
     path = f"/api/admin/dead-letters/{event_id}"
     assert await shop.api.call("DELETE", path) == {"deleted": event_id}
-    assert await dead_letter_ids(shop.api) == []
-    assert await dead_letter_ids(shop.api, project_id=shop.project["id"]) == []
+    assert await shop.api.dead_letter_ids() == []
+    assert await shop.api.dead_letter_ids(project_id=shop.project["id"]) == []
     again = await shop.api.call("DELETE", path, expect=404)
     assert again["error"] == "NotFound"
     # the purchase keeps its history
@@ -390,7 +300,7 @@ async def test_dead_letter_pagination_sees_each_exactly_once(
     start_relay: StartRelay, merchant: Merchant
 ) -> None:
     merchant.script[HOOK] = [503]
-    shop = await open_shop(start_relay, merchant, retry_schedule=QUICK)
+    shop = await start_shop(start_relay, merchant, retry_schedule=QUICK)
     orders = [await shop.order() for _ in range(5)]
     expected = {(await shop.wait_status(order, "failed"))["event_id"] for order in orders}
 
@@ -398,7 +308,7 @@ async def test_dead_letter_pagination_sees_each_exactly_once(
     cursor = None
     pages = 0
     while True:
-        page = await dead_letters(shop.api, limit=2, cursor=cursor)
+        page = await shop.api.dead_letters(limit=2, cursor=cursor)
         pages += 1
         assert len(page["dead_letters"]) <= 2
         seen += [row["event_id"] for row in page["dead_letters"]]
@@ -409,18 +319,18 @@ async def test_dead_letter_pagination_sees_each_exactly_once(
     assert pages == 3
     assert len(seen) == len(set(seen)) == 5
     assert set(seen) == expected
-    assert seen == await dead_letter_ids(shop.api)  # the same order as one big page
+    assert seen == await shop.api.dead_letter_ids()  # the same order as one big page
 
 
 async def test_dead_letter_list_since_filter(start_relay: StartRelay, merchant: Merchant) -> None:
     merchant.script[HOOK] = [503]
-    shop = await open_shop(start_relay, merchant, retry_schedule=QUICK)
+    shop = await start_shop(start_relay, merchant, retry_schedule=QUICK)
     order = await shop.order()
     event_id = (await shop.wait_status(order, "failed"))["event_id"]
     past = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
     future = (datetime.now(UTC) + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert await dead_letter_ids(shop.api, since=past) == [event_id]
-    assert await dead_letter_ids(shop.api, since=future) == []
+    assert await shop.api.dead_letter_ids(since=past) == [event_id]
+    assert await shop.api.dead_letter_ids(since=future) == []
     assert await replay(shop.api, {"all": True, "since": future}) == {"replayed": 0}
     bad = await shop.api.call("GET", "/api/admin/dead-letters", params={"since": "yesterday"}, expect=400)
     assert bad["error"] == "InvalidInput"
@@ -433,7 +343,7 @@ async def test_dead_letter_pagination_with_equal_timestamps(
 ) -> None:
     """Dead letters sharing a millisecond are ordered by id and still each seen exactly once."""
     merchant.script[HOOK] = [503]
-    shop = await open_shop(start_relay, merchant, retry_schedule=QUICK)
+    shop = await start_shop(start_relay, merchant, retry_schedule=QUICK)
     orders = [await shop.order() for _ in range(5)]
     ids = {(await shop.wait_status(order, "failed"))["event_id"] for order in orders}
     client = Redis.from_url(redis_url, decode_responses=True)
@@ -446,7 +356,7 @@ async def test_dead_letter_pagination_with_equal_timestamps(
     seen: list[str] = []
     cursor = None
     for _ in range(10):
-        page = await dead_letters(shop.api, limit=2, cursor=cursor)
+        page = await shop.api.dead_letters(limit=2, cursor=cursor)
         seen += [row["event_id"] for row in page["dead_letters"]]
         cursor = page["next_cursor"]
         if cursor is None:
@@ -460,7 +370,7 @@ async def test_dead_letter_pagination_with_equal_timestamps(
 async def test_retry_webhook_resends_a_delivered_purchase(
     start_relay: StartRelay, merchant: Merchant
 ) -> None:
-    shop = await open_shop(start_relay, merchant)
+    shop = await start_shop(start_relay, merchant)
     order = await shop.order()
     purchase = await shop.wait_status(order, "delivered")
     await wait_hits(merchant, 1)
@@ -479,7 +389,7 @@ async def test_retry_webhook_resends_a_delivered_purchase(
 async def test_retry_webhook_after_configuring_a_url_delivers_a_no_endpoint_purchase(
     start_relay: StartRelay, merchant: Merchant
 ) -> None:
-    shop = await open_shop(start_relay, merchant, project_path=None)
+    shop = await start_shop(start_relay, merchant, project_path=None)
     order = await shop.order()
     event_id = (await shop.wait_status(order, "no_endpoint"))["event_id"]
     await shop.set_item_url(f"{merchant.url}/late")
@@ -493,7 +403,7 @@ async def test_retry_webhook_after_configuring_a_url_delivers_a_no_endpoint_purc
 
 
 async def test_retry_webhook_on_unpaid_purchase_is_409(start_relay: StartRelay, merchant: Merchant) -> None:
-    shop = await open_shop(start_relay, merchant)
+    shop = await start_shop(start_relay, merchant)
     order = await shop.order(pay=False)
     path = f"/api/platform/projects/{shop.project['id']}/item-purchases/{order['order_id']}/retry-webhook"
     answer = await shop.api.call("POST", path, expect=409)
@@ -527,7 +437,7 @@ async def test_retry_after_seconds_is_honoured_within_the_clamp(
     high: float,
 ) -> None:
     merchant.script[HOOK] = [(429, {"Retry-After": retry_after}), 200]
-    shop = await open_shop(start_relay, merchant, retry_schedule=schedule)
+    shop = await start_shop(start_relay, merchant, retry_schedule=schedule)
     order = await shop.order()
     purchase = await shop.wait_status(order, "delivered", timeout=15)
     limited, ok = purchase["attempts"]
@@ -548,7 +458,7 @@ async def test_retry_after_http_date_is_honoured(start_relay: StartRelay, mercha
 
     merchant.script[HOOK] = [limited, 200]
     # No jitter (rng 0.5), so the scheduled delay is exactly 1.0 s and the clamp is [1.0, 2.0].
-    shop = await open_shop(start_relay, merchant, retry_schedule=(1.0,), worker_options={"rng": lambda: 0.5})
+    shop = await start_shop(start_relay, merchant, retry_schedule=(1.0,), rng=lambda: 0.5)
     order = await shop.order()
     purchase = await shop.wait_status(order, "delivered", timeout=15)
     first, second = purchase["attempts"]
@@ -563,7 +473,7 @@ async def test_retry_after_http_date_is_honoured(start_relay: StartRelay, mercha
 
 async def test_410_gone_dead_letters_at_once(start_relay: StartRelay, merchant: Merchant) -> None:
     merchant.script[HOOK] = [410, 200]
-    shop = await open_shop(start_relay, merchant)
+    shop = await start_shop(start_relay, merchant)
     order = await shop.order()
     purchase = await shop.wait_status(order, "failed")
     [attempt] = purchase["attempts"]
@@ -571,15 +481,15 @@ async def test_410_gone_dead_letters_at_once(start_relay: StartRelay, merchant: 
     assert attempt["error"]
     assert attempt["next_attempt_at"] is None
     assert len(merchant.hits(HOOK)) == 1
-    assert await dead_letter_ids(shop.api) == [purchase["event_id"]]
+    assert await shop.api.dead_letter_ids() == [purchase["event_id"]]
 
 
 async def test_redirect_is_not_followed_and_counts_as_failure(
     start_relay: StartRelay, merchant: Merchant
 ) -> None:
     merchant.script[HOOK] = [(302, {"Location": "/elsewhere"})]
-    shop = await open_shop(start_relay, merchant)
-    schedule = shop.running.settings.retry_schedule
+    shop = await start_shop(start_relay, merchant)
+    schedule = shop.api.settings.retry_schedule
     order = await shop.order()
     purchase = await shop.wait_status(order, "failed")
     assert merchant.hits("/elsewhere") == []
@@ -594,7 +504,7 @@ async def test_hanging_merchant_times_out_and_is_retried(start_relay: StartRelay
         return web.Response(text="too late")
 
     merchant.script[HOOK] = [hang, 200]
-    shop = await open_shop(start_relay, merchant, delivery_timeout=0.5)
+    shop = await start_shop(start_relay, merchant, delivery_timeout=0.5)
     order = await shop.order()
     purchase = await shop.wait_status(order, "delivered")
     timed_out, ok = purchase["attempts"]
@@ -609,11 +519,11 @@ async def test_hanging_merchant_times_out_and_is_retried(start_relay: StartRelay
 async def test_unreachable_merchant_is_retried_then_dead_lettered(
     start_relay: StartRelay, merchant: Merchant
 ) -> None:
-    shop = await open_shop(start_relay, merchant, project_path=None)
+    shop = await start_shop(start_relay, merchant, project_path=None)
     await shop.set_item_url("http://127.0.0.1:9/closed")  # the discard port: nothing listens
     order = await shop.order()
     purchase = await shop.wait_status(order, "failed")
-    schedule = shop.running.settings.retry_schedule
+    schedule = shop.api.settings.retry_schedule
     assert len(purchase["attempts"]) == len(schedule) + 1
     assert all(attempt["status_code"] is None and attempt["error"] for attempt in purchase["attempts"])
 
@@ -622,7 +532,7 @@ async def test_unreachable_merchant_is_retried_then_dead_lettered(
 
 
 async def test_rotation_signs_with_old_and_new_secret(start_relay: StartRelay, merchant: Merchant) -> None:
-    shop = await open_shop(start_relay, merchant)
+    shop = await start_shop(start_relay, merchant)
     old = shop.secret
     await shop.order()
     await wait_hits(merchant, 1)
@@ -660,7 +570,7 @@ async def test_rotation_signs_with_old_and_new_secret(start_relay: StartRelay, m
 async def test_sweeper_delivers_an_event_whose_job_was_lost(
     start_relay: StartRelay, merchant: Merchant, redis_url: str
 ) -> None:
-    shop = await open_shop(start_relay, merchant, worker=False)
+    shop = await start_shop(start_relay, merchant, worker=False)
     order = await shop.order()
     event_id = (await shop.purchase(order))["event_id"]
 
@@ -686,7 +596,7 @@ async def test_sweeper_reschedules_a_lost_retry_job(
 ) -> None:
     """The periodic sweep (not only the one at worker start) repairs a retry job that vanished."""
     merchant.script[HOOK] = [503, 200]
-    shop = await open_shop(start_relay, merchant, retry_schedule=(1.5,))
+    shop = await start_shop(start_relay, merchant, retry_schedule=(1.5,))
     order = await shop.order()
     first = await shop.wait_attempts(order, 1)
     event_id = first["event_id"]

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from relay.settings import Settings
-from tests.conftest import StartRelay, eventually
+from tests.helpers import StartRelay, eventually
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 K8S = DEPLOY / "k8s"

@@ -11,8 +11,7 @@ import pytest
 from fakeredis.aioredis import FakeRedis
 
 from relay.crypto import SecretBox, generate_key
-from relay.gateways import PaymentOutcome
-from relay.models import Purchase, PurchaseStatus
+from relay.models import PaymentOutcome, Purchase, PurchaseStatus
 from relay.store import Store
 
 PENDING = PurchaseStatus.PENDING

@@ -25,7 +25,7 @@ from relay.gateways.tripay import Tripay
 from relay.gateways.xendit import Xendit
 from relay.models import Purchase, PurchaseStatus
 from relay.settings import Settings, describe_validation_error
-from tests.conftest import FakeClock
+from tests.helpers import FakeClock
 
 XENDIT_TOKEN = "xnd-callback-token-0123456789"
 SECRET = "custom-source-secret-0123456789"

@@ -11,7 +11,6 @@ import pytest
 from redis.asyncio import Redis
 from standardwebhooks import Webhook
 
-from tests.conftest import Merchant, Running, StartRelay, assert_error, eventually, open_shop
 from tests.gateway_callbacks import (
     AT_LEAST,
     EXPIRED_AS,
@@ -25,8 +24,7 @@ from tests.gateway_callbacks import (
     post,
     send,
 )
-
-pytestmark = pytest.mark.integration
+from tests.helpers import Merchant, Running, StartRelay, assert_error, eventually, open_shop
 
 
 @pytest.fixture

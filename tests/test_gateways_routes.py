@@ -17,15 +17,6 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from relay.app import create_app
-from tests.conftest import (
-    FakeClock,
-    Running,
-    StartRelay,
-    assert_error,
-    local_server,
-    make_settings,
-    open_shop,
-)
 from tests.gateway_callbacks import (
     DOKU,
     DUITKU,
@@ -42,8 +33,15 @@ from tests.gateway_callbacks import (
     send,
     unmatched,
 )
-
-pytestmark = pytest.mark.integration
+from tests.helpers import (
+    FakeClock,
+    Running,
+    StartRelay,
+    assert_error,
+    local_server,
+    make_settings,
+    open_shop,
+)
 
 
 async def test_published_examples_verify_through_the_routes(start_relay: StartRelay, redis: Redis) -> None:

@@ -12,7 +12,6 @@ import pytest
 from redis.asyncio import Redis
 from standardwebhooks import Webhook
 
-from tests.conftest import Merchant, Running, Shop, StartRelay, assert_error, eventually, open_shop
 from tests.gateway_callbacks import (
     EXPIRED_AS,
     GATEWAY_SETTINGS,
@@ -21,8 +20,7 @@ from tests.gateway_callbacks import (
     assert_one_event,
     events_of,
 )
-
-pytestmark = pytest.mark.integration
+from tests.helpers import Merchant, Running, Shop, StartRelay, assert_error, eventually, open_shop
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from relay.gateways.duitku import Duitku
 from relay.gateways.tripay import Tripay
 from relay.gateways.xendit import Xendit
 from relay.models import PurchaseStatus
-from tests.conftest import FakeClock
+from tests.helpers import FakeClock
 
 VECTORS = Path(__file__).parent / "vectors"
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from relay.gateways.midtrans import sign_notification
-from tests.conftest import ADMIN_TOKEN, Running, StartRelay
+from tests.helpers import ADMIN_TOKEN, Running, StartRelay
 
 FUZZ = settings(
     max_examples=150,

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from tests.conftest import Merchant, StartRelay, eventually, local_server
+from tests.helpers import Merchant, StartRelay, eventually, local_server
 from workers.isolation import HostLimiter
 
 

@@ -9,7 +9,7 @@ import pytest
 import structlog
 from structlog.testing import LogCapture
 
-from tests.conftest import ADMIN_TOKEN, Merchant, StartRelay, eventually
+from tests.helpers import ADMIN_TOKEN, Merchant, StartRelay, eventually
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, Api, Merchant, eventually, make_settings
+from tests.helpers import ADMIN_TOKEN, Api, Merchant, eventually, make_settings
 from tests.processes import Processes, free_port, relay_env
 
 
@@ -62,7 +62,7 @@ async def test_metrics_move_on_ingress_and_worker(
             return True
 
         await eventually(up, timeout=20, what="both metrics endpoints")
-        api = Api(http, make_settings(redis_url=redis_url))
+        api = Api(http, make_settings(redis_url=redis_url), f"http://127.0.0.1:{port}")
         merchant.script["/flaky"] = [500, 200]
         merchant.script["/down"] = [503]
         project = await api.project(webhook_url=f"{merchant.url}/flaky")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.conftest import Running, StartRelay, local_server
+from tests.helpers import Running, StartRelay, local_server
 
 SERVER_KEY = "SB-Mid-server-confirm-test"
 

@@ -16,7 +16,7 @@ from openapi_spec_validator import validate
 
 from relay.app import create_app
 from relay.openapi import document
-from tests.conftest import ADMIN_TOKEN, Api, Merchant, StartRelay, eventually, make_settings
+from tests.helpers import ADMIN_TOKEN, Api, Merchant, StartRelay, eventually, make_settings
 
 # Development-only and console routes are not part of the API the document describes.
 UNDOCUMENTED_PREFIXES = ("/sandbox/", "/console")

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from relay.connections import REDIS_DOWN
-from tests.conftest import Api, Merchant, StartRelay, eventually, make_settings
+from relay.errors import REDIS_DOWN
+from tests.helpers import Api, Merchant, StartRelay, eventually, make_settings
 from tests.processes import Processes, free_port, relay_env
 
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
@@ -88,7 +88,7 @@ async def test_redis_restart_loses_nothing(processes: Processes, merchant: Merch
     serve = await processes.start("serve", "serve", "--port", str(port))
     worker = await processes.start("worker", "worker")
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http:
-        api = Api(http, make_settings(redis_url=redis.url))
+        api = Api(http, make_settings(redis_url=redis.url), f"http://127.0.0.1:{port}")
 
         async def up() -> bool:
             try:

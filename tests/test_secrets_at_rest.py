@@ -12,7 +12,7 @@ from cryptography.fernet import Fernet
 from redis.asyncio import Redis
 
 from relay.crypto import SecretBox, generate_key
-from tests.conftest import TEST_ENCRYPTION_KEY, StartRelay
+from tests.helpers import TEST_ENCRYPTION_KEY, StartRelay
 
 RELAY = str(Path(sys.executable).parent / "relay")
 

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import Api, eventually, local_server, make_settings
+from tests.helpers import Api, eventually, local_server, make_settings
 from tests.processes import Processes, free_port, relay_env
 
 SNAP_DELAY = 1.5
@@ -48,7 +48,7 @@ async def test_sigterm_drains_in_flight_requests(redis_url: str, slow_snap: str,
                     return False
 
             await eventually(up, timeout=20, what="relay serve")
-            api = Api(http, make_settings(redis_url=redis_url))
+            api = Api(http, make_settings(redis_url=redis_url), f"http://127.0.0.1:{port}")
             project = await api.project()
             item = await api.item(project["id"])
             in_flight = asyncio.create_task(api.buy(project["client_id"], item["id"]))

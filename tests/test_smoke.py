@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from standardwebhooks import Webhook
 
-from tests.conftest import Merchant, StartRelay, eventually
+from tests.helpers import Merchant, StartRelay, eventually
 
 
 async def test_paid_purchase_reaches_merchant_verified(start_relay: StartRelay, merchant: Merchant) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Merchant, StartRelay, eventually
+from tests.helpers import Merchant, StartRelay, eventually
 
 
 @pytest.mark.parametrize(

@@ -16,12 +16,12 @@ from fakeredis.aioredis import FakeRedis
 from relay.crypto import SecretBox, generate_key
 from relay.errors import InvalidInput
 from relay.events import EventStore
-from relay.gateways import PaymentOutcome
 from relay.models import (
     Attempt,
     EventRecord,
     Item,
     ItemPurchasedEvent,
+    PaymentOutcome,
     Project,
     Purchase,
     PurchaseStatus,
@@ -29,9 +29,10 @@ from relay.models import (
     event_body_parts,
     iso_z,
     new_event_id,
+    to_ms,
 )
 from relay.signing import new_webhook_secret
-from relay.store import Store, to_ms
+from relay.store import Store
 
 PREFIX = "t"
 T0 = datetime(2026, 5, 6, 10, 0, tzinfo=UTC)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from relay.runner import close_worker
+from workers.lifetime import close_worker
 
 
 class StoppedShort:

@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
 
-from tests.conftest import Api, Merchant, eventually, make_settings
+from tests.helpers import Api, Merchant, eventually, make_settings
 from tests.processes import Processes, free_port, relay_env
 
 PURCHASES = 500
@@ -151,7 +151,7 @@ async def deployment(processes: Processes, merchant: Merchant) -> AsyncIterator[
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http:
         try:
             await wait_for_relay(http)
-            api = Api(http, make_settings())
+            api = Api(http, make_settings(), f"http://127.0.0.1:{port}")
             project = await api.project(webhook_url=f"{merchant.url}/hook")
             item = await api.item(project["id"])
             yield Deployment(api, project, item, merchant, slow, processes)

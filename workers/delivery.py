@@ -22,10 +22,10 @@ from relay.errors import PermanentDelivery, RetryableDelivery
 from relay.events import EventStore
 from relay.metrics import Metrics
 from relay.models import Attempt, EventRecord, WebhookStatus
-from relay.queue import enqueue_delivery
 from relay.settings import Settings
 from relay.signing import webhook_headers
 from relay.store import Store
+from workers.arq_compat import enqueue_delivery
 from workers.backoff import next_delay, parse_retry_after
 from workers.egress import MAX_RESPONSE_BYTES, BlockedTarget
 from workers.isolation import HostLimiter, endpoint

@@ -1,12 +1,12 @@
-"""arq worker settings and the thin tasks that call ``workers.delivery``.
+"""The relay's arq worker: its settings, and the thin tasks that call ``workers.delivery``.
 
 Choices (see README, "The worker"):
 
 - ``job_timeout`` = delivery timeout + 15 s. arq marks a job in progress for job_timeout + 10 s;
   if the worker is SIGKILLed, that mark expires and another worker (or the restarted one) runs the
   job again: about 40 s with the default 15 s delivery timeout, not arq's default five minutes.
-- ``poll_delay`` 0.05 s: arq starts at most ``queue_read_limit`` jobs per poll, so the default 0.5 s
-  would cap throughput and add up to half a second of latency; an idle poll is one ZRANGEBYSCORE.
+- ``poll_delay`` 0.05 s: an idle poll is one ZRANGEBYSCORE, and the default 0.5 s would add up to
+  half a second of latency.
 - ``max_jobs`` 100: deliveries wait on the network, not the CPU; 100 in flight per process.
 - ``keep_result`` 0: results are never read, and a kept result would block the sweeper from
   re-enqueueing a lost job under the same id.
@@ -18,28 +18,21 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import Any
-from unittest import mock
 
-import arq.worker
 import structlog
 from arq import cron
-from arq.connections import ArqRedis
 from arq.worker import func
 from redis.exceptions import RedisError
 
 from relay.autopipeline import AutoPipelineRedis
 from relay.connections import Connections
-from relay.crypto import SecretBox
-from relay.events import EventStore
 from relay.metrics import Metrics
 from relay.models import utcnow
-from relay.queue import DELIVER, SWEEP
 from relay.settings import Settings
-from relay.store import Store
-from workers.claim import BatchWorker
+from relay.stores import make_stores
+from workers.arq_compat import DELIVER, SWEEP, BatchWorker
 from workers.delivery import Deps, deliver, sweep
 from workers.egress import create_session
 from workers.isolation import HostLimiter
@@ -67,16 +60,32 @@ async def sweep_task(ctx: dict[str, Any]) -> int:
         return 0
 
 
-def worker_options(
+def arq_settings(settings: Settings) -> dict[str, Any]:
+    """arq's tuning of the relay's worker (the module docstring says why each)."""
+    return {
+        "max_jobs": settings.worker_max_jobs,
+        "poll_delay": settings.worker_poll_delay,
+        "job_timeout": settings.delivery_timeout + 15,
+        "keep_result": 0,
+        "max_tries": 10,
+        "job_completion_wait": int(settings.delivery_timeout) + 5,
+        "health_check_interval": 60,
+    }
+
+
+def create_worker(
     settings: Settings,
     connections: Connections,
     *,
+    metrics: Metrics,
     clock: Callable[[], datetime] = utcnow,
     rng: Callable[[], float] = random.random,
-    metrics: Metrics | None = None,
-) -> dict[str, Any]:
-    """Keyword arguments for ``arq.worker.Worker`` (the relay's WorkerSettings)."""
-    metrics = metrics or Metrics()
+    handle_signals: bool = False,
+    burst: bool = False,
+) -> BatchWorker:
+    """A delivery worker over ``connections`` (borrowed: the caller closes them). ``clock`` and
+    ``rng`` reach every delivery (tests fix them); ``handle_signals`` lets arq catch SIGINT and
+    SIGTERM itself, which ``workers.lifetime`` does instead."""
 
     async def startup(ctx: dict[str, Any]) -> None:
         log.info(
@@ -93,9 +102,10 @@ def worker_options(
         )
         # Up to max_jobs deliveries make their small reads and writes at once: pipeline them.
         ctx[PIPELINED] = redis = AutoPipelineRedis(connections.redis.connection_pool)
+        stores = make_stores(redis, settings)
         ctx[DEPS] = Deps(
-            store=Store(redis, prefix=settings.key_prefix, box=SecretBox(settings.fernet_keys)),
-            events=EventStore(redis, prefix=settings.key_prefix),
+            store=stores.store,
+            events=stores.events,
             arq=connections.arq,
             http=http,
             settings=settings,
@@ -113,38 +123,14 @@ def worker_options(
             await ctx[PIPELINED].aclose()
 
     step = max(1, int(settings.sweep_interval))
-    return {
-        "functions": [func(deliver_task, name=DELIVER)],
-        "cron_jobs": [cron(sweep_task, name=SWEEP, second=set(range(0, 60, step)), run_at_startup=True)],
-        "redis_pool": connections.arq,
-        "on_startup": startup,
-        "on_shutdown": shutdown,
-        "max_jobs": settings.worker_max_jobs,
-        "poll_delay": settings.worker_poll_delay,
-        "job_timeout": settings.delivery_timeout + 15,
-        "keep_result": 0,
-        "max_tries": 10,
-        "job_completion_wait": int(settings.delivery_timeout) + 5,
-        "health_check_interval": 60,
-    }
-
-
-def embedded_patch(connections: Connections) -> AbstractContextManager[Any]:
-    """arq logs ``INFO`` at start; fakeredis has no INFO command, so skip that one log line."""
-    if not connections.embedded:
-        return nullcontext()
-
-    async def no_info(redis: ArqRedis, log_func: Callable[[str], Any]) -> None:
-        log_func("redis: embedded in-process store (not durable)")
-
-    return mock.patch.object(arq.worker, "log_redis_info", no_info)
-
-
-def create_worker(settings: Settings, connections: Connections, **options: Any) -> BatchWorker:
-    """A worker over ``connections``; ``options`` override or extend ``worker_options``."""
-    base = worker_options(
-        settings,
-        connections,
-        **{key: options.pop(key) for key in ("clock", "rng", "metrics") if key in options},
+    return BatchWorker(
+        functions=[func(deliver_task, name=DELIVER)],
+        cron_jobs=[cron(sweep_task, name=SWEEP, second=set(range(0, 60, step)), run_at_startup=True)],
+        redis_pool=connections.arq,
+        embedded=connections.embedded,
+        on_startup=startup,
+        on_shutdown=shutdown,
+        handle_signals=handle_signals,
+        burst=burst,
+        **arq_settings(settings),
     )
-    return BatchWorker(**(base | options))

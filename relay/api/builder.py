@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from aiohttp import web
 
-from relay.api.context import ARQ, CLOCK, EVENTS, METRICS, SETTINGS, STORE
-from relay.api.middleware import (
-    admin_only,
-    not_found,
-    query_int,
-    read_model,
-    required_query,
-)
-from relay.domain import resend
-from relay.errors import Conflict, InvalidInput
-from relay.events import EventStore
-from relay.models import (
-    Item,
-    ItemIn,
-    Project,
-    ProjectIn,
-    Purchase,
-    WebhookStatus,
-    new_client_id,
-    new_id,
-)
+from relay.api.auth import admin_only
+from relay.api.context import CLOCK, OPERATIONS, SETTINGS, STORE
+from relay.api.parsing import parse_webhook_status, query_int, read_model, required_query
+from relay.errors import Conflict, InvalidInput, not_found
+from relay.models import Item, ItemIn, Project, ProjectIn, new_client_id, new_id
 from relay.settings import Settings
 from relay.signing import new_webhook_secret
 from relay.store import Store
@@ -50,13 +33,6 @@ def check_target(settings: Settings, url: str | None) -> None:
         )
     except ValueError as error:
         raise InvalidInput(f"webhook_url: {error}") from None
-
-
-async def _project(store: Store, project_id: str) -> Project:
-    project = await store.get_project(project_id)
-    if project is None:
-        raise not_found("project", project_id)
-    return project
 
 
 @routes.put("/api/platform/projects")
@@ -87,7 +63,7 @@ async def put_project(request: web.Request) -> web.Response:
 @routes.get("/api/platform/projects/{project_id}")
 @admin_only
 async def get_project(request: web.Request) -> web.Response:
-    project = await _project(request.app[STORE], request.match_info["project_id"])
+    project = await request.app[OPERATIONS].project(request.match_info["project_id"])
     return web.json_response({"project": project.public_view()})
 
 
@@ -95,7 +71,7 @@ async def get_project(request: web.Request) -> web.Response:
 @admin_only
 async def rotate_secret(request: web.Request) -> web.Response:
     store, now = request.app[STORE], request.app[CLOCK]()
-    project = await _project(store, request.match_info["project_id"])
+    project = await request.app[OPERATIONS].project(request.match_info["project_id"])
     rotated = project.model_copy(
         update={
             "webhook_secret": new_webhook_secret(),
@@ -119,7 +95,7 @@ async def put_item(request: web.Request) -> web.Response:
     store, now = request.app[STORE], request.app[CLOCK]()
     data = await read_model(request, ItemIn)
     check_target(request.app[SETTINGS], data.webhook_url)
-    await _project(store, data.project_id)
+    await request.app[OPERATIONS].project(data.project_id)
     existing = await store.get_item(data.id) if data.id else None
     if existing is not None:
         if existing.project_id != data.project_id:
@@ -136,9 +112,8 @@ async def put_item(request: web.Request) -> web.Response:
 @routes.get("/api/platform/items")
 @admin_only
 async def list_items(request: web.Request) -> web.Response:
-    store = request.app[STORE]
-    project = await _project(store, required_query(request, "project_id"))
-    items = await store.list_items(project.id)
+    project = await request.app[OPERATIONS].project(required_query(request, "project_id"))
+    items = await request.app[STORE].list_items(project.id)
     return web.json_response({"items": [item.model_dump(mode="json") for item in items]})
 
 
@@ -165,66 +140,33 @@ async def delete_item(request: web.Request) -> web.Response:
     return web.json_response({"deleted": True, "item": item.model_dump(mode="json")})
 
 
-async def purchase_views(events: EventStore, purchases: list[Purchase]) -> list[dict[str, Any]]:
-    """Purchases as the API shows them, each with its delivery attempts."""
-    logs = await events.attempts([purchase.event_id for purchase in purchases if purchase.event_id])
-    views = []
-    for purchase in purchases:
-        view = purchase.model_dump(mode="json")
-        attempts = logs.get(purchase.event_id, []) if purchase.event_id else []
-        view["attempts"] = [attempt.model_dump(mode="json") for attempt in attempts]
-        views.append(view)
-    return views
-
-
-def parse_webhook_status(raw: str | None) -> WebhookStatus | None:
-    if not raw:
-        return None
-    try:
-        return WebhookStatus(raw)
-    except ValueError:
-        choices = ", ".join(status.value for status in WebhookStatus)
-        raise InvalidInput(f"webhook_status must be one of {choices}") from None
-
-
 @routes.get("/api/platform/projects/{project_id}/item-purchases")
 @admin_only
 async def list_purchases(request: web.Request) -> web.Response:
-    store = request.app[STORE]
-    project = await _project(store, request.match_info["project_id"])
-    status = parse_webhook_status(request.query.get("webhook_status"))
-    limit = query_int(request, "limit", default=100, low=1, high=1000)
-    purchases = await store.list_purchases(project.id, webhook_status=status, limit=limit)
-    return web.json_response({"purchases": await purchase_views(request.app[EVENTS], purchases)})
-
-
-async def _purchase(store: Store, project_id: str, order_id: str) -> Purchase:
-    purchase = await store.get_purchase(order_id)
-    if purchase is None or purchase.project_id != project_id:
-        raise not_found("purchase", order_id)
-    return purchase
+    operations = request.app[OPERATIONS]
+    purchases = await operations.purchases(
+        request.match_info["project_id"],
+        webhook_status=parse_webhook_status(request.query.get("webhook_status")),
+        limit=query_int(request, "limit", default=100, low=1, high=1000),
+    )
+    return web.json_response({"purchases": await operations.with_attempts(purchases)})
 
 
 @routes.get("/api/platform/projects/{project_id}/item-purchases/{purchase_id}")
 @admin_only
 async def get_purchase(request: web.Request) -> web.Response:
-    store = request.app[STORE]
-    project = await _project(store, request.match_info["project_id"])
-    purchase = await _purchase(store, project.id, request.match_info["purchase_id"])
-    [view] = await purchase_views(request.app[EVENTS], [purchase])
+    operations = request.app[OPERATIONS]
+    project = await operations.project(request.match_info["project_id"])
+    purchase = await operations.purchase(project.id, request.match_info["purchase_id"])
+    [view] = await operations.with_attempts([purchase])
     return web.json_response({"purchase": view})
 
 
 @routes.post("/api/platform/projects/{project_id}/item-purchases/{purchase_id}/retry-webhook")
 @admin_only
 async def retry_webhook(request: web.Request) -> web.Response:
-    store, events = request.app[STORE], request.app[EVENTS]
-    project = await _project(store, request.match_info["project_id"])
-    purchase = await _purchase(store, project.id, request.match_info["purchase_id"])
-    if purchase.event_id is None:
-        raise Conflict(f"purchase {purchase.order_id} is {purchase.status.value}; it has no webhook to send")
-    await resend(events, request.app[ARQ], purchase.event_id, now=request.app[CLOCK]())
-    request.app[METRICS].replays.inc()
-    refreshed = await _purchase(store, project.id, purchase.order_id)
-    [view] = await purchase_views(events, [refreshed])
+    operations = request.app[OPERATIONS]
+    project = await operations.project(request.match_info["project_id"])
+    purchase = await operations.retry_purchase(project.id, request.match_info["purchase_id"])
+    [view] = await operations.with_attempts([purchase])
     return web.json_response({"purchase": view})

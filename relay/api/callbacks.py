@@ -14,12 +14,10 @@ import structlog
 from aiohttp import web
 
 from relay.api.context import ARQ, CLOCK, GATEWAYS, HTTP, METRICS, STORE
-from relay.api.middleware import not_found
-from relay.domain import apply_outcome
-from relay.errors import RelayError
+from relay.errors import RelayError, not_found
 from relay.gateways import Gateway
 from relay.gateways.custom import ROUTE_PREFIX
-from relay.models import PurchaseStatus
+from relay.ingest import Ingested, apply_outcome
 
 routes = web.RouteTableDef()
 
@@ -60,10 +58,10 @@ async def handle_callback(request: web.Request, name: str) -> web.Response:
         )
         outcome = await gateway.confirm(outcome, request.app[HTTP])
         result = await apply_outcome(request.app[STORE], request.app[ARQ], outcome, clock=request.app[CLOCK])
-        outcome_label = result
-        if result == PurchaseStatus.PAID.value:
+        outcome_label = result.value
+        if result is Ingested.PAID:
             metrics.events_created.inc()
-        structlog.contextvars.bind_contextvars(result=result)
+        structlog.contextvars.bind_contextvars(result=result.value)
         return web.Response(body=ok_body(gateway), content_type="application/json")
     except RelayError as error:
         outcome_label = type(error).__name__

@@ -1,4 +1,6 @@
-"""Typed application keys: the resources every handler reaches through ``request.app``."""
+"""Typed application keys: the resources every handler reaches through ``request.config_dict``
+(``request.app`` in the root app's handlers; a sub-application such as the console sees the root's
+keys through ``config_dict``)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 import aiohttp
+import jinja2
 from aiohttp import web
 from arq.connections import ArqRedis
 
@@ -14,6 +17,8 @@ from relay.events import EventStore
 from relay.gateways import Gateway
 from relay.metrics import Metrics
 from relay.ratelimit import RateLimit
+from relay.replay import Operations
+from relay.sessions import SessionStore
 from relay.settings import Settings
 from relay.store import Store
 
@@ -21,9 +26,12 @@ SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 CLOCK: web.AppKey[Callable[[], datetime]] = web.AppKey("clock")
 GATEWAYS: web.AppKey[dict[str, Gateway]] = web.AppKey("gateways")
+TEMPLATES = web.AppKey("templates", jinja2.Environment)
 CONNECTIONS = web.AppKey("connections", Connections)
 STORE = web.AppKey("store", Store)
 EVENTS = web.AppKey("events", EventStore)
+SESSIONS = web.AppKey("sessions", SessionStore)
+OPERATIONS = web.AppKey("operations", Operations)
 ARQ = web.AppKey("arq", ArqRedis)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 PURCHASE_LIMIT = web.AppKey("purchase_limit", RateLimit)

@@ -6,10 +6,9 @@ import structlog
 from aiohttp import web
 
 from relay.api.context import CLOCK, GATEWAYS, HTTP, METRICS, PURCHASE_LIMIT, SETTINGS, STORE
-from relay.api.middleware import not_found, read_model, required_query
-from relay.api.sandbox import checkout_path
-from relay.errors import InvalidInput
-from relay.gateways.midtrans import create_snap_transaction
+from relay.api.parsing import read_model, required_query
+from relay.api.sandbox import checkout_url
+from relay.errors import InvalidInput, not_found
 from relay.models import Project, Purchase, PurchaseIn, new_order_id
 from relay.store import Store
 
@@ -41,9 +40,9 @@ async def purchase(request: web.Request) -> web.Response:
     item = await store.get_item(data.item_id)
     if item is None or item.project_id != project.id:
         raise not_found("item", data.item_id)
-    gateway = data.gateway or "midtrans"
-    if gateway not in request.app[GATEWAYS]:
-        raise InvalidInput(f"gateway {gateway!r} is not configured on this relay")
+    gateway = request.app[GATEWAYS].get(data.gateway or "midtrans")
+    if gateway is None:
+        raise InvalidInput(f"gateway {data.gateway!r} is not configured on this relay")
     record = Purchase(
         order_id=new_order_id(item.id),
         item_id=item.id,
@@ -54,20 +53,18 @@ async def purchase(request: web.Request) -> web.Response:
         buyer_email=data.buyer_email,
         buyer_name=data.buyer_name,
         metadata=data.metadata,
-        gateway=gateway,
+        gateway=gateway.name,
         created_at=now,
         updated_at=now,
     )
     await store.create_purchase(record)
     structlog.contextvars.bind_contextvars(order_id=record.order_id)
     request.app[METRICS].purchases_created.inc()
-    invoice_url: str | None = None  # other gateways: the merchant creates the invoice there
+    invoice_url: str | None
     if settings.sandbox:
-        invoice_url = settings.public_base_url + checkout_path(settings, record.order_id)
-    elif gateway == "midtrans":
-        invoice_url = await create_snap_transaction(
-            request.app[HTTP], base=settings.snap_base, server_key=settings.midtrans_key, purchase=record
-        )
+        invoice_url = checkout_url(request, record.order_id)
+    else:
+        invoice_url = await gateway.create_invoice(record, request.app[HTTP])
     return web.json_response(
         {
             "order_id": record.order_id,

@@ -16,16 +16,14 @@ header's), and redirects back to the page.
 from __future__ import annotations
 
 import hmac
-import html
 import re
 from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
 
-from relay.api.context import CLOCK, GATEWAYS, HTTP, SETTINGS, STORE
-from relay.api.middleware import not_found
-from relay.errors import Conflict, InvalidInput
+from relay.api.context import CLOCK, GATEWAYS, HTTP, SETTINGS, STORE, TEMPLATES
+from relay.errors import Conflict, InvalidInput, not_found
 from relay.gateways.midtrans import settlement_payload, sign_notification
 from relay.jsonutil import dumps
 from relay.models import Purchase, PurchaseStatus
@@ -36,56 +34,17 @@ routes = web.RouteTableDef()
 ACTIONS = {"pay": PurchaseStatus.PAID, "expire": PurchaseStatus.EXPIRED}
 ACCEPTED = "accepted"
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Sandbox checkout {order_id}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem}}
-button{{font-size:1rem;padding:.5rem 1.5rem;margin-right:.5rem}}#result{{margin-top:1rem}}</style></head>
-<body>
-<h1>Sandbox checkout</h1>
-<p>This page stands in for the payment gateway. Nothing is charged.</p>
-<table>
-<tr><th align="left">Order</th><td id="order">{order_id}</td></tr>
-<tr><th align="left">Item</th><td>{item_name}</td></tr>
-<tr><th align="left">Amount</th><td>{amount} {currency}</td></tr>
-<tr><th align="left">Gateway</th><td id="gateway">{gateway}</td></tr>
-<tr><th align="left">Status</th><td id="status">{status}</td></tr>
-</table>
-{buttons}
-<p id="result" role="status">{result}</p>
-{script}
-</body></html>
-"""
-
-MIDTRANS_BUTTONS = """<p>
-<button id="pay" data-notification="{pay}">Pay</button>
-<button id="expire" data-notification="{expire}">Expire</button>
-</p>"""
-
-MIDTRANS_SCRIPT = """<script>
-for (const button of document.querySelectorAll("button[data-notification]")) {
-  button.addEventListener("click", async () => {
-    const response = await fetch("/callbacks/midtrans", {
-      method: "POST", headers: {"content-type": "application/json"},
-      body: button.dataset.notification});
-    const body = await response.json();
-    document.getElementById("result").textContent =
-      response.ok ? "Gateway notification accepted (" + button.id + ")." : body.error + ": " + body.detail;
-    if (response.ok) location.reload();
-  });
-}
-</script>"""
-
-SIMULATION_OFF = """<p id="simulation-off">Simulating this gateway's callback is off: it would be signed
-with the gateway key configured here. Set RELAY_SANDBOX_GATEWAYS=true only with test keys.</p>"""
-FORM_BUTTONS = """<form method="post" action="{action}">
-<button id="pay" name="action" value="pay">Pay</button>
-<button id="expire" name="action" value="expire">Expire</button>
-</form>"""
-
 
 def checkout_path(settings: Settings, order_id: str) -> str:
     """The sandbox checkout link of an order, with the token that opens it."""
     return f"/sandbox/checkout/{quote(order_id, safe='')}?token={settings.sandbox_token(order_id)}"
+
+
+def checkout_url(request: web.Request, order_id: str) -> str:
+    """``checkout_path`` on RELAY_PUBLIC_BASE_URL, or when that is unset, on the address this
+    request reached the relay at."""
+    settings = request.app[SETTINGS]
+    return (settings.public_base_url or own_base_url(request)) + checkout_path(settings, order_id)
 
 
 async def _sandbox_purchase(request: web.Request) -> Purchase:
@@ -107,14 +66,6 @@ def _may_simulate(settings: Settings, purchase: Purchase) -> bool:
     return purchase.gateway == "midtrans" or settings.sandbox_gateways
 
 
-def _result_line(result: str | None) -> str:
-    if not result:
-        return ""
-    if result == ACCEPTED:
-        return "Gateway callback accepted."
-    return f"Gateway callback rejected: {html.escape(result[:64])}."
-
-
 @routes.get("/sandbox/checkout/{order_id}")
 async def checkout(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
@@ -122,32 +73,24 @@ async def checkout(request: web.Request) -> web.Response:
     now = request.app[CLOCK]()
 
     def notification(status: str) -> str:
-        signed = sign_notification(
-            settlement_payload(purchase, status=status, now=now), settings.midtrans_key
+        return dumps(
+            sign_notification(settlement_payload(purchase, status=status, now=now), settings.midtrans_key)
         )
-        return html.escape(dumps(signed), quote=True)
 
+    notifications = form_action = None
     if purchase.gateway == "midtrans":
-        buttons = MIDTRANS_BUTTONS.format(pay=notification("settlement"), expire=notification("expire"))
-        script = MIDTRANS_SCRIPT
+        notifications = {"pay": notification("settlement"), "expire": notification("expire")}
     elif _may_simulate(settings, purchase):
-        buttons = FORM_BUTTONS.format(
-            action=html.escape(checkout_path(settings, purchase.order_id), quote=True)
+        form_action = checkout_path(settings, purchase.order_id)
+    page = (
+        request.app[TEMPLATES]
+        .get_template("sandbox.html")
+        .render(
+            purchase=purchase,
+            notifications=notifications,
+            form_action=form_action,
+            result=request.query.get("result", ""),
         )
-        script = ""
-    else:
-        buttons = SIMULATION_OFF
-        script = ""
-    page = PAGE.format(
-        order_id=html.escape(purchase.order_id),
-        item_name=html.escape(purchase.item_name),
-        amount=purchase.amount,
-        currency=html.escape(purchase.currency),
-        gateway=html.escape(purchase.gateway),
-        status=html.escape(purchase.status.value),
-        buttons=buttons,
-        result=_result_line(request.query.get("result")),
-        script=script,
     )
     return web.Response(text=page, content_type="text/html")
 

@@ -1,161 +1,236 @@
-"""The console's edge: sessions, CSRF checks, rendering, security headers and HTML error pages.
+"""The operator console's pages: log in, projects, purchases and their attempts, dead letters.
 
-Console handlers are wrapped by ``public_page`` (the login form) or ``operator_page`` (everything
-else). The wrappers turn errors into a small HTML page, where the API's middleware would answer
-JSON, and give every console response the same security headers. ``operator_page`` also requires a
-session (a GET without one is sent to the login form, anything else is refused) and, on every
-state-changing request, the session's CSRF token in the form, compared in constant time.
+Reads and actions go through the same use cases as the API (``relay.replay.Operations``): "Retry"
+and "Replay" are ``retry-webhook`` and the dead-letter replay, so the event keeps its
+``webhook-id``. Every POST answers with a redirect (303) to a page, which shows the outcome as a
+one-line notice. Routes are relative to the console's mount point, ``/console``.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from urllib.parse import urlencode
 
-import jinja2
 import structlog
 from aiohttp import web
 
-from relay.api.context import SETTINGS, STORE
-from relay.api.middleware import REDIS_DOWN, Handler
-from relay.console.sessions import COOKIE, Session, SessionStore
-from relay.errors import Forbidden, RelayError
-from relay.models import iso_z
+from relay.api.auth import admin_token_matches
+from relay.api.context import CLOCK, EVENTS, OPERATIONS, SESSIONS, SETTINGS, STORE, TEMPLATES
+from relay.api.parsing import parse_project_id, parse_since, parse_webhook_status, query_int
+from relay.console.middleware import (
+    COOKIE,
+    COOKIE_PATH,
+    LOGIN,
+    current_session,
+    local_path,
+    operator_page,
+    render,
+    see_other,
+)
+from relay.models import Project, WebhookStatus
+from relay.sessions import SESSION_TTL, Session
+from relay.store import Store
 
 log = structlog.get_logger("relay.console")
+routes = web.RouteTableDef()
 
-PageHandler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
-
-# No script at all: plain forms and a redirect after each POST.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-    "X-Content-Type-Options": "nosniff",
-}
-SAFE_METHODS = {"GET", "HEAD"}
-LOGIN = "/console/login"
-LOCAL_PATH = re.compile(r"/console(?:[/?][!-\[\]-~]*)?")  # printable, no backslash, no "//" host
+DEAD_LETTER_PAGE = 100
 
 
-@dataclass(frozen=True)
-class Console:
-    templates: jinja2.Environment
-    css: str
-
-
-CONSOLE = web.AppKey("console", Console)
-
-
-def make_console() -> Console:
-    templates = jinja2.Environment(
-        loader=jinja2.PackageLoader("relay.console", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    templates.filters["money"] = _money
-    templates.filters["when"] = _when
+@routes.get("/console.css")
+async def stylesheet(request: web.Request) -> web.Response:
+    templates = request.config_dict[TEMPLATES]
     css = templates.loader.get_source(templates, "console.css")[0] if templates.loader else ""
-    return Console(templates=templates, css=css)
+    return web.Response(text=css, content_type="text/css")
 
 
-def _money(amount: int) -> str:
-    return f"{amount:,}"
+@routes.get("/")
+async def trailing_slash(request: web.Request) -> web.StreamResponse:
+    return see_other("/console")
 
 
-def _when(moment: datetime | None) -> str:
-    return iso_z(moment).replace("T", " ") if moment else ""
+# --- session ------------------------------------------------------------------------------------
 
 
-def sessions(request: web.Request) -> SessionStore:
-    return SessionStore(request.app[STORE].redis, prefix=request.app[SETTINGS].key_prefix)
+@routes.get("/login")
+async def login_form(request: web.Request) -> web.StreamResponse:
+    if await current_session(request) is not None:
+        return see_other("/console")
+    return await render(request, "login.html", session=None, error=None)
 
 
-async def current_session(request: web.Request) -> Session | None:
-    return await sessions(request).get(request.cookies.get(COOKIE))
-
-
-async def render(
-    request: web.Request, name: str, *, session: Session | None, status: int = 200, **context: Any
-) -> web.Response:
-    flash = await sessions(request).pop_flash(session) if session else None
-    template = request.app[CONSOLE].templates.get_template(name)
-    body = template.render(
-        context | {"session": session, "csrf_token": session.csrf if session else "", "flash": flash}
+@routes.post("/login")
+async def login(request: web.Request) -> web.StreamResponse:
+    token = (await request.post()).get("token")
+    if not isinstance(token, str) or not admin_token_matches(request.config_dict[SETTINGS], token.strip()):
+        log.warning("console_login", outcome="refused", remote=request.remote)
+        return await render(
+            request, "login.html", session=None, status=401, error="That is not the admin token."
+        )
+    sessions = request.config_dict[SESSIONS]
+    previous = await current_session(request)
+    if previous is not None:
+        await sessions.delete(previous)
+    session = await sessions.create(now=request.config_dict[CLOCK]())
+    log.info("console_login", outcome="ok", remote=request.remote)
+    response = see_other("/console")
+    response.set_cookie(
+        COOKIE,
+        session.id,
+        path=COOKIE_PATH,
+        max_age=int(SESSION_TTL.total_seconds()),
+        httponly=True,
+        samesite="Strict",
+        secure=_https(request),
     )
-    return web.Response(text=body, status=status, content_type="text/html")
-
-
-def see_other(location: str) -> web.Response:
-    """The redirect after a POST (303: the browser follows it with a GET)."""
-    return web.Response(status=303, headers={"Location": location})
-
-
-def local_path(raw: object, *, default: str) -> str:
-    """``raw`` when it is a console path on this site (a form's "back" field), else ``default``."""
-    return raw if isinstance(raw, str) and LOCAL_PATH.fullmatch(raw) else default
-
-
-def public_page(handler: Handler) -> Handler:
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        return _secured(await _guarded(request, handler))
-
-    return wrapped
-
-
-def operator_page(handler: PageHandler) -> Handler:
-    async def authorised(request: web.Request) -> web.StreamResponse:
-        session = await current_session(request)
-        if session is None:
-            if request.method in SAFE_METHODS:
-                return see_other(LOGIN)
-            raise Forbidden("your console session has expired; log in again")
-        if request.method not in SAFE_METHODS:
-            token = (await request.post()).get("csrf_token")
-            if not isinstance(token, str) or not session.csrf_matches(token):
-                log.warning("console_csrf_rejected", path=request.path)
-                raise Forbidden("the form's CSRF token is missing or wrong; reload the page and try again")
-        return await handler(request, session)
-
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        return _secured(await _guarded(request, authorised))
-
-    return wrapped
-
-
-def _secured(response: web.StreamResponse) -> web.StreamResponse:
-    response.headers.update(SECURITY_HEADERS)
     return response
 
 
-async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Errors as HTML pages: the console's counterpart of the API's JSON error middleware."""
-    try:
-        return await handler(request)
-    except RelayError as error:
-        return await _error_page(request, error.status, type(error).__name__, error.detail)
-    except REDIS_DOWN as error:
-        log.warning("store_unavailable", error=type(error).__name__)
-        return await _error_page(request, 503, "StoreUnavailable", "the store is unavailable; retry later")
-    except web.HTTPException as error:
-        if error.status < 400:
-            location = error.headers.get("Location")
-            return web.Response(status=error.status, headers={"Location": location} if location else None)
-        return await _error_page(request, error.status, error.reason, error.reason)
-    except Exception:
-        # The edge of the console: a bug still answers a page, and is logged with its traceback.
-        log.exception("unhandled_error")
-        return await _error_page(request, 500, "InternalError", "an internal error occurred")
+def _https(request: web.Request) -> bool:
+    """Whether the browser reached the console over https: directly, or through a TLS-terminating
+    proxy in front of a relay whose RELAY_PUBLIC_BASE_URL is https."""
+    base = request.config_dict[SETTINGS].public_base_url or ""
+    return request.secure or base.startswith("https://")
 
 
-async def _error_page(request: web.Request, status: int, title: str, detail: str) -> web.Response:
-    template = request.app[CONSOLE].templates.get_template("error.html")
-    body = template.render(status=status, title=title, detail=detail)
-    return web.Response(text=body, status=status, content_type="text/html")
+@routes.post("/logout")
+@operator_page
+async def logout(request: web.Request, session: Session) -> web.StreamResponse:
+    await request.config_dict[SESSIONS].delete(session)
+    response = see_other(LOGIN)
+    response.del_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="Strict", secure=_https(request))
+    return response
+
+
+# --- projects and purchases ----------------------------------------------------------------------
+
+
+async def _projects(store: Store) -> list[Project]:
+    projects = [await store.get_project(project_id) for project_id in await store.project_ids()]
+    return sorted((p for p in projects if p is not None), key=lambda p: (p.name.lower(), p.id))
+
+
+@routes.get("")
+@operator_page
+async def projects_page(request: web.Request, session: Session) -> web.StreamResponse:
+    projects = await _projects(request.config_dict[STORE])
+    dead = await request.config_dict[EVENTS].dead_letter_counts([project.id for project in projects])
+    return await render(request, "projects.html", session=session, projects=projects, dead=dead)
+
+
+@routes.get("/projects/{project_id}")
+@operator_page
+async def project_page(request: web.Request, session: Session) -> web.StreamResponse:
+    operations = request.config_dict[OPERATIONS]
+    project = await operations.project(request.match_info["project_id"])
+    status = parse_webhook_status(request.query.get("webhook_status"))
+    limit = query_int(request, "limit", default=100, low=1, high=1000)
+    return await render(
+        request,
+        "project.html",
+        session=session,
+        project=project,
+        items=await request.config_dict[STORE].list_items(project.id),
+        purchases=await operations.purchases(project.id, webhook_status=status, limit=limit),
+        webhook_status=status.value if status else "",
+        statuses=[choice.value for choice in WebhookStatus],
+        limit=limit,
+        here=request.path_qs,
+    )
+
+
+@routes.get("/projects/{project_id}/purchases/{order_id}")
+@operator_page
+async def purchase_page(request: web.Request, session: Session) -> web.StreamResponse:
+    operations, events = request.config_dict[OPERATIONS], request.config_dict[EVENTS]
+    project = await operations.project(request.match_info["project_id"])
+    purchase = await operations.purchase(project.id, request.match_info["order_id"])
+    event = await events.get(purchase.event_id) if purchase.event_id else None
+    logs = await events.attempts([purchase.event_id]) if purchase.event_id else {}
+    return await render(
+        request,
+        "purchase.html",
+        session=session,
+        project=project,
+        purchase=purchase,
+        event=event,
+        attempts=logs.get(purchase.event_id or "", []),
+        here=request.path_qs,
+    )
+
+
+@routes.post("/projects/{project_id}/purchases/{order_id}/retry")
+@operator_page
+async def retry_purchase(request: web.Request, session: Session) -> web.StreamResponse:
+    operations = request.config_dict[OPERATIONS]
+    project = await operations.project(request.match_info["project_id"])
+    purchase = await operations.retry_purchase(project.id, request.match_info["order_id"])
+    log.info("console_retry", order_id=purchase.order_id, event_id=purchase.event_id)
+    await request.config_dict[SESSIONS].flash(session, f"Webhook of {purchase.order_id} queued again.")
+    back = local_path((await request.post()).get("back"), default=f"/console/projects/{project.id}")
+    return see_other(back)
+
+
+# --- dead letters ---------------------------------------------------------------------------------
+
+
+def _dead_letter_filter(values: dict[str, str]) -> tuple[str | None, datetime | None]:
+    return parse_project_id(values.get("project_id")), parse_since(values.get("since"))
+
+
+def _dead_letters_url(values: dict[str, str], *, cursor: str | None = None) -> str:
+    query = {name: values[name] for name in ("project_id", "since") if values.get(name)}
+    if cursor:
+        query["cursor"] = cursor
+    return "/console/dead-letters" + (f"?{urlencode(query)}" if query else "")
+
+
+def _text(value: object) -> str:
+    """A submitted form field's text ("" for a missing or file field)."""
+    return value.strip() if isinstance(value, str) else ""
+
+
+@routes.get("/dead-letters")
+@operator_page
+async def dead_letters_page(request: web.Request, session: Session) -> web.StreamResponse:
+    operations = request.config_dict[OPERATIONS]
+    values = {name: request.query.get(name, "").strip() for name in ("project_id", "since")}
+    project_id, since = _dead_letter_filter(values)
+    rows, next_cursor = await operations.dead_letter_page(
+        project_id=project_id, since=since, limit=DEAD_LETTER_PAGE, cursor=request.query.get("cursor") or None
+    )
+    projects = await _projects(request.config_dict[STORE])
+    return await render(
+        request,
+        "dead_letters.html",
+        session=session,
+        rows=rows,
+        total=await request.config_dict[EVENTS].dead_letter_count(project_id=project_id, since=since),
+        projects=projects,
+        names={project.id: project.name for project in projects},
+        filter=values,
+        next_url=_dead_letters_url(values, cursor=next_cursor) if next_cursor else None,
+        here=request.path_qs,
+    )
+
+
+@routes.post("/dead-letters/{event_id}/replay")
+@operator_page
+async def replay_one(request: web.Request, session: Session) -> web.StreamResponse:
+    event = await request.config_dict[OPERATIONS].resend(request.match_info["event_id"])
+    log.info("console_replay", event_id=event.id, order_id=event.order_id)
+    await request.config_dict[SESSIONS].flash(session, f"Dead letter {event.id} ({event.order_id}) replayed.")
+    return see_other(local_path((await request.post()).get("back"), default="/console/dead-letters"))
+
+
+@routes.post("/dead-letters/replay-all")
+@operator_page
+async def replay_all(request: web.Request, session: Session) -> web.StreamResponse:
+    form = await request.post()
+    values = {name: _text(form.get(name)) for name in ("project_id", "since")}
+    project_id, since = _dead_letter_filter(values)
+    replayed = await request.config_dict[OPERATIONS].replay_dead_letters(project_id=project_id, since=since)
+    log.info("console_replay_all", replayed=replayed, project_id=project_id)
+    noun = "dead letter" if replayed == 1 else "dead letters"
+    await request.config_dict[SESSIONS].flash(session, f"Replayed {replayed} {noun}.")
+    return see_other(_dead_letters_url(values))

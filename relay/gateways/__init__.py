@@ -1,32 +1,15 @@
-"""Payment gateways: each verifies its callbacks and normalises them to one ``PaymentOutcome``."""
+"""Payment gateways: each verifies its callbacks and normalises them to one ``PaymentOutcome``,
+and may create the hosted invoice a buyer pays (``create_invoice``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import aiohttp
 
-from relay.models import Purchase, PurchaseStatus
-
-
-@dataclass(frozen=True)
-class PaymentOutcome:
-    """What a gateway says happened to one order, in the relay's terms."""
-
-    gateway: str
-    order_id: str
-    status: PurchaseStatus
-    amount: Decimal
-    paid_at: datetime | None
-    raw_status: str
-    reference: str | None = None
-    # "exact": the amount must equal the purchase amount; "at_least": it may exceed it (Xendit's
-    # paid_amount includes fees the buyer chose to pay). Checked by the ingest script (relay.store).
-    amount_rule: Literal["exact", "at_least"] = "exact"
+from relay.models import PaymentOutcome, Purchase, PurchaseStatus
 
 
 class Gateway(Protocol):
@@ -49,9 +32,26 @@ class Gateway(Protocol):
         the status API cannot answer, so the gateway retries the callback."""
         ...
 
+    async def create_invoice(self, purchase: Purchase, http: aiohttp.ClientSession) -> str | None:
+        """The hosted payment page for ``purchase`` (Midtrans Snap), or None when the merchant
+        creates the invoice at the gateway itself. Raise UpstreamUnavailable when the gateway's
+        API fails."""
+        ...
+
     def sandbox_callback(
         self, purchase: Purchase, status: PurchaseStatus, now: datetime
     ) -> tuple[bytes, dict[str, str]]:
         """A correctly signed callback (body and headers) saying ``purchase`` reached ``status``:
         what the sandbox checkout posts to the relay's own route, and what tests send."""
         ...
+
+
+class GatewayDefaults:
+    """What a gateway without a status API or an invoice API does: a callback says all there is to
+    know, and the merchant creates the invoice at the gateway. Gateways that have either override."""
+
+    async def confirm(self, outcome: PaymentOutcome, http: aiohttp.ClientSession) -> PaymentOutcome:
+        return outcome
+
+    async def create_invoice(self, purchase: Purchase, http: aiohttp.ClientSession) -> str | None:
+        return None

@@ -19,14 +19,13 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator
 
 from relay.errors import InvalidInput, VerificationError
-from relay.gateways import PaymentOutcome
+from relay.gateways import GatewayDefaults
 from relay.gateways.fields import amount, dig, header, iso_time, mapped, same, text, unix_time
 from relay.jsonutil import parse_object
-from relay.models import Purchase, PurchaseStatus, iso_z
+from relay.models import PaymentOutcome, Purchase, PurchaseStatus, iso_z
 
 ROUTE_PREFIX = "custom/"
 HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$"
@@ -107,7 +106,7 @@ def _put(document: dict[str, Any], path: str, value: Any) -> None:
     document[last] = value
 
 
-class CustomSource:
+class CustomSource(GatewayDefaults):
     ok_body: dict[str, Any] = {"status": "ok"}
 
     def __init__(self, source: str, config: CustomSourceConfig, *, clock: Callable[[], datetime]) -> None:
@@ -158,9 +157,6 @@ class CustomSource:
             paid_at=paid_at,
             raw_status=raw_status,
         )
-
-    async def confirm(self, outcome: PaymentOutcome, http: aiohttp.ClientSession) -> PaymentOutcome:
-        return outcome
 
     def sandbox_callback(
         self, purchase: Purchase, status: PurchaseStatus, now: datetime

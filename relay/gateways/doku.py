@@ -28,13 +28,11 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-import aiohttp
-
 from relay.errors import InvalidInput, VerificationError
-from relay.gateways import PaymentOutcome
+from relay.gateways import GatewayDefaults
 from relay.gateways.fields import amount, dig, header, iso_time, mapped, same, text
 from relay.jsonutil import parse_object
-from relay.models import Purchase, PurchaseStatus, iso_z
+from relay.models import PaymentOutcome, Purchase, PurchaseStatus, iso_z
 
 SIGNATURE_PREFIX = "HMACSHA256="
 
@@ -70,7 +68,7 @@ def signature(
     return SIGNATURE_PREFIX + base64.b64encode(mac).decode()
 
 
-class Doku:
+class Doku(GatewayDefaults):
     name = "doku"
     ok_body: dict[str, Any] = {"status": "ok"}
 
@@ -138,9 +136,6 @@ class Doku:
             raw_status=raw_status,
             reference=reference if isinstance(reference, str) else None,
         )
-
-    async def confirm(self, outcome: PaymentOutcome, http: aiohttp.ClientSession) -> PaymentOutcome:
-        return outcome
 
     def sandbox_callback(
         self, purchase: Purchase, status: PurchaseStatus, now: datetime

@@ -23,9 +23,9 @@ import aiohttp
 import structlog
 
 from relay.errors import GatewayUnavailable, InvalidInput, VerificationError
-from relay.gateways import PaymentOutcome
+from relay.gateways import GatewayDefaults
 from relay.gateways.fields import amount, mapped, same, text
-from relay.models import Purchase, PurchaseStatus
+from relay.models import PaymentOutcome, Purchase, PurchaseStatus
 
 log = structlog.get_logger("relay.gateways.duitku")
 
@@ -62,7 +62,7 @@ def parse_form(body: bytes) -> dict[str, str]:
     return form
 
 
-class Duitku:
+class Duitku(GatewayDefaults):
     name = "duitku"
     ok_body: dict[str, Any] = {"status": "ok"}
 

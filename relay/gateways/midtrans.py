@@ -2,19 +2,18 @@
 
 The notification's ``signature_key`` is ``SHA512(order_id + status_code + gross_amount + server_key)``
 over the raw strings as sent. It does not cover ``transaction_status``, so it is a first filter;
-the amount is checked against the stored purchase afterwards (``relay.domain``).
+the amount is checked against the stored purchase afterwards (``relay/lua/ingest.lua``).
+Invoices are Snap transactions (``create_invoice``).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -23,9 +22,9 @@ import aiohttp
 import structlog
 
 from relay.errors import GatewayUnavailable, InvalidInput, UpstreamUnavailable, VerificationError
-from relay.gateways import PaymentOutcome
+from relay.gateways.fields import amount, same, text
 from relay.jsonutil import parse_object
-from relay.models import Purchase, PurchaseStatus
+from relay.models import PaymentOutcome, Purchase, PurchaseStatus
 
 log = structlog.get_logger("relay.gateways.midtrans")
 JAKARTA = ZoneInfo("Asia/Jakarta")
@@ -73,18 +72,19 @@ def jakarta_to_utc(text: str) -> datetime:
 
 def _require_strings(payload: dict[str, Any], fields: tuple[str, ...]) -> None:
     for field in fields:
-        value = payload.get(field)
-        if not isinstance(value, str) or not value or len(value) > 256:
-            raise InvalidInput(f"{field} must be a non-empty string")
+        text(payload, field)
 
 
 class Midtrans:
     name = "midtrans"
     ok_body: dict[str, Any] = {"status": "ok"}
 
-    def __init__(self, *, server_key: str, api_base: str = "", confirm: bool = False) -> None:
+    def __init__(
+        self, *, server_key: str, api_base: str = "", snap_base: str = "", confirm: bool = False
+    ) -> None:
         self._server_key = server_key
         self._api_base = api_base
+        self._snap_base = snap_base or api_base
         self._confirm = confirm
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
@@ -93,7 +93,7 @@ class Midtrans:
         expected = signature(
             payload["order_id"], payload["status_code"], payload["gross_amount"], self._server_key
         )
-        if not hmac.compare_digest(expected.encode(), payload["signature_key"].lower().encode()):
+        if not same(expected, payload["signature_key"].lower()):
             raise VerificationError("signature_key does not match")
         return payload
 
@@ -105,12 +105,6 @@ class Midtrans:
             status = PurchaseStatus.PAID if fraud in (None, "", "accept") else PurchaseStatus.PENDING
         if status is None:
             raise InvalidInput(f"unknown transaction_status {raw_status[:40]!r}")
-        try:
-            amount = Decimal(payload["gross_amount"])
-        except InvalidOperation:
-            raise InvalidInput("gross_amount is not a number") from None
-        if not amount.is_finite():
-            raise InvalidInput("gross_amount is not a number")
         paid_at = None
         if status is PurchaseStatus.PAID:
             stamp = payload.get("settlement_time") or payload.get("transaction_time")
@@ -120,10 +114,15 @@ class Midtrans:
             gateway=self.name,
             order_id=payload["order_id"],
             status=status,
-            amount=amount,
+            amount=amount(payload["gross_amount"], "gross_amount"),
             paid_at=paid_at,
             raw_status=raw_status,
             reference=reference if isinstance(reference, str) else None,
+        )
+
+    async def create_invoice(self, purchase: Purchase, http: aiohttp.ClientSession) -> str:
+        return await create_snap_transaction(
+            http, base=self._snap_base, server_key=self._server_key, purchase=purchase
         )
 
     async def confirm(self, outcome: PaymentOutcome, http: aiohttp.ClientSession) -> PaymentOutcome:

@@ -15,6 +15,10 @@ from relay.gateways.xendit import Xendit
 from relay.models import utcnow
 from relay.settings import Settings
 
+# The built-in gateways, by the name of their route (``/callbacks/{name}``): what the OpenAPI
+# document lists. Generic HMAC sources come from RELAY_CUSTOM_SOURCES, as ``custom/{source}``.
+BUILT_IN: tuple[str, ...] = tuple(gateway.name for gateway in (Midtrans, Xendit, Tripay, Doku, Duitku))
+
 
 def configured_gateways(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> dict[str, Gateway]:
     """Gateways by route name (``/callbacks/{name}``). Midtrans is always there (with the sandbox
@@ -25,6 +29,7 @@ def configured_gateways(settings: Settings, *, clock: Callable[[], datetime] = u
         "midtrans": Midtrans(
             server_key=settings.midtrans_key,
             api_base=settings.midtrans_api_base,
+            snap_base=settings.snap_base,
             confirm=settings.midtrans_confirm and not settings.sandbox,
         )
     }

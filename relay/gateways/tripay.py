@@ -15,13 +15,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-import aiohttp
-
 from relay.errors import InvalidInput, VerificationError
-from relay.gateways import PaymentOutcome
+from relay.gateways import GatewayDefaults
 from relay.gateways.fields import amount, header, mapped, same, text, unix_time
 from relay.jsonutil import parse_object
-from relay.models import Purchase, PurchaseStatus
+from relay.models import PaymentOutcome, Purchase, PurchaseStatus
 
 SIGNATURE_HEADER = "X-Callback-Signature"
 EVENT_HEADER = "X-Callback-Event"
@@ -40,7 +38,7 @@ def signature(body: bytes, private_key: str) -> str:
     return hmac.new(private_key.encode(), body, hashlib.sha256).hexdigest()
 
 
-class Tripay:
+class Tripay(GatewayDefaults):
     name = "tripay"
     ok_body: dict[str, Any] = {"success": True}
 
@@ -76,9 +74,6 @@ class Tripay:
             reference=reference if isinstance(reference, str) else None,
             amount_rule="at_least",
         )
-
-    async def confirm(self, outcome: PaymentOutcome, http: aiohttp.ClientSession) -> PaymentOutcome:
-        return outcome
 
     def sandbox_callback(
         self, purchase: Purchase, status: PurchaseStatus, now: datetime

@@ -14,13 +14,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-import aiohttp
-
 from relay.errors import InvalidInput, VerificationError
-from relay.gateways import PaymentOutcome
+from relay.gateways import GatewayDefaults
 from relay.gateways.fields import amount, header, iso_time, mapped, same, text
 from relay.jsonutil import parse_object
-from relay.models import Purchase, PurchaseStatus, iso_ms
+from relay.models import PaymentOutcome, Purchase, PurchaseStatus, iso_ms
 
 AUTH_HEADER = "x-callback-token"
 
@@ -32,7 +30,7 @@ STATUS_MAP = {
 }
 
 
-class Xendit:
+class Xendit(GatewayDefaults):
     name = "xendit"
     ok_body: dict[str, Any] = {"status": "ok"}
 
@@ -65,9 +63,6 @@ class Xendit:
             reference=reference if isinstance(reference, str) else None,
             amount_rule="at_least" if paid else "exact",
         )
-
-    async def confirm(self, outcome: PaymentOutcome, http: aiohttp.ClientSession) -> PaymentOutcome:
-        return outcome
 
     def sandbox_callback(
         self, purchase: Purchase, status: PurchaseStatus, now: datetime

@@ -6,11 +6,12 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from relay.api.admin import ReplayIn
-from relay.models import EMAIL_RE, Attempt, Item, ItemIn, Project, ProjectIn, Purchase, PurchaseIn
+from relay.gateways.registry import BUILT_IN
+from relay.models import EMAIL_RE, Attempt, DeadLetter, Item, ItemIn, Project, ProjectIn, Purchase, PurchaseIn
 
 Schema = dict[str, Any]
 
@@ -18,22 +19,7 @@ REF = "#/components/schemas/{model}"
 SECRET_FIELDS = ("webhook_secret", "previous_webhook_secret", "previous_secret_expires_at")
 PUBLIC_ITEM_FIELDS = ("id", "name", "description", "price", "currency")
 # The gateways served by ``POST /callbacks/{gateway}`` besides Midtrans, which has its own entry.
-OTHER_GATEWAYS = ("xendit", "tripay", "doku", "duitku")
-
-
-class DeadLetter(BaseModel):
-    """One row of ``GET /api/admin/dead-letters`` (built in ``relay.deadletters``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    event_id: str
-    project_id: str
-    order_id: str
-    item_id: str
-    attempts: int
-    created_at: str
-    dead_at: str | None
-    last_attempt: Attempt | None
+OTHER_GATEWAYS = tuple(name for name in BUILT_IN if name != "midtrans")
 
 
 def ref(name: str) -> Schema:

@@ -1,16 +1,13 @@
-"""Console sessions in Redis: a random session id in an HttpOnly cookie, a CSRF token beside it.
+"""Console sessions in Redis: a random session id (the console keeps it in an HttpOnly cookie)
+and a CSRF token beside it.
 
-The cookie holds the session id; Redis holds only its SHA-256, so whoever reads Redis (or a backup)
-cannot take over a session. Each session has a synchronizer CSRF token that every state-changing
-form carries, and an absolute lifetime (``SESSION_TTL``): it is not extended by use.
-
-    {p}:console:session:{sha256(id)}          HASH csrf, created_at; expires after SESSION_TTL
-    {p}:console:session:{sha256(id)}:flash    the message for the next page; expires after a minute
+Redis holds only the id's SHA-256 (``relay.schema.Keys.session``), so whoever reads Redis (or a
+backup) cannot take over a session. Each session has a synchronizer CSRF token that every
+state-changing form carries, and an absolute lifetime (``SESSION_TTL``): it is not extended by use.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -19,11 +16,10 @@ from datetime import datetime, timedelta
 from redis.asyncio import Redis
 
 from relay.models import iso_ms
+from relay.schema import Keys
 
 SESSION_TTL = timedelta(hours=8)
-COOKIE = "relay_console"
-COOKIE_PATH = "/console"
-MAX_COOKIE_LENGTH = 128
+MAX_SESSION_ID_LENGTH = 128
 FLASH_TTL = 60
 
 
@@ -40,16 +36,12 @@ class Session:
 class SessionStore:
     def __init__(self, redis: Redis, *, prefix: str, ttl: timedelta = SESSION_TTL) -> None:
         self.redis = redis
-        self.prefix = prefix
+        self.keys = Keys(prefix)
         self.ttl = ttl
-
-    def _key(self, session_id: str) -> str:
-        digest = hashlib.sha256(session_id.encode()).hexdigest()
-        return f"{self.prefix}:console:session:{digest}"
 
     async def create(self, *, now: datetime) -> Session:
         session = Session(id=secrets.token_urlsafe(32), csrf=secrets.token_urlsafe(32))
-        key = self._key(session.id)
+        key = self.keys.session(session.id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping={"csrf": session.csrf, "created_at": iso_ms(now)})
             pipe.expire(key, self.ttl)
@@ -57,21 +49,20 @@ class SessionStore:
         return session
 
     async def get(self, session_id: str | None) -> Session | None:
-        if not session_id or len(session_id) > MAX_COOKIE_LENGTH:
+        if not session_id or len(session_id) > MAX_SESSION_ID_LENGTH:
             return None
-        csrf = await self.redis.hget(self._key(session_id), "csrf")  # type: ignore[misc]
+        csrf = await self.redis.hget(self.keys.session(session_id), "csrf")  # type: ignore[misc]
         return Session(id=session_id, csrf=csrf) if csrf else None
 
     async def delete(self, session: Session) -> None:
-        key = self._key(session.id)
-        await self.redis.delete(key, key + ":flash")
+        await self.redis.delete(self.keys.session(session.id), self.keys.session_flash(session.id))
 
     async def flash(self, session: Session, message: str) -> None:
         """Leave a one-line message for the next page this session renders (kept a minute)."""
-        await self.redis.set(self._key(session.id) + ":flash", message, ex=FLASH_TTL)
+        await self.redis.set(self.keys.session_flash(session.id), message, ex=FLASH_TTL)
 
     async def pop_flash(self, session: Session) -> str | None:
-        key = self._key(session.id) + ":flash"
+        key = self.keys.session_flash(session.id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.get(key)
             pipe.delete(key)

@@ -1,0 +1,119 @@
+"""The console's edge: HTML error pages, security headers, sessions and CSRF checks, rendering.
+
+``console_middleware`` wraps every console request: it reads the body within its deadline, turns
+any error into a small HTML page (what the error means is ``relay.errors.classify``'s answer, the
+same the JSON API renders) and gives every response the same security headers. Page handlers are
+wrapped by ``operator_page``, which requires a session (a GET without one is sent to the login
+form, anything else is refused) and, on every state-changing request, the session's CSRF token in
+the form, compared in constant time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from relay.api.context import SESSIONS, SETTINGS, TEMPLATES
+from relay.api.middleware import ERROR_NAME
+from relay.api.parsing import read_body
+from relay.errors import Forbidden, RelayError, classify, report
+from relay.sessions import Session
+
+log = structlog.get_logger("relay.console")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PageHandler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
+
+COOKIE = "relay_console"
+COOKIE_PATH = "/console"
+
+# No script at all: plain forms and a redirect after each POST.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
+SAFE_METHODS = {"GET", "HEAD"}
+LOGIN = "/console/login"
+LOCAL_PATH = re.compile(r"/console(?:[/?][!-\[\]-~]*)?")  # printable, no backslash, no "//" host
+
+
+@web.middleware
+async def console_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        if request.body_exists:
+            settings = request.config_dict[SETTINGS]
+            await read_body(request, deadline=settings.body_timeout, limit=settings.max_body_bytes)
+        response = await handler(request)
+    except web.HTTPException as error:
+        if error.status < 400:  # a redirect, not an error
+            location = error.headers.get("Location")
+            response = web.Response(status=error.status, headers={"Location": location} if location else None)
+        else:
+            response = _error_page(request, classify(error))
+    except Exception as error:  # the edge of the console: everything becomes a page
+        classified = classify(error)
+        report(error, classified)
+        response = _error_page(request, classified)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def _error_page(request: web.Request, error: RelayError) -> web.Response:
+    name = type(error).__name__
+    template = request.config_dict[TEMPLATES].get_template("error.html")
+    body = template.render(status=error.status, title=name, detail=error.detail)
+    response = web.Response(text=body, status=error.status, content_type="text/html", headers=error.headers)
+    response[ERROR_NAME] = name
+    return response
+
+
+async def current_session(request: web.Request) -> Session | None:
+    return await request.config_dict[SESSIONS].get(request.cookies.get(COOKIE))
+
+
+async def render(
+    request: web.Request, name: str, *, session: Session | None, status: int = 200, **context: Any
+) -> web.Response:
+    flash = await request.config_dict[SESSIONS].pop_flash(session) if session else None
+    template = request.config_dict[TEMPLATES].get_template(name)
+    body = template.render(
+        context | {"session": session, "csrf_token": session.csrf if session else "", "flash": flash}
+    )
+    return web.Response(text=body, status=status, content_type="text/html")
+
+
+def see_other(location: str) -> web.Response:
+    """The redirect after a POST (303: the browser follows it with a GET)."""
+    return web.Response(status=303, headers={"Location": location})
+
+
+def local_path(raw: object, *, default: str) -> str:
+    """``raw`` when it is a console path on this site (a form's "back" field), else ``default``."""
+    return raw if isinstance(raw, str) and LOCAL_PATH.fullmatch(raw) else default
+
+
+def operator_page(handler: PageHandler) -> Handler:
+    async def authorised(request: web.Request) -> web.StreamResponse:
+        session = await current_session(request)
+        if session is None:
+            if request.method in SAFE_METHODS:
+                return see_other(LOGIN)
+            raise Forbidden("your console session has expired; log in again")
+        if request.method not in SAFE_METHODS:
+            token = (await request.post()).get("csrf_token")
+            if not isinstance(token, str) or not session.csrf_matches(token):
+                log.warning("console_csrf_rejected", path=request.path)
+                raise Forbidden("the form's CSRF token is missing or wrong; reload the page and try again")
+        return await handler(request, session)
+
+    return authorised

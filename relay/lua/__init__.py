@@ -1,0 +1,18 @@
+"""The Lua scripts relay runs inside Redis, one file each.
+
+Each script is one atomic step: Redis runs it without interleaving other commands, which is what
+makes a check and the writes it allows one step. Every file opens with a header naming its KEYS
+and ARGV; ids travel as ARGV, never parsed back out of a key. ``tests/test_lua.py`` runs every script
+on a real Redis and on the embedded store (fakeredis).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.resources import files
+
+
+@cache
+def source(name: str) -> str:
+    """The text of ``relay/lua/{name}.lua``."""
+    return files(__name__).joinpath(f"{name}.lua").read_text(encoding="utf-8")

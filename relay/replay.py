@@ -1,0 +1,194 @@
+"""The operator's actions on webhooks, one implementation for the admin and builder APIs, the
+console and the CLI: look up a project's purchases with their attempts, resend an event, retry a
+purchase's webhook, replay dead letters, purge them.
+
+Every resend keeps the event's ``webhook-id`` and starts a fresh retry budget (``relay/lua/
+requeue.lua`` bumps the event's ``seq``, so a job of its earlier life does nothing). Callers render
+what these return and what they raise (``NotFound``, ``Conflict``) in their own way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from arq.connections import ArqRedis
+
+from relay.errors import Conflict, NotFound, not_found
+from relay.events import DeadLetterPage
+from relay.metrics import Metrics
+from relay.models import DeadLetter, EventRecord, Project, Purchase, WebhookStatus, utcnow
+from relay.stores import Stores
+from workers.arq_compat import enqueue_delivery
+
+PAGE = 500  # dead letters read per round trip when walking them all
+
+
+class Progress(Protocol):
+    """What bulk actions report to as they go (a CLI progress bar)."""
+
+    def update(self, n_steps: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class Replayed:
+    count: int
+    missing: list[str] = field(default_factory=list)
+
+
+class Operations:
+    def __init__(
+        self,
+        stores: Stores,
+        arq: ArqRedis,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.store = stores.store
+        self.events = stores.events
+        self.arq = arq
+        self.clock = clock
+        self.metrics = metrics
+
+    # --- lookups -------------------------------------------------------------------------------
+
+    async def project(self, project_id: str) -> Project:
+        project = await self.store.get_project(project_id)
+        if project is None:
+            raise not_found("project", project_id)
+        return project
+
+    async def purchase(self, project_id: str, order_id: str) -> Purchase:
+        """A purchase of the project; one of another project is as absent as a missing one."""
+        purchase = await self.store.get_purchase(order_id)
+        if purchase is None or purchase.project_id != project_id:
+            raise not_found("purchase", order_id)
+        return purchase
+
+    async def purchases(
+        self, project_id: str, *, webhook_status: WebhookStatus | None = None, limit: int = 100
+    ) -> list[Purchase]:
+        """The project's purchases, newest first."""
+        project = await self.project(project_id)
+        return await self.store.list_purchases(project.id, webhook_status=webhook_status, limit=limit)
+
+    async def with_attempts(self, purchases: list[Purchase]) -> list[dict[str, Any]]:
+        """Purchases as the API shows them, each with its delivery attempts (one round trip)."""
+        logs = await self.events.attempts([purchase.event_id for purchase in purchases if purchase.event_id])
+        views = []
+        for purchase in purchases:
+            view = purchase.model_dump(mode="json")
+            attempts = logs.get(purchase.event_id, []) if purchase.event_id else []
+            view["attempts"] = [attempt.model_dump(mode="json") for attempt in attempts]
+            views.append(view)
+        return views
+
+    # --- sending again -------------------------------------------------------------------------
+
+    async def resend(self, event_id: str) -> EventRecord:
+        """Send an event again with a fresh retry budget and the same ``webhook-id``."""
+        event = await self.events.get(event_id)
+        seq = await self.events.requeue(event, now=self.clock()) if event is not None else None
+        if event is None or seq is None:
+            raise not_found("event", event_id)
+        await enqueue_delivery(self.arq, event.id, seq)
+        if self.metrics is not None:
+            self.metrics.replays.inc()
+        return event
+
+    async def retry_purchase(self, project_id: str, order_id: str) -> Purchase:
+        """Send a purchase's webhook again (delivered, failed or never sent); the purchase after."""
+        purchase = await self.purchase(project_id, order_id)
+        if purchase.event_id is None:
+            raise Conflict(
+                f"purchase {purchase.order_id} is {purchase.status.value}; it has no webhook to send"
+            )
+        await self.resend(purchase.event_id)
+        return await self.purchase(project_id, order_id)
+
+    async def require_events(self, event_ids: Iterable[str]) -> None:
+        """NotFound for the first of ``event_ids`` that does not exist, before anything is sent."""
+        for event_id in event_ids:
+            if await self.events.get(event_id) is None:
+                raise not_found("event", event_id)
+
+    async def replay(self, event_ids: Iterable[str], *, progress: Progress | None = None) -> Replayed:
+        """Resend each event (each id once); the ones that do not exist are skipped and named."""
+        count, missing = 0, []
+        for event_id in dict.fromkeys(event_ids):
+            try:
+                await self.resend(event_id)
+                count += 1
+            except NotFound:
+                missing.append(event_id)
+            if progress is not None:
+                progress.update(1)
+        return Replayed(count, missing)
+
+    async def replay_dead_letters(self, *, project_id: str | None, since: datetime | None) -> int:
+        """Resend every dead letter matching the filter; how many."""
+        ids = await self.dead_letter_ids(project_id=project_id, since=since)
+        return (await self.replay(ids)).count
+
+    # --- dead letters --------------------------------------------------------------------------
+
+    async def dead_letter_page(
+        self, *, project_id: str | None, since: datetime | None, limit: int, cursor: str | None
+    ) -> tuple[list[DeadLetter], str | None]:
+        """Oldest first; the rows and the cursor of the next page (None on the last)."""
+        page = await self.events.dead_letters(project_id=project_id, since=since, limit=limit, cursor=cursor)
+        return await self.dead_letter_views(page.events), page.next_cursor
+
+    async def all_dead_letters(
+        self, *, project_id: str | None, since: datetime | None
+    ) -> AsyncIterator[EventRecord]:
+        cursor = None
+        while True:
+            page: DeadLetterPage = await self.events.dead_letters(
+                project_id=project_id, since=since, limit=PAGE, cursor=cursor
+            )
+            for event in page.events:
+                yield event
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def dead_letter_ids(self, *, project_id: str | None, since: datetime | None) -> list[str]:
+        return [event.id async for event in self.all_dead_letters(project_id=project_id, since=since)]
+
+    async def dead_letter_views(self, records: list[EventRecord]) -> list[DeadLetter]:
+        last = await self.events.last_attempts([event.id for event in records])
+        views = []
+        for event in records:
+            dumped = event.model_dump(mode="json")
+            views.append(
+                DeadLetter(
+                    event_id=event.id,
+                    project_id=event.project_id,
+                    order_id=event.order_id,
+                    item_id=event.item_id,
+                    attempts=event.attempts,
+                    created_at=dumped["created_at"],
+                    dead_at=dumped["dead_at"],
+                    last_attempt=last.get(event.id),
+                )
+            )
+        return views
+
+    async def purge_dead_letter(self, event_id: str) -> None:
+        """Remove one dead letter for good (the purchase keeps its attempt log)."""
+        event = await self.events.get(event_id)
+        if event is None or not await self.events.purge_dead_letter(event):
+            raise not_found("dead letter", event_id)
+
+    async def purge(self, event_ids: Iterable[str], *, progress: Progress | None = None) -> int:
+        """Remove each of these dead letters; how many were dead letters."""
+        done = 0
+        for event in await self.events.get_many(list(dict.fromkeys(event_ids))):
+            done += await self.events.purge_dead_letter(event)
+            if progress is not None:
+                progress.update(1)
+        return done

@@ -1,0 +1,127 @@
+"""Every Redis key relay reads or writes, named in one place.
+
+relay's own keys live under one prefix (``RELAY_KEY_PREFIX``, default ``relay``, written ``{p}``
+below). arq's keys carry arq's own names, imported from arq: relay writes arq's job keys in the
+ingest script and arq's in-progress keys in the claim script, so it must agree with arq to the byte
+(``workers.arq_compat`` holds the rest of what relay knows about arq).
+
+    key                                  type    holds                                       written by
+    {p}:project:{id}                     STRING  JSON Project, signing secrets encrypted     relay.store
+    {p}:client:{client_id}               STRING  the project's id                            relay.store
+    {p}:item:{id}                        STRING  JSON Item                                   relay.store
+    {p}:project:{id}:items               SET     the project's item ids                      relay.store
+    {p}:purchase:{order_id}              HASH    doc (JSON of the fixed fields), status,     relay.store,
+                                                 paid_at, webhook_status, event_id,          ingest.lua,
+                                                 updated_at; until paid, event_head and      finish.lua,
+                                                 event_tail (relay.models.event_body_parts)  requeue.lua
+    {p}:project:{id}:purchases           ZSET    order id -> created at (ms)                 relay.store
+    {p}:unmatched                        LIST    JSON callbacks for unknown orders, newest   relay.store
+                                                 first, capped
+    {p}:event:{id}                       HASH    EventRecord; ``seq`` fences delivery jobs   ingest, finish,
+                                                                                             requeue, postpone
+    {p}:event:{id}:attempts              LIST    JSON Attempt, oldest first, capped          finish.lua
+    {p}:outbox                           ZSET    event id -> next attempt due (ms)           ingest, finish,
+                                                                                             requeue, postpone
+    {p}:dlq                              ZSET    event id -> dead-lettered at (ms)           finish, requeue,
+    {p}:project:{id}:dlq                 ZSET    the same, one project's                     purge_dead_letter
+    {p}:console:session:{sha256(sid)}    HASH    csrf, created_at; expires after 8 h         relay.sessions
+    {p}:console:session:{sha256}:flash   STRING  the next page's notice; expires after 60 s  relay.sessions
+    {p}:ratelimit:{subject}:{window}     STRING  requests in one window; expires after two   relay.ratelimit
+    arq:queue                            ZSET    job id -> due (ms)                          arq, ingest.lua
+    arq:job:{job_id}                     STRING  arq's serialised job; expires               arq, ingest.lua
+    arq:in-progress:{job_id}             STRING  a worker's claim; expires                   claim.lua, arq
+    arq:retry:{job_id}, arq:result:{..}  STRING  arq's try counter; a result (relay keeps    arq
+                                                 none)
+
+A delivery job's id is the event id for the first attempt and ``{event_id}:{seq}`` after
+(``workers.arq_compat.job_id``). The scripts themselves are in ``relay/lua``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from arq.constants import default_queue_name, in_progress_key_prefix, job_key_prefix, result_key_prefix
+
+
+class Keys:
+    """Key names under one prefix. Ids are used as given: they are validated where they enter."""
+
+    # arq's names, as arq spells them.
+    arq_queue = default_queue_name
+    arq_in_progress_prefix = in_progress_key_prefix
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.outbox = f"{prefix}:outbox"
+        self.dead_letters = f"{prefix}:dlq"
+        self.unmatched = f"{prefix}:unmatched"
+
+    # --- catalogue ---------------------------------------------------------------------------------
+
+    def project(self, project_id: str) -> str:
+        return f"{self.prefix}:project:{project_id}"
+
+    def project_id_of(self, key: str) -> str | None:
+        """The project id a ``project(...)`` key names; None for the project's other keys."""
+        rest = key.removeprefix(self.project(""))
+        return None if ":" in rest or rest == key else rest
+
+    def client(self, client_id: str) -> str:
+        return f"{self.prefix}:client:{client_id}"
+
+    def item(self, item_id: str) -> str:
+        return f"{self.prefix}:item:{item_id}"
+
+    def project_items(self, project_id: str) -> str:
+        return f"{self.prefix}:project:{project_id}:items"
+
+    # --- purchases ---------------------------------------------------------------------------------
+
+    def purchase(self, order_id: str) -> str:
+        return f"{self.prefix}:purchase:{order_id}"
+
+    def project_purchases(self, project_id: str) -> str:
+        return f"{self.prefix}:project:{project_id}:purchases"
+
+    # --- events and their delivery -----------------------------------------------------------------
+
+    def event(self, event_id: str) -> str:
+        return f"{self.prefix}:event:{event_id}"
+
+    def attempts(self, event_id: str) -> str:
+        return f"{self.prefix}:event:{event_id}:attempts"
+
+    def project_dead_letters(self, project_id: str) -> str:
+        return f"{self.prefix}:project:{project_id}:dlq"
+
+    def dead_letters_of(self, project_id: str | None) -> str:
+        """One project's dead-letter set, or everyone's."""
+        return self.project_dead_letters(project_id) if project_id else self.dead_letters
+
+    # --- console sessions and rate limits ----------------------------------------------------------
+
+    def session(self, session_id: str) -> str:
+        """Only the session id's SHA-256 is stored: whoever reads Redis cannot take a session over."""
+        digest = hashlib.sha256(session_id.encode()).hexdigest()
+        return f"{self.prefix}:console:session:{digest}"
+
+    def session_flash(self, session_id: str) -> str:
+        return self.session(session_id) + ":flash"
+
+    def rate_limit(self, subject: str, window: int) -> str:
+        return f"{self.prefix}:ratelimit:{subject}:{window}"
+
+    # --- arq -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def arq_job(job_id: str) -> str:
+        return job_key_prefix + job_id
+
+    @staticmethod
+    def arq_result(job_id: str) -> str:
+        return result_key_prefix + job_id
+
+    @staticmethod
+    def arq_in_progress(job_id: str) -> str:
+        return in_progress_key_prefix + job_id

@@ -1,0 +1,37 @@
+"""Every repository over one Redis client, built one way for the ingress, the worker and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from relay.crypto import SecretBox
+from relay.events import EventStore
+from relay.ratelimit import RateLimit
+from relay.schema import Keys
+from relay.sessions import SessionStore
+from relay.settings import Settings
+from relay.store import Store
+
+
+@dataclass(frozen=True)
+class Stores:
+    keys: Keys
+    store: Store  # projects, items, purchases, and the ingest script
+    events: EventStore  # events, attempts, the outbox, the dead-letter queue
+    sessions: SessionStore  # console sessions
+    purchase_limit: RateLimit  # public purchases per client_id (RELAY_PURCHASE_RATE_LIMIT)
+
+
+def make_stores(redis: Redis, settings: Settings) -> Stores:
+    """The stores over ``redis``, which must answer ``str`` (``decode_responses``); it is borrowed,
+    not owned: its owner closes it."""
+    prefix = settings.key_prefix
+    return Stores(
+        keys=Keys(prefix),
+        store=Store(redis, prefix=prefix, box=SecretBox(settings.fernet_keys)),
+        events=EventStore(redis, prefix=prefix),
+        sessions=SessionStore(redis, prefix=prefix),
+        purchase_limit=RateLimit(redis, prefix=prefix, limit=settings.purchase_rate_limit),
+    )

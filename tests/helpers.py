@@ -1,0 +1,327 @@
+"""What the tests share: settings, a fake clock, a merchant on loopback, the relay's API as a client,
+and a shop (a project with an item) to buy from. Fixtures are in ``conftest.py``; test modules
+import helpers from here only, never from each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from standardwebhooks import Webhook
+
+from relay.gateways.midtrans import settlement_payload, sign_notification
+from relay.models import Purchase
+from relay.runner import Relay
+from relay.settings import Settings
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+TEST_ENCRYPTION_KEY = "Jx0m6nq2Gq9bT6b3VdOQ2i0xq3o8nXf3cXq8Yt1f2aQ="
+HOOK = "/hook"
+# One quick retry: a 503 merchant dead-letters an event after two attempts, fast.
+QUICK = (0.01,)
+
+
+class SessionRedis:
+    """Where the tests' Redis is: ``RELAY_TEST_REDIS_URL``, or a throwaway ``redis-server`` that
+    ``conftest.py`` starts for the session. Set once, before any test runs."""
+
+    url = ""
+
+
+def redis_url_for_tests() -> str:
+    assert SessionRedis.url, "conftest.py sets the test Redis before tests run"
+    return SessionRedis.url
+
+
+def without_relay_variables(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` minus every ``RELAY_*`` variable: a developer's settings must not leak into tests."""
+    return {key: value for key, value in environ.items() if not key.upper().startswith("RELAY_")}
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for tests: explicit values, so a developer's RELAY_* environment does not leak in."""
+    values: dict[str, Any] = {
+        "redis_url": redis_url_for_tests(),
+        "admin_token": ADMIN_TOKEN,
+        "midtrans_server_key": None,
+        "allow_private_targets": True,
+        "retry_schedule": (0.05, 0.1),
+        "delivery_timeout": 2,
+        "log_format": "json",
+        "sweep_interval": 1,
+        "encryption_keys": TEST_ENCRYPTION_KEY,
+    }
+    return Settings(**(values | overrides))
+
+
+class FakeClock:
+    def __init__(self, start: datetime | None = None) -> None:
+        self.current = start or datetime(2026, 5, 6, 10, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.current
+
+    def advance(self, seconds: float) -> None:
+        self.current += timedelta(seconds=seconds)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 10.0, what: str = "") -> None:
+    """Poll ``check`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or check}")
+        await asyncio.sleep(0.02)
+
+
+# --- servers on loopback ------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def local_server(app: web.Application, **runner_options: Any) -> AsyncIterator[str]:
+    """Serve ``app`` on a free loopback port for the ``with`` block; yields its base URL."""
+    runner = web.AppRunner(app, access_log=None, **runner_options)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: str
+
+
+@dataclass
+class Merchant:
+    """A merchant backend on loopback. ``script[path]`` is a list of responses handed out in order
+    (the last one repeats); each is a status code or (status, headers) or an async callable."""
+
+    url: str = ""
+    received: list[Received] = field(default_factory=list)
+    script: dict[str, list[Any]] = field(default_factory=dict)
+
+    def hits(self, path: str | None = None) -> list[Received]:
+        return [hit for hit in self.received if path is None or hit.path == path]
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.text()
+        self.received.append(Received(request.path, dict(request.headers), body))
+        responses = self.script.get(request.path, [200])
+        response = responses.pop(0) if len(responses) > 1 else responses[0]
+        if callable(response):
+            result: web.StreamResponse = await response(request)
+            return result
+        status, headers = response if isinstance(response, tuple) else (response, {})
+        return web.Response(status=status, headers=headers, text="ok" if status < 300 else "no")
+
+
+async def wait_hits(merchant: Merchant, count: int, path: str | None = HOOK, *, timeout: float = 10) -> None:
+    async def arrived() -> bool:
+        return len(merchant.hits(path)) >= count
+
+    await eventually(arrived, timeout=timeout, what=f"{count} merchant hits on {path}")
+
+
+def verify(hit: Received, secret: str) -> dict[str, Any]:
+    """The webhook as a merchant verifying with the public standardwebhooks library sees it."""
+    payload: dict[str, Any] = Webhook(secret).verify(hit.body, hit.headers)
+    return payload
+
+
+# --- the relay's API as a client ------------------------------------------------------------------
+
+
+class Api:
+    """The relay's HTTP API as a test client: admin calls carry the bearer token."""
+
+    def __init__(self, http: aiohttp.ClientSession, settings: Settings, url: str) -> None:
+        self.http = http
+        self.settings = settings
+        self.url = url
+
+    async def call(
+        self, method: str, path: str, *, expect: int = 200, auth: bool = True, **kwargs: Any
+    ) -> Any:
+        headers = kwargs.pop("headers", {})
+        if auth:
+            headers["Authorization"] = f"Bearer {ADMIN_TOKEN}"
+        async with self.http.request(method, path, headers=headers, **kwargs) as response:
+            body = await response.json(content_type=None)
+            assert response.status == expect, f"{method} {path}: {response.status} {body}"
+            return body
+
+    async def project(self, **fields: Any) -> dict[str, Any]:
+        body = await self.call("PUT", "/api/platform/projects", json={"name": "Shop", **fields})
+        return dict(body["project"])
+
+    async def item(self, project_id: str, **fields: Any) -> dict[str, Any]:
+        payload = {"project_id": project_id, "name": "Premium Template", "price": 50000, "currency": "IDR"}
+        body = await self.call("PUT", "/api/platform/items", json=payload | fields)
+        return dict(body["item"])
+
+    async def buy(self, client_id: str, item_id: str, **fields: Any) -> dict[str, Any]:
+        payload = {"client_id": client_id, "item_id": item_id, "buyer_email": "buyer@example.com"}
+        body = await self.call(
+            "POST", "/api/platform/public-items/purchase", json=payload | fields, auth=False
+        )
+        return dict(body)
+
+    async def purchase(self, project_id: str, order_id: str) -> dict[str, Any]:
+        body = await self.call("GET", f"/api/platform/projects/{project_id}/item-purchases/{order_id}")
+        return dict(body["purchase"])
+
+    def notification(
+        self, order_id: str, amount: int, *, status: str = "settlement", **extra: Any
+    ) -> dict[str, Any]:
+        """A correctly signed Midtrans notification for ``order_id``."""
+        stub = Purchase(
+            order_id=order_id,
+            item_id="x",
+            project_id="x",
+            item_name="x",
+            amount=amount,
+            currency="IDR",
+            buyer_email="b@example.com",
+            created_at=datetime.now(UTC),
+            updated_at=datetime.now(UTC),
+        )
+        payload = settlement_payload(stub, status=status, now=datetime.now(UTC)) | extra
+        return sign_notification(payload, self.settings.midtrans_key)
+
+    async def callback(self, payload: dict[str, Any] | bytes | str, *, expect: int = 200) -> Any:
+        data = payload if isinstance(payload, bytes | str) else None
+        kwargs: dict[str, Any] = {"data": data} if data is not None else {"json": payload}
+        return await self.call("POST", "/callbacks/midtrans", expect=expect, auth=False, **kwargs)
+
+    async def pay(self, order: dict[str, Any], **extra: Any) -> Any:
+        return await self.callback(self.notification(order["order_id"], order["amount"], **extra))
+
+    async def dead_letters(self, **query: Any) -> dict[str, Any]:
+        params = {key: str(value) for key, value in query.items() if value is not None}
+        body: dict[str, Any] = await self.call("GET", "/api/admin/dead-letters", params=params)
+        return body
+
+    async def dead_letter_ids(self, **query: Any) -> list[str]:
+        return [row["event_id"] for row in (await self.dead_letters(**query))["dead_letters"]]
+
+
+def assert_error(body: Any, error: str, *, mentions: str | None = None) -> None:
+    """``body`` is the contract's error shape, naming ``error`` (and ``mentions`` in its detail)."""
+    assert isinstance(body, dict), body
+    assert set(body) == {"error", "detail"}, body
+    assert body["error"] == error, body
+    assert isinstance(body["detail"], str), body
+    assert body["detail"], body
+    if mentions is not None:
+        assert mentions in body["detail"], body
+
+
+@dataclass
+class Running:
+    relay: Relay
+    api: Api
+    settings: Settings
+
+    @property
+    def url(self) -> str:
+        return self.relay.url
+
+
+StartRelay = Callable[..., Awaitable[Running]]
+
+
+# --- a shop: a project with one item --------------------------------------------------------------
+
+
+@dataclass
+class Shop:
+    """A project with one item on a running relay, and shortcuts for what the tests do to it."""
+
+    api: Api
+    project: dict[str, Any]
+    item: dict[str, Any]
+
+    @property
+    def secret(self) -> str:
+        return str(self.project["webhook_secret"])
+
+    async def buy(self, **fields: Any) -> dict[str, Any]:
+        return await self.api.buy(self.project["client_id"], self.item["id"], **fields)
+
+    async def order(self, *, pay: bool = True, **fields: Any) -> dict[str, Any]:
+        """Buy the item (and, unless ``pay=False``, settle it with a signed Midtrans callback)."""
+        order = await self.buy(**fields)
+        if pay:
+            assert await self.api.pay(order) == {"status": "ok"}
+        return order
+
+    async def purchase(self, order: dict[str, Any]) -> dict[str, Any]:
+        return await self.api.purchase(self.project["id"], order["order_id"])
+
+    async def status(self, order: dict[str, Any]) -> str:
+        return str((await self.purchase(order))["status"])
+
+    async def wait_status(self, order: dict[str, Any], status: str, *, timeout: float = 10) -> dict[str, Any]:
+        """Wait until the purchase's webhook_status is ``status``; return the purchase."""
+        seen: list[dict[str, Any]] = []
+
+        async def reached() -> bool:
+            seen.append(await self.purchase(order))
+            return seen[-1]["webhook_status"] == status
+
+        await eventually(reached, timeout=timeout, what=f"webhook_status {status!r} of {order['order_id']}")
+        return seen[-1]
+
+    async def wait_attempts(
+        self, order: dict[str, Any], count: int, *, timeout: float = 10
+    ) -> dict[str, Any]:
+        """Wait until the purchase's attempt log has at least ``count`` entries; return the purchase."""
+        seen: list[dict[str, Any]] = []
+
+        async def logged() -> bool:
+            seen.append(await self.purchase(order))
+            return len(seen[-1]["attempts"]) >= count
+
+        await eventually(logged, timeout=timeout, what=f"{count} attempts of {order['order_id']}")
+        return seen[-1]
+
+    async def set_item_url(self, url: str | None, **fields: Any) -> None:
+        self.item = await self.api.item(self.project["id"], id=self.item["id"], webhook_url=url, **fields)
+
+
+async def open_shop(api: Api, **project_fields: Any) -> Shop:
+    """A new project with one item, on the relay ``api`` talks to."""
+    project = await api.project(**project_fields)
+    return Shop(api, project, await api.item(project["id"]))
+
+
+async def start_shop(
+    start_relay: StartRelay,
+    merchant: Merchant,
+    *,
+    project_path: str | None = HOOK,
+    item_path: str | None = None,
+    **settings: Any,
+) -> Shop:
+    """Start a relay with ``settings`` (and ``rng``, the worker's jitter) and open a shop whose
+    webhook URLs point at ``merchant`` paths (None: no URL)."""
+    running = await start_relay(**settings)
+    project_fields = {"webhook_url": f"{merchant.url}{project_path}"} if project_path else {}
+    project = await running.api.project(**project_fields)
+    item_fields = {"webhook_url": f"{merchant.url}{item_path}"} if item_path else {}
+    item = await running.api.item(project["id"], **item_fields)
+    return Shop(running.api, project, item)
