@@ -50,10 +50,8 @@ def open_connections(settings: Settings, *, server: Any = None) -> Connections:
         return Connections(Redis(connection_pool=store_pool), ArqRedis(arq_pool), embedded=False)
     if server is None:
         raise ValueError("RELAY_REDIS_URL is unset and no embedded server was given")
-    from fakeredis.aioredis import FakeConnection
+    from fakeredis.aioredis import FakeAsyncRedisConnection as Fake
 
-    fake: Any = FakeConnection  # a factory function, typed as one, that redis-py accepts as a class
-
-    store_pool = ConnectionPool(connection_class=fake, server=server, decode_responses=True)
-    arq_pool = ConnectionPool(connection_class=fake, server=server)
+    store_pool = ConnectionPool(connection_class=Fake, server=server, decode_responses=True)
+    arq_pool = ConnectionPool(connection_class=Fake, server=server)
     return Connections(Redis(connection_pool=store_pool), ArqRedis(arq_pool), embedded=True)

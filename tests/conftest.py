@@ -23,16 +23,21 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
+from relay.connections import Connections, embedded_server, open_connections
 from relay.runner import Relay
 from tests.helpers import (
     Api,
+    Backend,
     Merchant,
     Running,
     SessionRedis,
+    Shop,
     StartRelay,
     local_server,
     make_settings,
+    open_shop,
     redis_url_for_tests,
+    stores_on,
 )
 
 REDIS_FIXTURES = {"redis_url", "redis"}
@@ -181,3 +186,40 @@ async def start_relay(redis_url: str) -> AsyncIterator[StartRelay]:
     for relay, http in reversed(started):
         await http.close()
         await relay.stop()
+
+
+@pytest.fixture
+async def relay(start_relay: StartRelay) -> Running:
+    """Ingress only (sandbox gateway): stored events stay undelivered for inspection."""
+    return await start_relay(worker=False)
+
+
+@pytest.fixture
+async def shop(relay: Running) -> Shop:
+    """A project with one item on ``relay``."""
+    return await open_shop(relay.api)
+
+
+# --- the stores on each backend relay runs on: the embedded store and a real Redis -----------------
+
+
+@pytest.fixture(params=[pytest.param("embedded"), pytest.param("redis", marks=pytest.mark.integration)])
+def backend_url(request: pytest.FixtureRequest) -> str | None:
+    """None for the embedded store (fakeredis with Lua); for a real Redis, ``redis_url`` (an empty
+    database). A plain fixture: an async one cannot ask for the async ``redis_url`` by name."""
+    return str(request.getfixturevalue("redis_url")) if request.param == "redis" else None
+
+
+@pytest.fixture
+async def connections(backend_url: str | None) -> AsyncIterator[Connections]:
+    """Clients for the stores (``str``) and for arq (``bytes``) as relay opens them: on a private
+    embedded server, or on the real Redis. Closed before ``redis_url`` empties the database."""
+    server = embedded_server() if backend_url is None else None
+    opened = open_connections(make_settings(redis_url=backend_url), server=server)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def stores(connections: Connections) -> Backend:
+    return stores_on(connections)

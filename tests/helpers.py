@@ -10,17 +10,25 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from decimal import Decimal
+from typing import Any, Literal
 
 import aiohttp
 import pytest
 from aiohttp import web
+from arq.connections import ArqRedis
+from redis.asyncio import Redis
 from standardwebhooks import Webhook
 
+from relay.connections import Connections
+from relay.crypto import SecretBox, generate_key
+from relay.events import EventStore
 from relay.gateways.midtrans import settlement_payload, sign_notification
-from relay.models import Purchase
+from relay.models import EventRecord, PaymentOutcome, Purchase, PurchaseStatus, new_event_id
 from relay.runner import Relay
 from relay.settings import Settings
+from relay.store import Store
+from workers.arq_compat import SWEEP
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 TEST_ENCRYPTION_KEY = "Jx0m6nq2Gq9bT6b3VdOQ2i0xq3o8nXf3cXq8Yt1f2aQ="
@@ -325,3 +333,141 @@ async def start_shop(
     item_fields = {"webhook_url": f"{merchant.url}{item_path}"} if item_path else {}
     item = await running.api.item(project["id"], **item_fields)
     return Shop(running.api, project, item)
+
+
+# --- the ingress's routes, and what a callback leaves in Redis (tests/test_api_*.py) --------------
+
+PREFIX = "relay"
+ARQ_QUEUE = "arq:queue"
+PROJECTS = "/api/platform/projects"
+ITEMS = "/api/platform/items"
+PUBLIC_ITEMS = "/api/platform/public-items"
+PURCHASE = "/api/platform/public-items/purchase"
+
+
+def parse_utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+async def stored_events(redis: Redis, order_id: str | None = None) -> list[dict[str, str]]:
+    """Event hashes (``{prefix}:event:{id}``), optionally only those of ``order_id``."""
+    found = []
+    async for key in redis.scan_iter(match=f"{PREFIX}:event:*", count=1000):
+        if key.endswith(":attempts"):
+            continue
+        event = await redis.hgetall(key)
+        if order_id is None or event.get("order_id") == order_id:
+            found.append(event)
+    return found
+
+
+async def outbox(redis: Redis) -> list[str]:
+    return list(await redis.zrange(f"{PREFIX}:outbox", 0, -1))
+
+
+async def queued_jobs(redis: Redis) -> list[str]:
+    """Delivery jobs in the arq queue (a running worker also keeps its sweeper's cron job there)."""
+    return [job for job in await redis.zrange(ARQ_QUEUE, 0, -1) if not job.startswith(f"{SWEEP}:")]
+
+
+async def assert_one_event(redis: Redis, order_id: str, *, queued: bool) -> dict[str, str]:
+    """Exactly one event for ``order_id``, in the outbox and (``queued``) as the one arq job."""
+    events = await stored_events(redis, order_id)
+    assert len(events) == 1, events
+    [event] = events
+    assert event["id"].startswith("evt_")
+    assert await outbox(redis) == [event["id"]]
+    if queued:
+        assert await queued_jobs(redis) == [event["id"]]
+    return event
+
+
+async def get_status(api: Api, path: str) -> tuple[int, Any]:
+    async with api.http.get(path) as response:
+        return response.status, await response.json(content_type=None)
+
+
+# --- relay.store and relay.events on each backend (tests/test_store.py, test_events.py, test_ingest.py) -
+
+KEY_PREFIX = "t"
+T0 = datetime(2026, 5, 6, 10, 0, tzinfo=UTC)
+
+
+@dataclass
+class Backend:
+    """relay.store and relay.events on one backend, embedded or real (the ``stores`` fixture):
+    ``redis`` answers ``str``, ``arq`` bytes."""
+
+    redis: Redis
+    arq: ArqRedis
+    store: Store
+    events: EventStore
+
+
+def stores_on(connections: Connections) -> Backend:
+    redis = connections.redis
+    store = Store(redis, prefix=KEY_PREFIX, box=SecretBox([generate_key()]))
+    return Backend(redis, connections.arq, store, EventStore(redis, prefix=KEY_PREFIX))
+
+
+def make_purchase(order_id: str, project_id: str = "shop", *, created_at: datetime = T0) -> Purchase:
+    return Purchase(
+        order_id=order_id,
+        item_id="tmpl",
+        project_id=project_id,
+        item_name="Premium Template",
+        amount=50000,
+        currency="IDR",
+        buyer_email="buyer@example.com",
+        buyer_name="John Doe",
+        metadata={"ref": "campaign-42", "nested": {"n": 1}},
+        created_at=created_at,
+        updated_at=created_at,
+    )
+
+
+def make_outcome(
+    order_id: str,
+    status: PurchaseStatus = PurchaseStatus.PAID,
+    *,
+    amount: str = "50000",
+    gateway: str = "midtrans",
+    rule: Literal["exact", "at_least"] = "exact",
+) -> PaymentOutcome:
+    return PaymentOutcome(
+        gateway=gateway,
+        order_id=order_id,
+        status=status,
+        amount=Decimal(amount),
+        paid_at=None,
+        raw_status=status.value,
+        amount_rule=rule,
+    )
+
+
+async def settle(stores: Backend, order_id: str, *, event_id: str, **fields: Any) -> tuple[str, str]:
+    """Ingest a settlement of ``order_id`` at T0 (``fields`` shape the outcome)."""
+    return await stores.store.ingest(make_outcome(order_id, **fields), now=T0, paid_at=T0, event_id=event_id)
+
+
+async def paid_event(
+    stores: Backend, order_id: str, project_id: str = "shop", *, event_id: str | None = None
+) -> EventRecord:
+    """A purchase moved to paid, with its event in the outbox (seq 0)."""
+    await stores.store.create_purchase(make_purchase(order_id, project_id))
+    event_id = event_id or new_event_id()
+    assert await settle(stores, order_id, event_id=event_id) == ("applied", "paid")
+    event = await stores.events.get(event_id)
+    assert event is not None
+    return event
+
+
+async def zset(stores: Backend, key: str) -> dict[str, int]:
+    """A sorted set's members and their scores (ms)."""
+    rows = await stores.redis.zrange(key, 0, -1, withscores=True)
+    return {member: int(score) for member, score in rows}
+
+
+async def outbox_scores(stores: Backend) -> dict[str, int]:
+    """The outbox: event id -> when its next attempt is due (ms)."""
+    return await zset(stores, stores.store.keys.outbox)

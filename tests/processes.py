@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import sys
 from pathlib import Path
 
-from tests.helpers import ADMIN_TOKEN, TEST_ENCRYPTION_KEY
+import aiohttp
+from redis.asyncio import Redis
+
+from relay.errors import REDIS_DOWN
+from tests.helpers import ADMIN_TOKEN, TEST_ENCRYPTION_KEY, eventually, without_relay_variables
 
 RELAY = str(Path(sys.executable).with_name("relay"))
 
@@ -21,8 +26,7 @@ def free_port() -> int:
 
 def relay_env(redis_url: str, **extra: str) -> dict[str, str]:
     """The process environment minus any RELAY_* of the developer's, plus the test settings."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("RELAY_")}
-    return env | {
+    return without_relay_variables(os.environ) | {
         "RELAY_REDIS_URL": redis_url,
         "RELAY_ADMIN_TOKEN": ADMIN_TOKEN,
         "RELAY_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
@@ -70,3 +74,68 @@ class Processes:
             text = (self.logs / f"{name}.log").read_text(errors="replace").splitlines()
             parts.append(f"--- {name} ---\n" + "\n".join(text[-lines:]))
         return "\n".join(parts)
+
+
+REDIS_SERVER = shutil.which("redis-server") or "redis-server"
+
+
+class PrivateRedis:
+    """A redis-server of the test's own (with AOF unless ``appendonly=False``), that the test can
+    kill, start again, or misconfigure."""
+
+    def __init__(self, processes: Processes, directory: Path, *, appendonly: bool = True) -> None:
+        self.processes = processes
+        self.directory = directory
+        self.appendonly = appendonly
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.process = await self.processes.start(
+            "redis",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "everysec",
+            "--dir",
+            str(self.directory),
+            program=REDIS_SERVER,
+        )
+
+        async def answers() -> bool:
+            client = Redis.from_url(self.url)
+            try:
+                return bool(await client.ping())
+            except REDIS_DOWN:  # refused, or still loading the AOF
+                return False
+            finally:
+                await client.aclose()
+
+        await eventually(answers, timeout=10, what="the private redis-server")
+
+    async def crash(self) -> None:
+        """SIGKILL: no clean shutdown; only what the AOF had fsynced survives."""
+        assert self.process is not None
+        await self.processes.kill(self.process)
+
+
+async def wait_until_answering(
+    http: aiohttp.ClientSession, path: str = "/healthz", *, timeout: float = 20, what: str = "the relay"
+) -> None:
+    """Wait until ``path`` answers 200 (a process just started, or Redis just came back)."""
+
+    async def answers() -> bool:
+        try:
+            async with http.get(path) as response:
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await eventually(answers, timeout=timeout, what=f"{what} to answer {path}")

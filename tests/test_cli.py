@@ -7,22 +7,29 @@ import asyncio
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.helpers import (
+    ADMIN_TOKEN,
     HOOK,
     QUICK,
     TEST_ENCRYPTION_KEY,
+    Api,
     Merchant,
     Shop,
     StartRelay,
+    make_settings,
+    open_shop,
     start_shop,
     verify,
     wait_hits,
+    without_relay_variables,
 )
-from tests.processes import RELAY
+from tests.processes import RELAY, free_port, wait_until_answering
 
 
 @dataclass
@@ -37,7 +44,7 @@ class Result:
 
 async def relay_cli(*args: str, **env: str) -> Result:
     """Run the ``relay`` console script with only the given RELAY_* variables set."""
-    clean = {key: value for key, value in os.environ.items() if not key.startswith("RELAY_")}
+    clean = without_relay_variables(os.environ)
     process = await asyncio.create_subprocess_exec(
         RELAY,
         *args,
@@ -209,3 +216,57 @@ async def test_serve_rejects_a_bad_setting_by_its_env_name(redis_url: str) -> No
     assert "RELAY_DELIVERY_TIMEOUT" in result.err
     assert "Traceback" not in result.err
     assert len(result.err.strip().splitlines()) == 1
+
+
+async def test_since_takes_the_times_the_cli_prints(
+    cli: Any, start_relay: StartRelay, merchant: Merchant
+) -> None:
+    shop, _ = await dead_shop(start_relay, merchant, 1)
+    [row] = (await cli("dlq", "list", "--json")).json_lines()
+    dead_at = row["dead_at"]  # printed with milliseconds and a Z
+    assert "." in dead_at
+    assert dead_at.endswith("Z")
+    same = await cli("dlq", "list", "--json", "--since", dead_at)
+    assert same.code == 0, same.err
+    assert [line["event_id"] for line in same.json_lines()] == [row["event_id"]]
+    later = await cli("dlq", "list", "--json", "--project", shop.project["id"], "--since", "2099-01-01")
+    assert (later.code, later.json_lines()) == (0, [])
+    bad = await cli("dlq", "list", "--since", "yesterday")
+    assert bad.code == 2
+    assert "ISO 8601" in bad.err
+    assert "Traceback" not in bad.err
+
+
+async def test_help_names_the_time_format_not_strptime_patterns() -> None:
+    for command in (("dlq", "list"), ("dlq", "replay")):
+        result = await relay_cli(*command, "--help")
+        assert result.code == 0, result.err
+        assert "ISO-8601" in result.out
+        assert "%Y" not in result.out
+
+
+async def test_a_misspelled_setting_is_named_with_the_closest_real_one() -> None:
+    result = await relay_cli("dlq", "list", RELAY_REDIS_ULR="redis://127.0.0.1:1/0")
+    assert result.code == 2  # still no RELAY_REDIS_URL
+    assert "RELAY_REDIS_ULR is not a relay setting" in result.err
+    assert "did you mean RELAY_REDIS_URL?" in result.err
+
+
+async def test_relay_run_hands_out_invoice_urls_on_the_port_it_listens_on(tmp_path: Path) -> None:
+    port = free_port()
+    env = without_relay_variables(os.environ) | {"RELAY_ADMIN_TOKEN": ADMIN_TOKEN, "RELAY_LOG_FORMAT": "json"}
+    log = (tmp_path / "run.log").open("wb")
+    process = await asyncio.create_subprocess_exec(
+        RELAY, "run", "--port", str(port), env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http:
+            api = Api(http, make_settings(redis_url=None), f"http://127.0.0.1:{port}")
+            await wait_until_answering(http, what="relay run")
+            shop = await open_shop(api)
+            order = await shop.buy()
+        assert order["invoice_url"].startswith(f"http://127.0.0.1:{port}/sandbox/checkout/")
+    finally:
+        process.terminate()
+        await process.wait()
+        log.close()

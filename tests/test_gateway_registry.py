@@ -7,7 +7,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,12 +30,8 @@ XENDIT_TOKEN = "xnd-callback-token-0123456789"
 SECRET = "custom-source-secret-0123456789"
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings reads RELAY_* variables: start every test from none, whatever the developer has set."""
-    for name in list(os.environ):
-        if name.upper().startswith("RELAY_"):
-            monkeypatch.delenv(name)
+# Settings reads RELAY_* variables: every test starts from none, whatever the developer has set.
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 def purchase(order_id: str = "item-abc12345-1a2b3c4d", amount: int = 50000) -> Purchase:

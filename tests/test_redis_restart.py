@@ -4,7 +4,6 @@ the gateway's retry is accepted once it is back; the worker reconnects by itself
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,56 +11,8 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from relay.errors import REDIS_DOWN
 from tests.helpers import Api, Merchant, StartRelay, eventually, make_settings
-from tests.processes import Processes, free_port, relay_env
-
-REDIS_SERVER = shutil.which("redis-server") or "redis-server"
-
-
-class PrivateRedis:
-    """A redis-server of the test's own, with AOF, that the test can kill and start again."""
-
-    def __init__(self, processes: Processes, directory: Path) -> None:
-        self.processes = processes
-        self.directory = directory
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        self.process = await self.processes.start(
-            "redis",
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--dir",
-            str(self.directory),
-            program=REDIS_SERVER,
-        )
-
-        async def answers() -> bool:
-            client = Redis.from_url(self.url)
-            try:
-                return bool(await client.ping())
-            except REDIS_DOWN:  # refused, or still loading the AOF
-                return False
-            finally:
-                await client.aclose()
-
-        await eventually(answers, timeout=10, what="the private redis-server")
-
-    async def crash(self) -> None:
-        """SIGKILL: no clean shutdown; only what the AOF had fsynced survives."""
-        assert self.process is not None
-        await self.processes.kill(self.process)
+from tests.processes import PrivateRedis, Processes, free_port, relay_env, wait_until_answering
 
 
 @pytest.fixture
@@ -75,8 +26,6 @@ async def processes(tmp_path: Path) -> AsyncIterator[Processes]:
 
 @pytest.mark.timeout(120)
 async def test_redis_restart_loses_nothing(processes: Processes, merchant: Merchant, tmp_path: Path) -> None:
-    if shutil.which(REDIS_SERVER) is None:
-        pytest.fail("redis-server is not installed (.ci/run installs it)")
     data = tmp_path / "redis-data"
     data.mkdir()
     redis = PrivateRedis(processes, data)
@@ -89,15 +38,7 @@ async def test_redis_restart_loses_nothing(processes: Processes, merchant: Merch
     worker = await processes.start("worker", "worker")
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http:
         api = Api(http, make_settings(redis_url=redis.url), f"http://127.0.0.1:{port}")
-
-        async def up() -> bool:
-            try:
-                async with http.get("/readyz") as response:
-                    return response.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        await eventually(up, timeout=20, what="relay serve")
+        await wait_until_answering(http, "/readyz", what="relay serve")
         project = await api.project(webhook_url=f"{merchant.url}/hook")
         item = await api.item(project["id"])
         orders = [await api.buy(project["client_id"], item["id"]) for _ in range(20)]
@@ -119,7 +60,7 @@ async def test_redis_restart_loses_nothing(processes: Processes, merchant: Merch
             assert response.status == 503
 
         await redis.start()  # same AOF directory
-        await eventually(up, timeout=20, what="relay serve to see Redis again")
+        await wait_until_answering(http, "/readyz", what="relay serve, Redis back,")
         for order in after:  # Midtrans retries
             assert await api.pay(order) == {"status": "ok"}
         await eventually(lambda: delivered(20), timeout=60, what="every delivery after the restart")

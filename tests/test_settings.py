@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from pydantic import ValidationError
 
-from relay.settings import DEFAULT_RETRY_SCHEDULE, MIDTRANS_SANDBOX_API, Settings, describe_validation_error
+from relay.settings import (
+    DEFAULT_RETRY_SCHEDULE,
+    MIDTRANS_SANDBOX_API,
+    Settings,
+    describe_validation_error,
+    unknown_variables,
+)
 
 TOKEN = "admin-token-0123456789"
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings reads RELAY_* variables: start every test from none, whatever the developer has set."""
-    for name in list(os.environ):
-        if name.upper().startswith("RELAY_"):
-            monkeypatch.delenv(name)
+# Settings reads RELAY_* variables: every test starts from none, whatever the developer has set.
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 def test_defaults() -> None:
@@ -172,3 +172,30 @@ def test_keyword_arguments_override_the_environment(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("RELAY_ALLOW_PRIVATE_TARGETS", "true")
     assert Settings().allow_private_targets is True
     assert Settings(allow_private_targets=False).allow_private_targets is False
+
+
+def test_public_base_url_defaults_to_the_address_a_request_reached() -> None:
+    assert Settings().public_base_url is None
+    assert (
+        Settings(public_base_url="https://relay.example.com/").public_base_url == "https://relay.example.com"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("RELAY_REDIS_ULR", "did you mean RELAY_REDIS_URL?"),
+        ("RELAY_ADMIN_TOKN", "did you mean RELAY_ADMIN_TOKEN?"),
+        ("relay_retry_schedul", "did you mean RELAY_RETRY_SCHEDULE?"),
+        ("RELAY_SOMETHING_ELSE_ENTIRELY", ""),
+    ],
+)
+def test_an_unknown_relay_variable_is_named_with_the_closest_setting(name: str, hint: str) -> None:
+    [warning] = unknown_variables({name: "x", "RELAY_REDIS_URL": "redis://x", "HOME": "/root"})
+    assert warning.startswith(f"{name} is not a relay setting")
+    assert warning.endswith(hint or "ignored")
+
+
+def test_every_setting_and_the_test_variables_are_known() -> None:
+    every = {f"RELAY_{name.upper()}": "x" for name in Settings.model_fields}
+    assert unknown_variables(every | {"RELAY_TEST_REDIS_URL": "redis://x", "OTHER": "y"}) == []

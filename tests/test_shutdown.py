@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.helpers import Api, eventually, local_server, make_settings
-from tests.processes import Processes, free_port, relay_env
+from tests.helpers import Api, local_server, make_settings
+from tests.processes import Processes, free_port, relay_env, wait_until_answering
 
 SNAP_DELAY = 1.5
 
@@ -39,15 +39,7 @@ async def test_sigterm_drains_in_flight_requests(redis_url: str, slow_snap: str,
     try:
         serve = await processes.start("serve", "serve", "--port", str(port))
         async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http:
-
-            async def up() -> bool:
-                try:
-                    async with http.get("/healthz") as response:
-                        return response.status == 200
-                except aiohttp.ClientError:
-                    return False
-
-            await eventually(up, timeout=20, what="relay serve")
+            await wait_until_answering(http, what="relay serve")
             api = Api(http, make_settings(redis_url=redis_url), f"http://127.0.0.1:{port}")
             project = await api.project()
             item = await api.item(project["id"])

@@ -23,7 +23,7 @@ from aiohttp import web
 from standardwebhooks import Webhook
 
 from tests.helpers import Api, Merchant, eventually, make_settings
-from tests.processes import Processes, free_port, relay_env
+from tests.processes import Processes, free_port, relay_env, wait_until_answering
 
 PURCHASES = 500
 KILLS = 3
@@ -64,17 +64,6 @@ def distinct_ids(merchant: Merchant) -> set[str]:
 def duplicates(merchant: Merchant) -> dict[str, int]:
     counts = Counter(hit.headers["webhook-id"] for hit in merchant.hits("/hook"))
     return {event_id: n for event_id, n in sorted(counts.items()) if n > 1}
-
-
-async def wait_for_relay(http: aiohttp.ClientSession) -> None:
-    async def healthy() -> bool:
-        try:
-            async with http.get("/healthz") as response:
-                return response.status == 200
-        except aiohttp.ClientError:
-            return False
-
-    await eventually(healthy, timeout=20, what="relay serve to answer /healthz")
 
 
 @dataclass
@@ -150,7 +139,7 @@ async def deployment(processes: Processes, merchant: Merchant) -> AsyncIterator[
     await processes.start("serve", "serve", "--port", str(port))
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http:
         try:
-            await wait_for_relay(http)
+            await wait_until_answering(http, what="relay serve")
             api = Api(http, make_settings(), f"http://127.0.0.1:{port}")
             project = await api.project(webhook_url=f"{merchant.url}/hook")
             item = await api.item(project["id"])

@@ -2,7 +2,7 @@
 
 Xendit signs nothing: every callback carries the account's static verification token in the
 ``x-callback-token`` header, compared here in constant time. The token proves the sender, not the
-body, so the amount is still checked against the stored purchase (``relay.domain``). A paid
+body, so the amount is still checked against the stored purchase (``relay/lua/ingest.lua``). A paid
 invoice's ``paid_amount`` may exceed the invoice amount (fees the buyer chose to pay), so it must be
 at least the purchase amount; other statuses carry the invoice ``amount``, which must equal it.
 """

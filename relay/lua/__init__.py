@@ -2,8 +2,10 @@
 
 Each script is one atomic step: Redis runs it without interleaving other commands, which is what
 makes a check and the writes it allows one step. Every file opens with a header naming its KEYS
-and ARGV; ids travel as ARGV, never parsed back out of a key. ``tests/test_lua.py`` runs every script
-on a real Redis and on the embedded store (fakeredis).
+and ARGV; ids travel as ARGV, never parsed back out of a key. Every script is tested on a real Redis
+and on the embedded store (fakeredis): through its store in ``tests/test_store.py``,
+``tests/test_events.py``, ``tests/test_ingest.py`` and ``tests/test_arq_compat.py``, and as a file
+(headers, no orphan) in ``tests/test_lua.py``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """P2 baseline (a): arq's own throughput for a no-op job, with the relay worker's exact settings
-(``workers.worker.worker_options``: max_jobs, poll_delay, job_timeout, keep_result, ...), minus the
+(``workers.worker.arq_settings``: max_jobs, poll_delay, job_timeout, keep_result, ...), minus the
 delivery. The job only counts; when the N-th job runs, the first and last job times are written
 to ``--out`` (monotonic clock).
 
@@ -22,7 +22,11 @@ from relay.connections import open_connections
 from relay.logs import configure_logging
 from relay.settings import Settings
 from tests.perf.loop import same_event_loop_as_relay
-from workers.worker import worker_options
+
+try:
+    from workers.worker import arq_settings
+except ImportError:  # `bench --product` with a copy from before arq_settings, which had worker_options
+    arq_settings = None
 
 NOOP = "bench_noop"
 
@@ -46,7 +50,13 @@ def main() -> None:
 
     async def run() -> None:
         connections = open_connections(settings)
-        options = worker_options(settings, connections) | {
+        if arq_settings is not None:
+            options = arq_settings(settings) | {"redis_pool": connections.arq}
+        else:
+            from workers.worker import worker_options  # type: ignore[attr-defined]
+
+            options = worker_options(settings, connections)
+        options |= {
             "functions": [func(noop, name=NOOP)],
             "cron_jobs": [],
             "on_startup": None,

@@ -23,14 +23,12 @@ from cryptography.fernet import Fernet
 from redis.asyncio import Redis
 
 from relay.connections import Connections, open_connections
-from relay.crypto import SecretBox
-from relay.domain import apply_outcome
-from relay.events import EventStore
 from relay.gateways.midtrans import Midtrans, settlement_payload, sign_notification
+from relay.ingest import apply_outcome
 from relay.models import Item, Project, Purchase, new_client_id, new_order_id, utcnow
 from relay.settings import Settings
 from relay.signing import new_webhook_secret, webhook_headers
-from relay.store import Store
+from relay.stores import make_stores
 
 PYTHON = sys.executable
 RELAY = str(Path(sys.executable).with_name("relay"))
@@ -175,8 +173,8 @@ class Data:
         self.connections: Connections = open_connections(self.settings)
         self.redis: Redis = self.connections.redis
         self.arq: ArqRedis = self.connections.arq
-        self.store = Store(self.redis, prefix=PREFIX, box=SecretBox(self.settings.fernet_keys))
-        self.events = EventStore(self.redis, prefix=PREFIX)
+        stores = make_stores(self.redis, self.settings)
+        self.store, self.events = stores.store, stores.events
         self.gateway = Midtrans(server_key=SERVER_KEY)
 
     async def close(self) -> None:

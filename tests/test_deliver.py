@@ -1,0 +1,292 @@
+"""``workers.delivery.deliver`` and ``sweep`` called directly, with a fake clock and no jitter
+(``rng`` 0.5): every way an attempt ends, with exact times, on a real Redis and a merchant on
+loopback. No arq worker runs: the jobs an attempt enqueues are read from arq's queue."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import aiohttp
+import pytest
+from arq.connections import ArqRedis
+from arq.constants import default_queue_name, job_key_prefix
+from arq.jobs import deserialize_job
+from redis.asyncio import ConnectionPool, Redis
+
+from relay.ingest import Ingested, apply_outcome
+from relay.metrics import Metrics
+from relay.models import (
+    EventRecord,
+    Item,
+    PaymentOutcome,
+    Project,
+    Purchase,
+    PurchaseStatus,
+    WebhookStatus,
+    to_ms,
+)
+from relay.signing import new_webhook_secret
+from relay.stores import make_stores
+from tests.helpers import HOOK, FakeClock, Merchant, make_settings, verify
+from workers.delivery import Deps, Outcome, deliver, sweep
+from workers.isolation import HostLimiter
+
+SCHEDULE = (10.0, 20.0)  # three attempts in all
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    # Near the wall clock, as standardwebhooks rejects a timestamp five minutes off it, but not on
+    # it, so a webhook's timestamp tells which clock stamped it. Whole seconds: times are stored
+    # to the millisecond.
+    return FakeClock(datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2))
+
+
+@pytest.fixture
+async def deps(redis: Redis, redis_url: str, clock: FakeClock) -> AsyncIterator[Deps]:
+    settings = make_settings(redis_url=redis_url, retry_schedule=SCHEDULE)
+    stores = make_stores(redis, settings)
+    arq = ArqRedis(ConnectionPool.from_url(redis_url))
+    async with aiohttp.ClientSession() as http:
+        yield Deps(
+            store=stores.store,
+            events=stores.events,
+            arq=arq,
+            http=http,
+            settings=settings,
+            metrics=Metrics(),
+            clock=clock,
+            rng=lambda: 0.5,  # no jitter: each delay is exactly the schedule's
+            limiter=HostLimiter(10),
+        )
+    await arq.aclose(close_connection_pool=True)
+
+
+async def open_shop(deps: Deps, webhook_url: str | None) -> Project:
+    now = deps.clock()
+    project = Project(
+        id="shop",
+        name="Shop",
+        webhook_url=webhook_url,
+        client_id="cl_shop",
+        webhook_secret=new_webhook_secret(),
+        created_at=now,
+        updated_at=now,
+    )
+    await deps.store.put_project(project)
+    item = Item(id="tmpl", project_id="shop", name="Template", price=50000, created_at=now, updated_at=now)
+    await deps.store.put_item(item)
+    return project
+
+
+async def paid_event(deps: Deps, order_id: str = "order-1") -> EventRecord:
+    """A purchase of the shop's item, paid: its event, in the outbox, its first job queued."""
+    now = deps.clock()
+    purchase = Purchase(
+        order_id=order_id,
+        item_id="tmpl",
+        project_id="shop",
+        item_name="Template",
+        amount=50000,
+        currency="IDR",
+        buyer_email="buyer@example.com",
+        created_at=now,
+        updated_at=now,
+    )
+    await deps.store.create_purchase(purchase)
+    outcome = PaymentOutcome(
+        gateway="midtrans",
+        order_id=order_id,
+        status=PurchaseStatus.PAID,
+        amount=Decimal(50000),
+        paid_at=None,
+        raw_status="settlement",
+    )
+    assert await apply_outcome(deps.store, deps.arq, outcome, clock=deps.clock) is Ingested.PAID
+    paid = await deps.store.get_purchase(order_id)
+    assert paid is not None
+    assert paid.event_id is not None
+    event = await deps.events.get(paid.event_id)
+    assert event is not None
+    return event
+
+
+async def reread(deps: Deps, event: EventRecord) -> EventRecord:
+    found = await deps.events.get(event.id)
+    assert found is not None
+    return found
+
+
+@pytest.fixture
+async def event(deps: Deps, merchant: Merchant) -> EventRecord:
+    """A paid event of a shop whose webhook URL is the merchant's ``HOOK``."""
+    await open_shop(deps, f"{merchant.url}{HOOK}")
+    return await paid_event(deps)
+
+
+async def test_a_2xx_delivers_a_webhook_signed_and_stamped_with_the_clock(
+    deps: Deps, clock: FakeClock, merchant: Merchant
+) -> None:
+    project = await open_shop(deps, f"{merchant.url}{HOOK}")
+    event = await paid_event(deps)
+    clock.advance(3)
+    assert await deliver(event.id, 0, deps=deps) is Outcome.DELIVERED
+
+    [hit] = merchant.hits(HOOK)
+    assert verify(hit, project.webhook_secret) == json.loads(event.body)
+    headers = {name.lower(): value for name, value in hit.headers.items()}
+    assert headers["webhook-id"] == event.id
+    assert headers["webhook-timestamp"] == str(int(clock().timestamp()))
+    [attempt] = (await deps.events.attempts([event.id]))[event.id]
+    assert (attempt.at, attempt.url, attempt.status_code, attempt.error, attempt.next_attempt_at) == (
+        clock(),
+        f"{merchant.url}{HOOK}",
+        200,
+        None,
+        None,
+    )
+    delivered = await reread(deps, event)
+    assert (delivered.state, delivered.seq, delivered.attempts) == (WebhookStatus.DELIVERED, 0, 1)
+    assert await deps.events.outbox_size() == 0
+
+
+async def test_a_500_schedules_the_next_attempt_exactly_one_step_later(
+    deps: Deps, clock: FakeClock, merchant: Merchant, event: EventRecord, redis: Redis
+) -> None:
+    merchant.script[HOOK] = [500]
+    assert await deliver(event.id, 0, deps=deps) is Outcome.RETRYING
+
+    due = clock() + timedelta(seconds=SCHEDULE[0])
+    retrying = await reread(deps, event)
+    assert (retrying.state, retrying.seq, retrying.attempts) == (WebhookStatus.RETRYING, 1, 1)
+    assert retrying.next_attempt_at == due
+    [attempt] = (await deps.events.attempts([event.id]))[event.id]
+    assert (attempt.status_code, attempt.error, attempt.next_attempt_at) == (500, "HTTP 500", due)
+    assert await redis.zscore(deps.events.keys.outbox, event.id) == to_ms(due)
+    job_id = f"{event.id}:1"
+    assert await redis.zscore(default_queue_name, job_id) == to_ms(due)
+    assert deserialize_job(await deps.arq.get(job_key_prefix + job_id)).args == (event.id, 1)
+
+
+async def test_after_the_schedule_is_spent_the_event_is_dead_lettered(
+    deps: Deps, clock: FakeClock, merchant: Merchant, event: EventRecord, redis: Redis
+) -> None:
+    merchant.script[HOOK] = [500]
+    start = clock()
+    assert await deliver(event.id, 0, deps=deps) is Outcome.RETRYING
+    clock.advance(SCHEDULE[0])
+    assert await deliver(event.id, 1, deps=deps) is Outcome.RETRYING
+    clock.advance(SCHEDULE[1])
+    assert await deliver(event.id, 2, deps=deps) is Outcome.DEAD
+
+    attempts = (await deps.events.attempts([event.id]))[event.id]
+    assert [attempt.at for attempt in attempts] == [start, start + timedelta(seconds=10), clock()]
+    assert [attempt.next_attempt_at for attempt in attempts] == [
+        start + timedelta(seconds=10),
+        start + timedelta(seconds=30),
+        None,
+    ]
+    dead = await reread(deps, event)
+    assert (dead.state, dead.seq, dead.attempts, dead.dead_at) == (WebhookStatus.FAILED, 2, 3, clock())
+    await assert_dead_lettered(deps, redis, event, at=clock())
+    assert await redis.zscore(default_queue_name, f"{event.id}:3") is None
+
+
+async def test_a_410_dead_letters_at_once(
+    deps: Deps, clock: FakeClock, merchant: Merchant, event: EventRecord, redis: Redis
+) -> None:
+    merchant.script[HOOK] = [410]
+    assert await deliver(event.id, 0, deps=deps) is Outcome.DEAD
+
+    [attempt] = (await deps.events.attempts([event.id]))[event.id]
+    assert (attempt.status_code, attempt.next_attempt_at) == (410, None)
+    dead = await reread(deps, event)
+    assert (dead.state, dead.attempts, dead.dead_at) == (WebhookStatus.FAILED, 1, clock())
+    await assert_dead_lettered(deps, redis, event, at=clock())
+    assert await redis.zscore(default_queue_name, f"{event.id}:1") is None
+
+
+async def assert_dead_lettered(deps: Deps, redis: Redis, event: EventRecord, *, at: datetime) -> None:
+    keys = deps.events.keys
+    assert await redis.zscore(keys.dead_letters, event.id) == to_ms(at)
+    assert await redis.zscore(keys.project_dead_letters(event.project_id), event.id) == to_ms(at)
+    assert await redis.zscore(keys.outbox, event.id) is None
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "delay"),
+    [
+        ("15", 15),  # longer than the step: honoured
+        ("3600", 20),  # longer than twice the step: clamped to twice
+        ("5", 10),  # shorter than the step: the step
+    ],
+)
+async def test_retry_after_is_honoured_up_to_twice_the_step(
+    deps: Deps,
+    clock: FakeClock,
+    merchant: Merchant,
+    event: EventRecord,
+    redis: Redis,
+    retry_after: str,
+    delay: int,
+) -> None:
+    merchant.script[HOOK] = [(503, {"Retry-After": retry_after})]
+    assert await deliver(event.id, 0, deps=deps) is Outcome.RETRYING
+
+    due = clock() + timedelta(seconds=delay)
+    assert (await reread(deps, event)).next_attempt_at == due
+    assert await redis.zscore(default_queue_name, f"{event.id}:1") == to_ms(due)
+
+
+async def test_no_webhook_url_is_no_endpoint(deps: Deps, merchant: Merchant, redis: Redis) -> None:
+    await open_shop(deps, None)
+    event = await paid_event(deps)
+    assert await deliver(event.id, 0, deps=deps) is Outcome.NO_ENDPOINT
+
+    finished = await reread(deps, event)
+    assert (finished.state, finished.attempts) == (WebhookStatus.NO_ENDPOINT, 0)
+    assert (await deps.events.attempts([event.id]))[event.id] == []
+    assert await redis.zscore(deps.events.keys.outbox, event.id) is None
+    assert merchant.received == []
+
+
+async def snapshot(arq: ArqRedis) -> dict[bytes, bytes]:
+    """Every key of the database and its serialised value."""
+    return {key: await arq.dump(key) for key in await arq.keys("*")}
+
+
+@pytest.mark.parametrize("seq", [0, 2], ids=["older", "newer"])
+async def test_a_job_of_another_seq_is_stale_and_writes_nothing(
+    deps: Deps, merchant: Merchant, event: EventRecord, seq: int
+) -> None:
+    merchant.script[HOOK] = [500]
+    assert await deliver(event.id, 0, deps=deps) is Outcome.RETRYING  # the event is now at seq 1
+    before = await snapshot(deps.arq)
+
+    assert await deliver(event.id, seq, deps=deps) is Outcome.STALE
+    assert await snapshot(deps.arq) == before
+    assert len(merchant.hits()) == 1
+
+
+async def test_sweep_enqueues_a_lost_job_and_leaves_a_queued_one(deps: Deps, merchant: Merchant) -> None:
+    await open_shop(deps, f"{merchant.url}{HOOK}")
+    lost = await paid_event(deps, "order-lost")
+    queued = await paid_event(deps, "order-queued")
+    await deps.arq.delete(job_key_prefix + lost.id)  # what a failover can lose
+    await deps.arq.zrem(default_queue_name, lost.id)
+    queued_job = await job_of(deps.arq, queued.id)
+
+    assert await sweep(deps) == 1
+    payload, score = await job_of(deps.arq, lost.id)
+    assert deserialize_job(payload).args == (lost.id, 0)
+    assert score is not None
+    assert await job_of(deps.arq, queued.id) == queued_job
+    assert await sweep(deps) == 0
+
+
+async def job_of(arq: ArqRedis, job_id: str) -> tuple[bytes, float | None]:
+    """A job's serialised bytes and its score in arq's queue."""
+    return await arq.get(job_key_prefix + job_id), await arq.zscore(default_queue_name, job_id)
