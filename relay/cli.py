@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from relay.errors import InvalidInput, RelayError
 from relay.logs import configure_logging
-from relay.settings import Settings, describe_validation_error, unknown_variables
+from relay.settings import Settings, describe_validation_error, published_secrets, unknown_variables
 
 if TYPE_CHECKING:  # the commands import what they use when they run: `relay --help` stays quick
     from relay.replay import Operations
@@ -41,6 +41,8 @@ def load_settings(**overrides: Any) -> Settings:
         settings = Settings(**overrides)
     except ValidationError as error:
         fail(f"invalid configuration: {describe_validation_error(error)}")
+    for warning in published_secrets(settings):
+        click.secho(f"relay: WARNING: {warning}", fg="red", err=True)
     configure_logging(settings.log_format)
     return settings
 
@@ -161,7 +163,20 @@ def demo() -> None:
     from relay.demo import run_demo
 
     configure_logging("console", level=40)
-    sys.exit(run_async(run_demo))
+    sys.exit(run_async(lambda: run_demo(ClickNarrator())))
+
+
+class ClickNarrator:
+    """The demo's story on the terminal (``relay.demo.Narrator``)."""
+
+    def step(self, text: str) -> None:
+        click.secho(f"\n==> {text}", fg="cyan", bold=True)
+
+    def show(self, text: str) -> None:
+        click.echo(f"    {text}")
+
+    def end(self, text: str, *, ok: bool) -> None:
+        click.secho(f"\n{text}", fg="green" if ok else "red", bold=ok, err=not ok)
 
 
 # --- operator commands ----------------------------------------------------------------------
@@ -254,6 +269,7 @@ def dlq_replay(
     async def replay() -> tuple[int, list[str]]:
         async with operations(settings) as ops:
             ids = await ops.dead_letter_ids(project_id=project_id, since=since) if replay_all else event_ids
+            ids = list(dict.fromkeys(ids))  # each event once
             with click.progressbar(length=len(ids), label="replaying") as bar:
                 replayed = await ops.replay(ids, progress=bar)
         return replayed.count, replayed.missing
@@ -276,6 +292,7 @@ def dlq_purge(event_ids: tuple[str, ...], purge_all: bool, project_id: str | Non
     async def purge() -> int:
         async with operations(settings) as ops:
             ids = await ops.dead_letter_ids(project_id=project_id, since=None) if purge_all else event_ids
+            ids = list(dict.fromkeys(ids))  # each event once
             with click.progressbar(length=len(ids), label="purging") as bar:
                 return await ops.purge(ids, progress=bar)
 

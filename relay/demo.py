@@ -1,4 +1,7 @@
-"""``relay demo``: the whole story on loopback, in one process, with the embedded store."""
+"""``relay demo``: the whole story on loopback, in one process, with the embedded store.
+
+It tells the story through a ``Narrator`` (``relay.cli`` gives it one that prints in colour).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,9 @@ import html
 import re
 import secrets
 import socket
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
-import click
 from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
 
@@ -27,18 +29,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def step(text: str) -> None:
-    click.secho(f"\n==> {text}", fg="cyan", bold=True)
+class Narrator(Protocol):
+    def step(self, text: str) -> None:
+        """A new part of the story begins."""
 
+    def show(self, text: str) -> None:
+        """A detail of the current part."""
 
-def show(text: str) -> None:
-    click.echo(f"    {text}")
+    def end(self, text: str, *, ok: bool) -> None:
+        """How it ended."""
 
 
 class Merchant:
     """A merchant backend: verifies every webhook with the public standardwebhooks library."""
 
-    def __init__(self) -> None:
+    def __init__(self, say: Narrator) -> None:
+        self.say = say
         self.secret = ""
         self.received: list[dict[str, Any]] = []
         self.flaky_fixed = False
@@ -52,7 +58,7 @@ class Merchant:
         try:
             payload = Webhook(self.secret).verify(body, dict(request.headers))
         except WebhookVerificationError as error:
-            show(f"merchant REJECTED a webhook: {error}")
+            self.say.show(f"merchant REJECTED a webhook: {error}")
             return web.Response(status=400)
         self.received.append({"id": request.headers["webhook-id"], "payload": payload, "path": request.path})
         return web.Response(text="ok")
@@ -72,7 +78,7 @@ async def wait_for(predicate: Any, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-async def run_demo() -> int:
+async def run_demo(say: Narrator) -> int:
     token = secrets.token_urlsafe(24)
     port = free_port()
     settings = Settings(
@@ -84,7 +90,7 @@ async def run_demo() -> int:
         retry_schedule=DEMO_SCHEDULE,
         delivery_timeout=5,
     )
-    merchant = Merchant()
+    merchant = Merchant(say)
     merchant_runner = web.AppRunner(merchant.app, access_log=None)
     await merchant_runner.setup()
     merchant_port = free_port()
@@ -96,14 +102,14 @@ async def run_demo() -> int:
         async with aiohttp.ClientSession(
             base_url=relay.url, headers={"Authorization": f"Bearer {token}"}
         ) as api:
-            await story(api, merchant, merchant_url, relay.url)
+            await story(say, api, merchant, merchant_url, relay.url)
     except (TimeoutError, AssertionError, aiohttp.ClientError) as error:
-        click.secho(f"\ndemo FAILED: {error}", fg="red", err=True)
+        say.end(f"demo FAILED: {error}", ok=False)
         return 1
     finally:
         await relay.stop()
         await merchant_runner.cleanup()
-    click.secho("\ndemo finished: every step worked.", fg="green", bold=True)
+    say.end("demo finished: every step worked.", ok=True)
     return 0
 
 
@@ -114,7 +120,9 @@ async def call(api: aiohttp.ClientSession, method: str, path: str, **kwargs: Any
         return body
 
 
-async def buy_and_pay(api: aiohttp.ClientSession, client_id: str, item_id: str, email: str) -> str:
+async def buy_and_pay(
+    say: Narrator, api: aiohttp.ClientSession, client_id: str, item_id: str, email: str
+) -> str:
     order = await call(
         api,
         "POST",
@@ -127,22 +135,26 @@ async def buy_and_pay(api: aiohttp.ClientSession, client_id: str, item_id: str, 
             "metadata": {"ref": "relay-demo"},
         },
     )
-    show(f"order {order['order_id']}: {order['amount']} {order['currency']}, invoice {order['invoice_url']}")
+    say.show(
+        f"order {order['order_id']}: {order['amount']} {order['currency']}, invoice {order['invoice_url']}"
+    )
     async with api.get(order["invoice_url"]) as response:
         page = await response.text()
     match = re.search(r'id="pay" data-notification="([^"]+)"', page)
     assert match, "the sandbox checkout page has no Pay button"
     notification = html.unescape(match.group(1))
-    show("sandbox checkout: pressing Pay posts a signed Midtrans settlement to /callbacks/midtrans")
+    say.show("sandbox checkout: pressing Pay posts a signed Midtrans settlement to /callbacks/midtrans")
     result = await call(
         api, "POST", "/callbacks/midtrans", data=notification, headers={"content-type": "application/json"}
     )
-    show(f"callback answered {result}")
+    say.show(f"callback answered {result}")
     return str(order["order_id"])
 
 
-async def story(api: aiohttp.ClientSession, merchant: Merchant, merchant_url: str, relay_url: str) -> None:
-    step(f"relay is up at {relay_url} (embedded store, sandbox gateway); merchant at {merchant_url}")
+async def story(
+    say: Narrator, api: aiohttp.ClientSession, merchant: Merchant, merchant_url: str, relay_url: str
+) -> None:
+    say.step(f"relay is up at {relay_url} (embedded store, sandbox gateway); merchant at {merchant_url}")
     project = (
         await call(
             api,
@@ -152,7 +164,7 @@ async def story(api: aiohttp.ClientSession, merchant: Merchant, merchant_url: st
         )
     )["project"]
     merchant.secret = project["webhook_secret"]
-    show(
+    say.show(
         f"project {project['id']} client_id={project['client_id']} secret={project['webhook_secret'][:12]}..."
     )
     item = (
@@ -163,24 +175,24 @@ async def story(api: aiohttp.ClientSession, merchant: Merchant, merchant_url: st
             json={"project_id": project["id"], "name": "Premium Template", "price": 50000, "currency": "IDR"},
         )
     )["item"]
-    show(f"item {item['id']}: {item['name']} {item['price']} {item['currency']}")
+    say.show(f"item {item['id']}: {item['name']} {item['price']} {item['currency']}")
 
-    step("a buyer purchases the item through the sandbox checkout")
-    order_id = await buy_and_pay(api, project["client_id"], item["id"], "buyer@example.com")
+    say.step("a buyer purchases the item through the sandbox checkout")
+    order_id = await buy_and_pay(say, api, project["client_id"], item["id"], "buyer@example.com")
 
     async def delivered_ok() -> bool:
         return any(hit["payload"]["order_id"] == order_id for hit in merchant.received)
 
     await wait_for(delivered_ok, "the merchant to receive the webhook")
     hit = next(hit for hit in merchant.received if hit["payload"]["order_id"] == order_id)
-    show(f"merchant verified webhook-id {hit['id']} with standardwebhooks: {hit['payload']}")
+    say.show(f"merchant verified webhook-id {hit['id']} with standardwebhooks: {hit['payload']}")
     purchase = await call(api, "GET", f"/api/platform/projects/{project['id']}/item-purchases/{order_id}")
-    show(
+    say.show(
         f"purchase status={purchase['purchase']['status']} "
         f"webhook_status={purchase['purchase']['webhook_status']}"
     )
 
-    step("a second item whose endpoint is down goes through retries into the dead-letter queue")
+    say.step("a second item whose endpoint is down goes through retries into the dead-letter queue")
     flaky = (
         await call(
             api,
@@ -195,7 +207,7 @@ async def story(api: aiohttp.ClientSession, merchant: Merchant, merchant_url: st
             },
         )
     )["item"]
-    flaky_order = await buy_and_pay(api, project["client_id"], flaky["id"], "second@example.com")
+    flaky_order = await buy_and_pay(say, api, project["client_id"], flaky["id"], "second@example.com")
 
     async def dead_lettered() -> bool:
         body = await call(api, "GET", "/api/admin/dead-letters", params={"project_id": project["id"]})
@@ -204,21 +216,21 @@ async def story(api: aiohttp.ClientSession, merchant: Merchant, merchant_url: st
     await wait_for(dead_lettered, "the dead-letter queue")
     detail = await call(api, "GET", f"/api/platform/projects/{project['id']}/item-purchases/{flaky_order}")
     for attempt in detail["purchase"]["attempts"]:
-        show(
+        say.show(
             f"attempt at {attempt['at']}: {attempt['status_code']} {attempt['error']} "
             f"next={attempt['next_attempt_at']}"
         )
-    show(
+    say.show(
         f"webhook_status={detail['purchase']['webhook_status']} after {merchant.flaky_calls} attempts "
         f"(schedule {','.join(str(s) for s in DEMO_SCHEDULE)} s)"
     )
 
-    step("the merchant fixes the endpoint; an operator replays the dead letter")
+    say.step("the merchant fixes the endpoint; an operator replays the dead letter")
     merchant.flaky_fixed = True
     replayed = await call(
         api, "POST", "/api/admin/dead-letters/replay", json={"all": True, "project_id": project["id"]}
     )
-    show(f"replay answered {replayed}")
+    say.show(f"replay answered {replayed}")
 
     async def flaky_delivered() -> bool:
         return any(hit["payload"]["order_id"] == flaky_order for hit in merchant.received)
@@ -227,4 +239,4 @@ async def story(api: aiohttp.ClientSession, merchant: Merchant, merchant_url: st
     replay_hit = next(hit for hit in merchant.received if hit["payload"]["order_id"] == flaky_order)
     event_id = detail["purchase"]["event_id"]
     assert replay_hit["id"] == event_id, "replay changed the webhook-id"
-    show(f"merchant verified the replay; webhook-id {replay_hit['id']} is the same as before")
+    say.show(f"merchant verified the replay; webhook-id {replay_hit['id']} is the same as before")

@@ -140,9 +140,9 @@ def store_refused(error: ResponseError) -> bool:
 
 def classify(error: BaseException) -> RelayError:
     """The ``RelayError`` that ``error`` means to a client. Anything unforeseen is an
-    ``InternalError``, whose caller logs the original with its traceback. aiohttp's own HTTP
-    errors (404 for no route, 405, 413) keep their status; a redirect is not an error and is not
-    passed here."""
+    ``InternalError``, whose caller logs the original with its traceback (``report``). aiohttp's own
+    HTTP errors (404 for no route, 405, 413) keep their status; a redirect is not an error and is
+    not passed here."""
     if isinstance(error, RelayError):
         return error
     if isinstance(error, REDIS_DOWN):
@@ -155,19 +155,21 @@ def classify(error: BaseException) -> RelayError:
         return NotFound("no such route")
     if isinstance(error, web.HTTPMethodNotAllowed):
         return MethodNotAllowed(error.reason)
-    if isinstance(error, web.HTTPException) and 400 <= error.status < 500:
+    if isinstance(error, web.HTTPException) and error.status >= 400:
         return HTTPError(error.reason, status=error.status)
     return InternalError("an internal error occurred")
 
 
-def report(error: BaseException, classified: RelayError) -> None:
-    """Log what a client is not told in full: the store being unavailable, and bugs (with their
-    traceback). A client's own mistakes are logged by the request's log line alone."""
-    log = structlog.get_logger("relay.errors")
+def report(error: BaseException, classified: RelayError, log: structlog.typing.FilteringBoundLogger) -> None:
+    """Log, on the caller's ``log``, what a client is not told in full: the store being away or
+    refusing writes, and bugs (with their traceback). A client's own mistakes are logged by the
+    request's log line alone."""
     if isinstance(classified, InternalError):
         log.error("unhandled_error", exc_info=error)
+    elif isinstance(error, REDIS_DOWN):
+        log.warning("store_unavailable", error=type(error).__name__)
     elif isinstance(classified, StoreUnavailable) and classified is not error:
-        log.warning("store_unavailable", error=type(error).__name__, reply=str(error)[:80])
+        log.warning("store_refused", reply=str(error)[:80])
 
 
 class DeliveryError(Exception):

@@ -23,7 +23,7 @@ def configure_logging(log_format: Literal["json", "console"] | None, *, level: i
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        _timestamp,
+        Timestamper(),
     ]
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
@@ -47,18 +47,21 @@ def configure_logging(log_format: Literal["json", "console"] | None, *, level: i
     logging.getLogger("arq").setLevel(logging.WARNING)
 
 
-_second: list[Any] = [0, ""]
-
-
-def _timestamp(_: Any, __: str, event_dict: structlog.typing.EventDict) -> structlog.typing.EventDict:
+class Timestamper:
     """``timestamp``: ISO 8601 UTC with microseconds, as structlog's TimeStamper(fmt="iso",
     utc=True) writes it, with the date and time formatted once per second (a quarter the cost)."""
-    now = time.time()
-    second = int(now)
-    if second != _second[0]:
-        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
-    event_dict["timestamp"] = f"{_second[1]}.{int((now - second) * 1_000_000):06d}Z"
-    return event_dict
+
+    def __init__(self) -> None:
+        self._second = 0
+        self._formatted = ""
+
+    def __call__(self, _: Any, __: str, event_dict: structlog.typing.EventDict) -> structlog.typing.EventDict:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second, self._formatted = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        event_dict["timestamp"] = f"{self._formatted}.{int((now - second) * 1_000_000):06d}Z"
+        return event_dict
 
 
 def _orjson_text(value: object, **options: Any) -> str:

@@ -185,10 +185,12 @@ class Operations:
             raise not_found("dead letter", event_id)
 
     async def purge(self, event_ids: Iterable[str], *, progress: Progress | None = None) -> int:
-        """Remove each of these dead letters; how many were dead letters."""
+        """Remove each of these dead letters (each id once); how many were dead letters."""
         done = 0
-        for event in await self.events.get_many(list(dict.fromkeys(event_ids))):
-            done += await self.events.purge_dead_letter(event)
+        for event_id in dict.fromkeys(event_ids):
+            event = await self.events.get(event_id)
+            if event is not None:
+                done += await self.events.purge_dead_letter(event)
             if progress is not None:
                 progress.update(1)
         return done

@@ -1,7 +1,9 @@
 """Process lifetimes: ``relay serve``, ``relay worker`` and ``relay run`` (both in one process).
 
-With ``relay.cli``, this is where the relay is put together: settings become connections, stores,
-the ingress app and the worker. Nothing else builds them.
+With ``relay.cli``, this is where the relay is put together: the settings become the connections,
+the ingress (``relay.app.create_app``, which opens its own pools for its lifetime) and the worker
+(``workers.worker.create_worker``, over connections opened here); both build their stores with
+``relay.stores.make_stores``.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import difflib
 import hashlib
 import hmac
 import math
+import re
 from collections.abc import Mapping
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -203,8 +204,19 @@ class Settings(BaseSettings):
 
 
 ENV_PREFIX = "RELAY_"
-# RELAY_* names that are not settings but are read on purpose: the test suite's Redis.
+# RELAY_* names that are not settings but are read on purpose: the test suite's Redis and browser.
 NOT_SETTINGS = frozenset({"RELAY_TEST_REDIS_URL", "RELAY_TEST_CHROMIUM"})
+# What Kubernetes sets in every pod for each Service of the namespace (deploy/k8s names them
+# relay-*): RELAY_INGRESS_SERVICE_HOST, RELAY_INGRESS_PORT_80_TCP_ADDR, ...
+SERVICE_LINK = re.compile(
+    r"[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT|PORT_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)"
+)
+# Values config/example.env ships with: published, so they protect nothing
+# (tests/test_example_config.py keeps these and the file in step).
+PUBLISHED_EXAMPLES = {
+    "admin_token": "change-me-to-a-long-random-string",
+    "encryption_keys": "4uBaDy4GWYB1-3VXbhBq6P8s0e3n4Kx6xNyc_OIqnfE=",
+}
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
@@ -216,9 +228,24 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
         upper = name.upper()
         if not upper.startswith(ENV_PREFIX) or upper in known or upper in NOT_SETTINGS:
             continue
+        if SERVICE_LINK.fullmatch(upper):
+            continue
         close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]}?" if close else ""
         warnings.append(f"{name} is not a relay setting and is ignored{hint}")
+    return warnings
+
+
+def published_secrets(settings: Settings) -> list[str]:
+    """A warning for each secret setting left at the value config/example.env publishes."""
+    warnings = []
+    for field, example in PUBLISHED_EXAMPLES.items():
+        value: SecretStr | None = getattr(settings, field)
+        if value is not None and example in value.get_secret_value().split(","):
+            warnings.append(
+                f"{ENV_PREFIX}{field.upper()} holds the example value published in config/example.env: "
+                "it protects nothing; set your own (`relay keys generate` makes an encryption key)"
+            )
     return warnings
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import aiohttp
 
+from relay.settings import PUBLISHED_EXAMPLES
 from tests.processes import Processes, free_port, wait_until_answering
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "example.env"
@@ -33,7 +34,17 @@ async def test_relay_serve_starts_from_the_example_env(tmp_path: Path, redis_url
         async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http:
             await wait_until_answering(http, "/readyz", what="relay serve from config/example.env")
             assert serve.returncode is None, processes.tail()
-            assert "is not a relay setting" not in (tmp_path / "serve.log").read_text()
+            logged = (tmp_path / "serve.log").read_text()
+            assert "is not a relay setting" not in logged
+            # It starts, and says loudly that its published secrets protect nothing.
+            assert "RELAY_ENCRYPTION_KEYS holds the example value" in logged
+            assert "RELAY_ADMIN_TOKEN holds the example value" in logged
     finally:
         await processes.kill_all()
         await asyncio.sleep(0)
+
+
+def test_the_relay_knows_the_examples_values_for_what_they_are() -> None:
+    settings = read_env_file(EXAMPLE)
+    for field, value in PUBLISHED_EXAMPLES.items():
+        assert settings[f"RELAY_{field.upper()}"] == value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
 from relay.settings import (
@@ -10,6 +11,7 @@ from relay.settings import (
     MIDTRANS_SANDBOX_API,
     Settings,
     describe_validation_error,
+    published_secrets,
     unknown_variables,
 )
 
@@ -199,3 +201,34 @@ def test_an_unknown_relay_variable_is_named_with_the_closest_setting(name: str, 
 def test_every_setting_and_the_test_variables_are_known() -> None:
     every = {f"RELAY_{name.upper()}": "x" for name in Settings.model_fields}
     assert unknown_variables(every | {"RELAY_TEST_REDIS_URL": "redis://x", "OTHER": "y"}) == []
+
+
+def test_kubernetes_service_links_are_not_taken_for_misspellings() -> None:
+    # What a pod gets for the relay-ingress Service of deploy/k8s.
+    links = {
+        "RELAY_INGRESS_SERVICE_HOST": "10.0.0.7",
+        "RELAY_INGRESS_SERVICE_PORT": "80",
+        "RELAY_INGRESS_SERVICE_PORT_HTTP": "80",
+        "RELAY_INGRESS_PORT": "tcp://10.0.0.7:80",
+        "RELAY_INGRESS_PORT_80_TCP": "tcp://10.0.0.7:80",
+        "RELAY_INGRESS_PORT_80_TCP_ADDR": "10.0.0.7",
+        "RELAY_INGRESS_PORT_80_TCP_PORT": "80",
+        "RELAY_INGRESS_PORT_80_TCP_PROTO": "tcp",
+    }
+    assert unknown_variables(links) == []
+    assert unknown_variables(links | {"RELAY_WORKER_MAX_JOB": "5"}) == [
+        "RELAY_WORKER_MAX_JOB is not a relay setting and is ignored; did you mean RELAY_WORKER_MAX_JOBS?"
+    ]
+
+
+def test_the_published_example_secrets_are_named() -> None:
+    from relay.settings import PUBLISHED_EXAMPLES
+
+    published = Settings(
+        admin_token=PUBLISHED_EXAMPLES["admin_token"],
+        encryption_keys=f"{Fernet.generate_key().decode()},{PUBLISHED_EXAMPLES['encryption_keys']}",
+    )
+    warnings = published_secrets(published)
+    assert [warning.split()[0] for warning in warnings] == ["RELAY_ADMIN_TOKEN", "RELAY_ENCRYPTION_KEYS"]
+    own = Settings(admin_token="a-token-of-my-very-own-0123", encryption_keys=Fernet.generate_key().decode())
+    assert published_secrets(own) == []

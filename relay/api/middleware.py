@@ -72,5 +72,5 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return error_response(classify(error))
     except Exception as error:  # the edge of the API: everything becomes an answer
         classified = classify(error)
-        report(error, classified)
+        report(error, classified, log)
         return error_response(classified)

@@ -57,14 +57,12 @@ async def purchase(request: web.Request) -> web.Response:
         created_at=now,
         updated_at=now,
     )
+    # The sandbox link before the purchase is stored: a client gone by now is refused with nothing kept.
+    sandbox_url = checkout_url(request, record.order_id) if settings.sandbox else None
     await store.create_purchase(record)
     structlog.contextvars.bind_contextvars(order_id=record.order_id)
     request.app[METRICS].purchases_created.inc()
-    invoice_url: str | None
-    if settings.sandbox:
-        invoice_url = checkout_url(request, record.order_id)
-    else:
-        invoice_url = await gateway.create_invoice(record, request.app[HTTP])
+    invoice_url = sandbox_url or await gateway.create_invoice(record, request.app[HTTP])
     return web.json_response(
         {
             "order_id": record.order_id,

@@ -62,7 +62,7 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
             response = _error_page(request, classify(error))
     except Exception as error:  # the edge of the console: everything becomes a page
         classified = classify(error)
-        report(error, classified)
+        report(error, classified, log)
         response = _error_page(request, classified)
     response.headers.update(SECURITY_HEADERS)
     return response
