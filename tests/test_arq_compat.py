@@ -28,9 +28,9 @@ from fakeredis.aioredis import FakeAsyncRedisConnection
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ResponseError
 
-from relay.models import PaymentOutcome, Purchase, PurchaseStatus, new_event_id
+from relay.models import PaymentOutcome, PurchaseStatus, new_event_id
 from relay.stores import make_stores
-from tests.helpers import eventually, make_settings
+from tests.helpers import eventually, make_purchase, make_settings
 from workers.arq_compat import (
     ARQ_WORKER_INTERNALS,
     DELIVER,
@@ -243,18 +243,7 @@ def paid(order_id: str) -> PaymentOutcome:
 async def ingest_with_job(redis: Redis, redis_url: str, job: JobWrite, *, event_id: str) -> None:
     """A purchase moved to paid by the ingest script, which also writes ``job`` (as apply_outcome does)."""
     store = make_stores(redis, make_settings(redis_url=redis_url)).store
-    purchase = Purchase(
-        order_id="order-1",
-        item_id="tmpl",
-        project_id="shop",
-        item_name="Premium Template",
-        amount=50000,
-        currency="IDR",
-        buyer_email="buyer@example.com",
-        created_at=NOW,
-        updated_at=NOW,
-    )
-    await store.create_purchase(purchase)
+    await store.create_purchase(make_purchase("order-1", created_at=NOW))
     applied = await store.ingest(paid("order-1"), now=NOW, paid_at=NOW, event_id=event_id, job=job)
     assert applied == ("applied", "paid")
 

@@ -23,14 +23,13 @@ from relay.models import (
     Item,
     PaymentOutcome,
     Project,
-    Purchase,
     PurchaseStatus,
     WebhookStatus,
     to_ms,
 )
 from relay.signing import new_webhook_secret
 from relay.stores import make_stores
-from tests.helpers import HOOK, FakeClock, Merchant, make_settings, verify
+from tests.helpers import HOOK, FakeClock, Merchant, make_purchase, make_settings, verify
 from workers.delivery import Deps, Outcome, deliver, sweep
 from workers.isolation import HostLimiter
 
@@ -85,18 +84,7 @@ async def open_shop(deps: Deps, webhook_url: str | None) -> Project:
 async def paid_event(deps: Deps, order_id: str = "order-1") -> EventRecord:
     """A purchase of the shop's item, paid: its event, in the outbox, its first job queued."""
     now = deps.clock()
-    purchase = Purchase(
-        order_id=order_id,
-        item_id="tmpl",
-        project_id="shop",
-        item_name="Template",
-        amount=50000,
-        currency="IDR",
-        buyer_email="buyer@example.com",
-        created_at=now,
-        updated_at=now,
-    )
-    await deps.store.create_purchase(purchase)
+    await deps.store.create_purchase(make_purchase(order_id, created_at=now))
     outcome = PaymentOutcome(
         gateway="midtrans",
         order_id=order_id,
