@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import ROUND_FLOOR
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
@@ -30,7 +30,9 @@ from relay.models import (
     to_ms,
 )
 from relay.schema import Keys
-from workers.arq_compat import JobWrite
+
+if TYPE_CHECKING:  # the job's writes are built by the queue's owner, workers.arq_compat
+    from workers.arq_compat import JobWrite
 
 UNMATCHED_KEEP = 1000
 
