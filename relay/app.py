@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
@@ -15,17 +16,19 @@ from relay.api.context import (
     CLOCK,
     CONNECTIONS,
     EVENTS,
+    FAILED_AUTH,
     GATEWAYS,
     HTTP,
     METRICS,
     OPERATIONS,
     PURCHASE_LIMIT,
+    SANDBOX_KEY,
     SESSIONS,
     SETTINGS,
     STORE,
     TEMPLATES,
 )
-from relay.api.middleware import request_middleware
+from relay.api.middleware import BODY_BUDGET, BodyBudget, request_middleware
 from relay.autopipeline import AutoPipelineRedis
 from relay.connections import open_connections
 from relay.console import create_console
@@ -38,6 +41,7 @@ from relay.stores import make_stores
 from relay.templating import make_templates
 
 UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=15, connect=5)
+SERVER = "relay"
 
 
 # How `relay serve` pipelines its Redis calls (relay.autopipeline), measured with tests/perf (P1):
@@ -45,7 +49,15 @@ UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=15, connect=5)
 # for Redis to run a whole batch of scripts and the process sat idle a sixth of the time; this
 # keeps it busy (about a fifth more callbacks/s).
 INGRESS_BATCHES = 8
+# How long the ingress waits at start for Redis to give it the sandbox key (sandbox mode only).
+KEY_WAIT = 3.0
 INGRESS_BATCH_SIZE = 16
+
+
+async def plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """``Server: relay``, where aiohttp would name its own and Python's versions. (A request too
+    malformed to reach the app, answered by aiohttp's protocol layer, still gets aiohttp's.)"""
+    response.headers["Server"] = SERVER
 
 
 def create_app(
@@ -60,8 +72,9 @@ def create_app(
     app[SETTINGS] = settings
     app[CLOCK] = clock
     app[METRICS] = metrics or Metrics()
-    app[GATEWAYS] = configured_gateways(settings, clock=clock)
     app[TEMPLATES] = make_templates()
+    app[BODY_BUDGET] = BodyBudget.for_max_body(settings.max_body_bytes)
+    app.on_response_prepare.append(plain_server_header)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         connections = open_connections(settings, server=server)
@@ -72,19 +85,30 @@ def create_app(
         )
         stores = make_stores(pipelined, settings)
         app[STORE], app[EVENTS], app[SESSIONS] = stores.store, stores.events, stores.sessions
-        app[PURCHASE_LIMIT] = stores.purchase_limit
+        app[PURCHASE_LIMIT], app[FAILED_AUTH] = stores.purchase_limit, stores.failed_auth
         app[ARQ] = connections.arq
         app[OPERATIONS] = Operations(stores, connections.arq, clock=clock, metrics=app[METRICS])
+        sandbox_key: sandbox.SandboxKey | None = None
+        loading: asyncio.Task[None] | None = None
+        if settings.sandbox_mode:  # the sandbox signs with a random key every process shares
+            sandbox_key = sandbox.SandboxKey()
+            read_key: Callable[[], str] = sandbox_key
+            app[SANDBOX_KEY] = read_key
+            loading = asyncio.create_task(sandbox_key.keep_loading(connections.redis, stores.keys))
+            await asyncio.wait({loading}, timeout=KEY_WAIT)  # Redis down: the relay starts all the same
+        app[GATEWAYS] = configured_gateways(settings, clock=clock, sandbox_key=sandbox_key)
         async with aiohttp.ClientSession(timeout=UPSTREAM_TIMEOUT, trust_env=False) as http:
             app[HTTP] = http
             yield
+        if loading is not None:
+            loading.cancel()
         await pipelined.aclose()
         await connections.close()
 
     app.cleanup_ctx.append(resources)
     for module in (service, callbacks, public, builder, admin):
         app.router.add_routes(module.routes)
-    if settings.sandbox:
+    if settings.sandbox_mode:
         app.router.add_routes(sandbox.routes)
     app.add_subapp("/console", create_console())
     return app

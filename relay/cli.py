@@ -368,7 +368,10 @@ def keys_rotate() -> None:
             done = 0
             with click.progressbar(project_ids, label="re-encrypting") as bar:
                 for project_id in bar:
-                    done += await ops.store.reencrypt_project(project_id)
+                    try:
+                        done += await ops.store.reencrypt_project(project_id)
+                    except RelayError as error:
+                        raise RelayError(f"project {project_id}: {error.detail}") from None
         return done
 
     click.echo(f"re-encrypted {run_async(rotate)} projects")

@@ -6,8 +6,14 @@ from __future__ import annotations
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from relay.errors import SecretUndecryptable
+
 PREFIX = "fernet:"
 OPENED_KEEP = 1024
+UNDECRYPTABLE = (
+    "no key in RELAY_ENCRYPTION_KEYS decrypts a stored webhook secret: put the key it was stored "
+    "under back in RELAY_ENCRYPTION_KEYS (after the current one) and restart"
+)
 
 
 class SecretBox:
@@ -27,11 +33,11 @@ class SecretBox:
         if opened is not None:
             return opened
         if not stored.startswith(PREFIX):
-            raise ValueError("stored secret is not encrypted")
+            raise SecretUndecryptable("a stored webhook secret is not encrypted")
         try:
             opened = self._fernet.decrypt(stored.removeprefix(PREFIX).encode()).decode()
         except InvalidToken:
-            raise ValueError("no key in RELAY_ENCRYPTION_KEYS decrypts a stored secret") from None
+            raise SecretUndecryptable(UNDECRYPTABLE) from None
         if len(self._opened) >= OPENED_KEEP:
             self._opened.clear()
         self._opened[stored] = opened
@@ -39,7 +45,10 @@ class SecretBox:
 
     def rotate(self, stored: str) -> str:
         """The same secret, encrypted under the first key."""
-        token = self._fernet.rotate(stored.removeprefix(PREFIX).encode())
+        try:
+            token = self._fernet.rotate(stored.removeprefix(PREFIX).encode())
+        except InvalidToken:
+            raise SecretUndecryptable(UNDECRYPTABLE) from None
         return PREFIX + token.decode()
 
 

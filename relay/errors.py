@@ -21,6 +21,8 @@ what a client is told: the JSON API (``relay.api.middleware``) and the console
     ├── UpstreamUnavailable   502   a gateway API (e.g. Midtrans Snap) failed a buyer-facing call
     ├── GatewayUnavailable    503   a gateway status API failed while confirming a callback:
     │                               the gateway should retry the callback
+    ├── Overloaded            503   this process holds as many request bodies as it may (Retry-After)
+    ├── SecretUndecryptable   503   no key of RELAY_ENCRYPTION_KEYS opens a stored signing secret
     └── StoreUnavailable      503   Redis unreachable, loading, read-only or refusing writes
                                     (OOM, MISCONF, ...): the caller should retry
 
@@ -191,3 +193,22 @@ class RetryableDelivery(DeliveryError):
 
 class PermanentDelivery(DeliveryError):
     pass
+
+
+class SecretUndecryptable(RelayError):
+    """A stored signing secret that no key of RELAY_ENCRYPTION_KEYS opens (503: an operator must
+    put the key it was stored under back; deliveries of its project are dead-lettered with reason
+    ``secret_undecryptable``, everything else goes on)."""
+
+    status = 503
+
+
+class Overloaded(RelayError):
+    """503: this process already holds as many request body bytes as it may
+    (``relay.api.middleware.BodyBudget``, 256 x RELAY_MAX_BODY_BYTES); the client retries shortly."""
+
+    status = 503
+
+    def __init__(self, detail: str, *, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after)}

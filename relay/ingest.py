@@ -1,8 +1,12 @@
 """Applying a verified gateway outcome to its purchase: the use case behind every callback route.
 
 One atomic script does the checks and the writes (``relay/lua/ingest.lua``): the gateway, the
-amount, the status ladder, and on the move to paid the event, its outbox entry and its first
-delivery job. What happened comes back as an ``Ingested``; a conflict is raised.
+currency, the amount, the status ladder, and on the purchase's first settlement the event, its
+outbox entry and its first delivery job. What happened comes back as an ``Ingested``; a conflict
+is raised.
+
+A gateway's own timestamp never fails a correctly signed callback: ``paid_at`` is clamped to
+[the order's creation, now] (now here, the creation in the script) and an implausible one is logged.
 """
 
 from __future__ import annotations
@@ -10,13 +14,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
+import structlog
 from arq.connections import ArqRedis
 
 from relay.errors import AmountMismatch, Conflict
 from relay.models import PaymentOutcome, PurchaseStatus, iso_z, new_event_id
 from relay.store import Store
 from workers.arq_compat import job_write
+
+log = structlog.get_logger("relay.ingest")
 
 
 class Ingested(StrEnum):
@@ -34,15 +42,37 @@ class Ingested(StrEnum):
         return cls(PurchaseStatus(status).value)
 
 
+def paid_at_of(outcome: PaymentOutcome, now: datetime) -> datetime:
+    """When the gateway says the order was paid, to the second and never after ``now`` (the
+    script raises it to the order's creation when it is earlier)."""
+    paid_at = min(outcome.paid_at or now, now).replace(microsecond=0)
+    if outcome.paid_at is not None and outcome.paid_at > now:
+        log.warning("implausible_paid_at", reported=outcome.paid_at.isoformat(), clamped_to="now")
+    return paid_at
+
+
+def unmatched_summary(outcome: PaymentOutcome, now: datetime) -> dict[str, Any]:
+    """What is kept of a callback for an unknown order (the store cuts every text field short)."""
+    return {
+        "gateway": outcome.gateway,
+        "order_id": outcome.order_id,
+        "status": outcome.raw_status,
+        "amount": str(outcome.amount),
+        "reference": outcome.reference,
+        "received_at": iso_z(now),
+    }
+
+
 async def apply_outcome(
     store: Store, arq: ArqRedis, outcome: PaymentOutcome, *, clock: Callable[[], datetime]
 ) -> Ingested:
     """Apply a verified outcome. Raises Conflict when the purchase was made through another
-    gateway and AmountMismatch when the amount differs; then nothing changes."""
+    gateway or in another currency, and AmountMismatch when the amount differs; then nothing
+    changes."""
     now = clock()
     paid_at, event_id, job = None, "", None
     if outcome.status is PurchaseStatus.PAID:
-        paid_at = (outcome.paid_at or now).replace(microsecond=0)
+        paid_at = paid_at_of(outcome, now)
         event_id = new_event_id()
         job = job_write(arq, event_id, 0)  # the first delivery, enqueued by the same script
     code, detail = await store.ingest(outcome, now=now, paid_at=paid_at, event_id=event_id, job=job)
@@ -52,23 +82,22 @@ async def apply_outcome(
     match code:
         case "applied":
             return Ingested.moved_to(detail)
+        case "clamped":
+            reported = outcome.paid_at.isoformat() if outcome.paid_at else None
+            log.warning("implausible_paid_at", reported=reported, clamped_to="order created")
+            return Ingested.moved_to(detail)
         case "unchanged":
             return Ingested.UNCHANGED
         case "unknown_order":
-            await store.record_unmatched(
-                {
-                    "gateway": outcome.gateway,
-                    "order_id": outcome.order_id,
-                    "status": outcome.raw_status,
-                    "amount": str(outcome.amount),
-                    "reference": outcome.reference,
-                    "received_at": iso_z(now),
-                }
-            )
+            await store.record_unmatched(unmatched_summary(outcome, now))
             return Ingested.UNKNOWN_ORDER
         case "other_gateway":
             raise Conflict(
                 f"purchase {outcome.order_id} was made with gateway {detail}, not {outcome.gateway}"
+            )
+        case "currency_mismatch":
+            raise Conflict(
+                f"currency {(outcome.currency or '')[:8]!r} does not match the purchase currency {detail}"
             )
         case "amount_mismatch":
             raise AmountMismatch(f"amount {outcome.amount} does not match the purchase amount {detail}")

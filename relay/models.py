@@ -7,7 +7,7 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -21,9 +21,11 @@ from pydantic import (
     FieldSerializationInfo,
     StrictInt,
     field_serializer,
+    model_validator,
 )
+from pydantic_core import PydanticSerializationError
 
-from relay.jsonutil import dumps
+from relay.event_body import metadata_json
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s.]{2,63}$")
@@ -57,8 +59,13 @@ def new_client_id() -> str:
     return "cl_" + secrets.token_hex(12)
 
 
+ORDER_ID_RANDOM_BYTES = 8
+
+
 def new_order_id(item_id: str) -> str:
-    return f"item-{item_id[:8]}-{secrets.token_hex(4)}"
+    """``item-<first 8 of the item id>-<16 random hex>``: 64 random bits, so ids do not collide in
+    practice; the store still creates a purchase only when its id is new (create_purchase.lua)."""
+    return f"item-{item_id[:8]}-{secrets.token_hex(ORDER_ID_RANDOM_BYTES)}"
 
 
 def new_event_id() -> str:
@@ -94,8 +101,12 @@ def _email(value: str) -> str:
 
 
 def _metadata(value: dict[str, Any]) -> dict[str, Any]:
-    if len(dumps(value)) > MAX_METADATA_BYTES:
-        raise ValueError(f"metadata is larger than {MAX_METADATA_BYTES} bytes of JSON")
+    try:
+        size = len(metadata_json(value).encode())  # UTF-8 bytes, as stored and as sent
+    except PydanticSerializationError:  # nested too deeply, or a string UTF-8 cannot encode
+        raise ValueError("metadata cannot be written as JSON (nested too deeply, or not UTF-8)") from None
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata is larger than {MAX_METADATA_BYTES} bytes of UTF-8 JSON")
     return value
 
 
@@ -105,6 +116,9 @@ Amount = Annotated[StrictInt, Field(gt=0, le=10**15)]
 Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
 Email = Annotated[str, Field(max_length=320), AfterValidator(_email)]
 Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
+
+
+PUBLIC_ITEM_FIELDS = ("id", "name", "description", "price", "currency", "amount_min", "amount_max")
 
 
 class PurchaseStatus(StrEnum):
@@ -117,6 +131,8 @@ class PurchaseStatus(StrEnum):
 
 # Statuses only move up this ladder; failed and expired share a rung. A settlement that arrives
 # after an expiry still wins (the money arrived), a late pending never un-pays, refunds are final.
+# One exception to "only up": the first settlement of a purchase writes its item.purchased event
+# even when a refund or chargeback came first (reordered callbacks); the status stays refunded.
 # The ingest script (relay/lua/ingest.lua) is loaded with this table.
 RANK = {
     PurchaseStatus.PENDING: 0,
@@ -146,29 +162,51 @@ class Record(BaseModel):
         return iso_z(value) if info.field_name == "paid_at" else iso_ms(value)
 
 
+class RetiredSecret(Record):
+    """A replaced signing secret: it keeps signing, next to the current one, until ``expires_at``."""
+
+    secret: str
+    expires_at: datetime
+
+
 class Project(Record):
     id: Identifier
     name: str = Field(min_length=1, max_length=200)
     webhook_url: WebhookUrl = None
     client_id: str
     webhook_secret: str
-    previous_webhook_secret: str | None = None
-    previous_secret_expires_at: datetime | None = None
+    # Every secret replaced in the last 24 h, newest first: each signs for its own full grace
+    # period, however often the secret is rotated in between.
+    previous_secrets: list[RetiredSecret] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
 
     def signing_secrets(self, now: datetime) -> list[str]:
-        """The current secret, plus the previous one during its 24 h grace period."""
-        found = [self.webhook_secret]
-        expires = self.previous_secret_expires_at
-        if self.previous_webhook_secret and expires and now < expires:
-            found.append(self.previous_webhook_secret)
-        return found
+        """The current secret, then every replaced one still within its grace period."""
+        return [self.webhook_secret, *(old.secret for old in self.previous_secrets if now < old.expires_at)]
+
+    def rotated(self, new_secret: str, *, now: datetime, grace: timedelta) -> Project:
+        """The project signing with ``new_secret``; the current secret keeps signing for ``grace``,
+        and so does every earlier one for the rest of its own grace (expired ones are dropped)."""
+        retired = RetiredSecret(secret=self.webhook_secret, expires_at=now + grace)
+        kept = [old for old in self.previous_secrets if now < old.expires_at]
+        return self.model_copy(
+            update={"webhook_secret": new_secret, "previous_secrets": [retired, *kept], "updated_at": now}
+        )
 
     def public_view(self) -> dict[str, Any]:
-        return self.model_dump(
-            mode="json", exclude={"webhook_secret", "previous_webhook_secret", "previous_secret_expires_at"}
-        )
+        """What the API shows: never a secret (the new one is added by rotate and create alone)."""
+        return self.model_dump(mode="json", exclude={"webhook_secret", "previous_secrets"})
+
+
+def amount_bounds_problem(price: int, amount_min: int | None, amount_max: int | None) -> str | None:
+    """Why these bounds cannot be an item's, or None. The price is the amount of a purchase that
+    names none, so it must lie within them; ``amount_min`` below the price is a choice (donations)."""
+    if amount_min is not None and amount_min > price:
+        return f"amount_min {amount_min} is above the price {price}"
+    if amount_max is not None and amount_max < price:
+        return f"amount_max {amount_max} is below the price {price}"
+    return None
 
 
 class Item(Record):
@@ -178,12 +216,37 @@ class Item(Record):
     description: str | None = Field(default=None, max_length=5000)
     price: Amount
     currency: Currency = "IDR"
+    # Bounds of a buyer-chosen ``amount`` (the whole amount paid). None: the price (so a buyer never
+    # pays less than the price unless the item allows it), and no upper bound.
+    amount_min: Amount | None = None
+    amount_max: Amount | None = None
     webhook_url: WebhookUrl = None
     created_at: datetime
     updated_at: datetime
 
+    @model_validator(mode="after")
+    def _bounds_hold_the_price(self) -> Item:
+        problem = amount_bounds_problem(self.price, self.amount_min, self.amount_max)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+    @property
+    def lowest_amount(self) -> int:
+        return self.price if self.amount_min is None else self.amount_min
+
+    def amount_problem(self, amount: int) -> str | None:
+        """Why a buyer may not pay ``amount`` for this item, naming the bound; None when allowed."""
+        if amount < self.lowest_amount:
+            return f"amount {amount} is below this item's amount_min {self.lowest_amount}"
+        if self.amount_max is not None and amount > self.amount_max:
+            return f"amount {amount} is above this item's amount_max {self.amount_max}"
+        return None
+
     def public_view(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", include={"id", "name", "description", "price", "currency"})
+        """What buyers see: the price and the bounds of a chosen amount (``amount_min`` resolved)."""
+        shown = self.model_dump(mode="json", include=set(PUBLIC_ITEM_FIELDS))
+        return shown | {"amount_min": self.lowest_amount}
 
 
 class Attempt(Record):
@@ -212,48 +275,6 @@ class Purchase(Record):
     event_id: str | None = None
     created_at: datetime
     updated_at: datetime
-
-
-class ItemPurchasedEvent(BaseModel):
-    """The webhook body, exactly these keys in this order (DESIGN.md, "The event")."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    event: str = "item.purchased"
-    order_id: str
-    item_id: str
-    item_name: str
-    buyer_email: str
-    buyer_name: str | None
-    amount: int
-    currency: str
-    paid_at: str
-    metadata: dict[str, Any]
-
-
-PAID_AT_SLOT = ',"paid_at":""'
-
-
-def event_body_parts(purchase: Purchase) -> tuple[str, str]:
-    """The purchase's ``item.purchased`` body before and after its ``paid_at`` value, so that
-    ``head + iso_z(paid_at) + tail`` is the body ``ItemPurchasedEvent`` makes. Stored with the
-    purchase, they let the ingest script write the event without the purchase leaving Redis."""
-    body = ItemPurchasedEvent(
-        order_id=purchase.order_id,
-        item_id=purchase.item_id,
-        item_name=purchase.item_name,
-        buyer_email=purchase.buyer_email,
-        buyer_name=purchase.buyer_name,
-        amount=purchase.amount,
-        currency=purchase.currency,
-        paid_at="",
-        metadata=purchase.metadata,
-    ).model_dump_json()
-    # The first match is the top-level key: every value before it is a number, null, or a string
-    # whose quotes are escaped.
-    head, slot, tail = body.partition(PAID_AT_SLOT)
-    assert slot, body
-    return head + ',"paid_at":"', '"' + tail
 
 
 class EventRecord(Record):
@@ -286,6 +307,9 @@ class PaymentOutcome:
     # "exact": the amount must equal the purchase amount; "at_least": it may exceed it (Xendit's
     # paid_amount includes fees the buyer chose to pay). Checked by the ingest script (relay/lua).
     amount_rule: Literal["exact", "at_least"] = "exact"
+    # The currency the callback states, when it states one: the ingest script refuses it when it
+    # is not the purchase's (compared case-insensitively).
+    currency: str | None = None
 
 
 class DeadLetter(BaseModel):
@@ -323,6 +347,8 @@ class ItemIn(Input):
     description: str | None = Field(default=None, max_length=5000)
     price: Amount
     currency: Currency = "IDR"
+    amount_min: Amount | None = None
+    amount_max: Amount | None = None
     webhook_url: WebhookUrl = None
 
 

@@ -1,4 +1,13 @@
-"""A Redis-backed fixed-window rate limit, shared by every ingress process."""
+"""Redis-backed fixed-window limits, shared by every ingress process.
+
+- ``PurchaseLimit``: public purchases per ``client_id`` and source address
+  (``RELAY_PURCHASE_RATE_LIMIT`` a minute), under a per-client ceiling 20 times that. Counted only
+  for requests that would create a purchase, and a request refused for its address does not count
+  towards the ceiling: one address's flood cannot stop another address (``relay/lua/rate_limit.lua``).
+- ``FailedAuth``: failed bearer-token and console logins per address; past the limit, every
+  attempt from that address is refused for the rest of the window, right token or not, so the
+  admin token cannot be guessed online.
+"""
 
 from __future__ import annotations
 
@@ -7,31 +16,80 @@ from datetime import datetime
 
 from redis.asyncio import Redis
 
+from relay import lua
 from relay.errors import TooManyRequests
 from relay.schema import Keys
 
+WINDOW = 60
+CEILING = 20  # the per-client ceiling, in per-address limits
+AUTH_FAILURES = 10  # failed logins per address and window
 
-class RateLimit:
-    def __init__(self, redis: Redis, *, prefix: str, limit: int, window: int = 60) -> None:
+
+def _window(now: datetime, seconds: int) -> tuple[int, int]:
+    """The window ``now`` falls in, and the seconds until the next one."""
+    stamp = now.timestamp()
+    window = int(stamp // seconds)
+    return window, max(1, math.ceil((window + 1) * seconds - stamp))
+
+
+class PurchaseLimit:
+    def __init__(self, redis: Redis, *, prefix: str, limit: int, window: int = WINDOW) -> None:
+        self.redis = redis
+        self.keys = Keys(prefix)
+        self.limit = limit
+        self.window = window
+        self._count = redis.register_script(lua.source("rate_limit"))
+
+    async def hit(self, client_id: str, address: str, *, now: datetime) -> None:
+        """Count one purchase by ``address`` for ``client_id``; TooManyRequests past either limit."""
+        if self.limit <= 0:
+            return
+        window, retry_after = _window(now, self.window)
+        refused = await self._count(
+            keys=[
+                self.keys.rate_limit(f"purchase:{client_id}:{address}", window),
+                self.keys.rate_limit(f"purchase:{client_id}", window),
+            ],
+            args=[self.limit, self.limit * CEILING, self.window * 2],
+        )
+        if int(refused) == 1:
+            raise TooManyRequests(
+                f"more than {self.limit} purchases a minute from this address; retry in {retry_after} s",
+                retry_after=retry_after,
+            )
+        if int(refused) == 2:
+            raise TooManyRequests(
+                f"more than {self.limit * CEILING} purchases a minute for this client_id; "
+                f"retry in {retry_after} s",
+                retry_after=retry_after,
+            )
+
+
+class FailedAuth:
+    def __init__(
+        self, redis: Redis, *, prefix: str, limit: int = AUTH_FAILURES, window: int = WINDOW
+    ) -> None:
         self.redis = redis
         self.keys = Keys(prefix)
         self.limit = limit
         self.window = window
 
-    async def hit(self, subject: str, *, now: datetime) -> None:
-        """Count one request by ``subject``; raise TooManyRequests past ``limit`` per window."""
-        if self.limit <= 0:
-            return
-        stamp = now.timestamp()
-        window = int(stamp // self.window)
-        key = self.keys.rate_limit(subject, window)
+    def _key(self, address: str, now: datetime) -> tuple[str, int]:
+        window, retry_after = _window(now, self.window)
+        return self.keys.rate_limit(f"auth-failed:{address}", window), retry_after
+
+    async def check(self, address: str, *, now: datetime) -> None:
+        """TooManyRequests when ``address`` failed too often in this window."""
+        key, retry_after = self._key(address, now)
+        failures = await self.redis.get(key)
+        if failures is not None and int(failures) >= self.limit:
+            raise TooManyRequests(
+                f"too many failed logins from this address; retry in {retry_after} s", retry_after=retry_after
+            )
+
+    async def failed(self, address: str, *, now: datetime) -> None:
+        key, _ = self._key(address, now)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.incr(key)
             pipe.expire(key, self.window * 2)
-            count, _ = await pipe.execute()
-        if int(count) > self.limit:
-            retry_after = max(1, math.ceil((window + 1) * self.window - stamp))
-            raise TooManyRequests(
-                f"more than {self.limit} requests in {self.window} s; retry in {retry_after} s",
-                retry_after=retry_after,
-            )
+            await pipe.execute()

@@ -19,9 +19,11 @@ import structlog
 from aiohttp import web
 from pydantic import SecretStr
 
+from relay.api.context import SANDBOX_KEY
 from relay.app import create_app
 from relay.connections import embedded_server, open_connections
 from relay.crypto import generate_key
+from relay.errors import StoreUnavailable
 from relay.metrics import Metrics
 from relay.schema import Keys
 from relay.settings import Settings
@@ -81,14 +83,15 @@ class Relay:
         self.rng = rng
         self.metrics = Metrics()  # ingress and worker in one process share one registry
         self.url = ""
+        self.ingress: web.AppRunner | None = None
         self._stack = AsyncExitStack()
 
     async def start(self, *, host: str | None, port: int = 0, worker: bool = True) -> None:
         if host is not None:
-            runner, self.url = await start_ingress(
+            self.ingress, self.url = await start_ingress(
                 self.settings, host=host, port=port, server=self.server, metrics=self.metrics
             )
-            self._stack.push_async_callback(runner.cleanup)
+            self._stack.push_async_callback(self.ingress.cleanup)
         if worker:
             connections = open_connections(self.settings, server=self.server)
             self._stack.push_async_callback(connections.close)
@@ -111,13 +114,24 @@ class Relay:
     async def stop(self) -> None:
         await self._stack.aclose()
 
+    @property
+    def sandbox_key(self) -> str | None:
+        """The key the ingress's sandbox checkout signs with (sandbox mode only)."""
+        key = self.ingress.app.get(SANDBOX_KEY) if self.ingress is not None else None
+        try:
+            return key() if key is not None else None
+        except StoreUnavailable:  # not loaded: Redis was away when the ingress started
+            return None
+
 
 async def serve_forever(settings: Settings, *, host: str, port: int, worker: bool) -> None:
     """``relay serve`` (worker=False) and ``relay run`` (worker=True), until SIGINT or SIGTERM."""
     relay = Relay(settings)
     await relay.start(host=host, port=port, worker=worker)
-    log.info("listening", url=relay.url, worker=worker, embedded=settings.embedded, sandbox=settings.sandbox)
-    if settings.sandbox:
+    log.info(
+        "listening", url=relay.url, worker=worker, embedded=settings.embedded, sandbox=settings.sandbox_mode
+    )
+    if settings.sandbox_mode:
         log.warning(
             "sandbox_gateway",
             detail="RELAY_MIDTRANS_SERVER_KEY is unset: purchases use the sandbox "

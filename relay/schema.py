@@ -10,10 +10,12 @@ ingest script and arq's in-progress keys in the claim script, so it must agree w
     {p}:client:{client_id}               STRING  the project's id                            relay.store
     {p}:item:{id}                        STRING  JSON Item                                   relay.store
     {p}:project:{id}:items               SET     the project's item ids                      relay.store
-    {p}:purchase:{order_id}              HASH    doc (JSON of the fixed fields), status,     relay.store,
-                                                 paid_at, webhook_status, event_id,          ingest.lua,
-                                                 updated_at; until paid, event_head and      finish.lua,
-                                                 event_tail (relay.models.event_body_parts)  requeue.lua
+    {p}:purchase:{order_id}              HASH    doc (JSON of the fixed fields but           create_purchase,
+                                                 metadata), metadata (JSON, the one copy),   ingest.lua,
+                                                 status, paid_at, webhook_status, event_id,  finish.lua,
+                                                 updated_at; until paid, event_head          requeue.lua
+                                                 (relay.event_body). Purchases stored
+                                                 before: metadata in doc and in event_tail
     {p}:project:{id}:purchases           ZSET    order id -> created at (ms)                 relay.store
     {p}:unmatched                        LIST    JSON callbacks for unknown orders, newest   relay.store
                                                  first, capped
@@ -26,7 +28,10 @@ ingest script and arq's in-progress keys in the claim script, so it must agree w
     {p}:project:{id}:dlq                 ZSET    the same, one project's                     purge_dead_letter
     {p}:console:session:{sha256(sid)}    HASH    csrf, created_at; expires after 8 h         relay.sessions
     {p}:console:session:{sha256}:flash   STRING  the next page's notice; expires after 60 s  relay.sessions
-    {p}:ratelimit:{subject}:{window}     STRING  requests in one window; expires after two   relay.ratelimit
+    {p}:sandbox:key                      STRING  the sandbox checkout's random signing key   relay.api.sandbox
+    {p}:ratelimit:{subject}:{window}     STRING  requests in one window; subjects     relay.ratelimit,
+                                                 purchase:{client_id}[:{address}],   rate_limit.lua
+                                                 auth-failed:{address}; expires after two windows
     arq:queue                            ZSET    job id -> due (ms)                          arq, ingest.lua
     arq:job:{job_id}                     STRING  arq's serialised job; expires               arq, ingest.lua
     arq:in-progress:{job_id}             STRING  a worker's claim; expires                   claim.lua, arq
@@ -111,6 +116,12 @@ class Keys:
 
     def rate_limit(self, subject: str, window: int) -> str:
         return f"{self.prefix}:ratelimit:{subject}:{window}"
+
+    # --- the sandbox checkout ------------------------------------------------------------------------
+
+    @property
+    def sandbox_key(self) -> str:
+        return f"{self.prefix}:sandbox:key"
 
     # --- arq -----------------------------------------------------------------------------------------
 

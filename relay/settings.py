@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import hashlib
-import hmac
 import math
 import re
 from collections.abc import Mapping
@@ -12,7 +10,15 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
-from pydantic import Field, IPvAnyNetwork, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from relay.gateways.custom import CustomSourceConfig, parse_sources
@@ -36,6 +42,10 @@ class Settings(BaseSettings):
     delivery_timeout: float = Field(default=15.0, gt=0, le=300)
     allow_private_targets: bool = False
     allowed_target_cidrs: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = ()
+    # Proxies whose X-Forwarded-For is believed when they are the peer (relay.api.clients).
+    trusted_proxies: Annotated[tuple[IPvAnyNetwork, ...], NoDecode] = ()
+    # The sandbox checkout on purpose (it also runs, without this, when no gateway key is set at all).
+    sandbox: bool = False
     require_https: bool = False
     sandbox_gateways: bool = False
     body_timeout: float = Field(default=10.0, gt=0, le=300)
@@ -48,7 +58,9 @@ class Settings(BaseSettings):
     worker_host_concurrency: int = Field(default=10, ge=1, le=10000)
     worker_poll_delay: float = Field(default=0.05, gt=0, le=5)
     worker_metrics_port: int | None = Field(default=9100, ge=0, le=65535)
-    worker_metrics_host: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes the pod's address
+    # Loopback unless set: the worker's metrics carry sales volume (deploy/ sets 0.0.0.0 where
+    # Prometheus scrapes the pod).
+    worker_metrics_host: str = "127.0.0.1"
     sweep_interval: int = Field(default=30, ge=1, le=60)
 
     @field_validator("redis_url")
@@ -70,7 +82,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
 
-    @field_validator("allowed_target_cidrs", mode="before")
+    @field_validator("allowed_target_cidrs", "trusted_proxies", mode="before")
     @classmethod
     def _parse_cidrs(cls, value: object) -> object:
         if isinstance(value, str):
@@ -110,10 +122,25 @@ class Settings(BaseSettings):
 
     @field_validator("admin_token")
     @classmethod
-    def _token_length(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 16:
+    def _token_strength(cls, value: SecretStr | None) -> SecretStr | None:
+        """A token a person chose can be guessed: at least 16 characters, 10 of them distinct."""
+        if value is None:
+            return None
+        token = value.get_secret_value()
+        if len(token) < 16:
             raise ValueError("must be at least 16 characters")
+        if len(set(token)) < 10:
+            raise ValueError("has too little entropy: use at least 10 distinct characters (a random string)")
         return value
+
+    @model_validator(mode="after")
+    def _sandbox_with_a_real_key(self) -> Settings:
+        if self.sandbox and self.midtrans_server_key is not None:
+            raise ValueError(
+                "RELAY_SANDBOX: the sandbox checkout signs Midtrans notifications itself; it cannot run "
+                "with RELAY_MIDTRANS_SERVER_KEY set (anyone could pay)"
+            )
+        return self
 
     @property
     def fernet_keys(self) -> list[str]:
@@ -125,28 +152,23 @@ class Settings(BaseSettings):
         return self.redis_url is None
 
     @property
-    def sandbox(self) -> bool:
-        """No Midtrans server key: purchases use the built-in sandbox checkout."""
-        return self.midtrans_server_key is None
+    def sandbox_mode(self) -> bool:
+        """The built-in sandbox checkout runs: asked for (RELAY_SANDBOX), or no gateway key is set
+        at all. It fails closed: one real gateway key and no RELAY_SANDBOX, and it is off."""
+        return self.sandbox or not self.real_gateway_keys
 
     @property
-    def midtrans_key(self) -> str:
-        """The key that signs and verifies Midtrans notifications.
-
-        In sandbox mode it is derived from the admin token, so every process sharing the token
-        agrees on it while nobody without the token can forge a sandbox notification.
-        """
-        if self.midtrans_server_key is not None:
-            return self.midtrans_server_key.get_secret_value()
-        seed = self.admin_token.get_secret_value() if self.admin_token else ""
-        digest = hmac.new(seed.encode(), b"relay sandbox midtrans key", hashlib.sha256).hexdigest()
-        return f"SB-Mid-server-{digest[:32]}"
-
-    def sandbox_token(self, order_id: str) -> str:
-        """The token a sandbox checkout link carries: without it the page is a 404, so order ids
-        cannot be enumerated through the sandbox."""
-        key = self.midtrans_key.encode()
-        return hmac.new(key, f"sandbox checkout {order_id}".encode(), hashlib.sha256).hexdigest()[:32]
+    def real_gateway_keys(self) -> bool:
+        return any(
+            key is not None
+            for key in (
+                self.midtrans_server_key,
+                self.xendit_callback_token,
+                self.tripay_private_key,
+                self.doku_secret_key,
+                self.duitku_api_key,
+            )
+        ) or bool(self.custom_sources)
 
     @property
     def snap_base(self) -> str:
@@ -253,7 +275,9 @@ def describe_validation_error(error: ValidationError) -> str:
     """One line per bad setting, named by its environment variable."""
     lines = []
     for problem in error.errors():
-        field = str(problem["loc"][0]) if problem["loc"] else "?"
         message = problem["msg"].removeprefix("Value error, ")
-        lines.append(f"RELAY_{field.upper()}: {message}")
+        if problem["loc"]:
+            lines.append(f"RELAY_{str(problem['loc'][0]).upper()}: {message}")
+        else:  # a check of several settings together names them itself
+            lines.append(message)
     return "; ".join(lines)

@@ -16,41 +16,45 @@ from redis.asyncio import Redis
 
 from relay import lua
 from relay.crypto import SecretBox
+from relay.event_body import BODY_END, METADATA_JOIN, event_body_head, metadata_json
 from relay.jsonutil import dumps
-from relay.models import (
-    RANK,
-    Item,
-    PaymentOutcome,
-    Project,
-    Purchase,
-    PurchaseStatus,
-    WebhookStatus,
-    event_body_parts,
-    iso_z,
-    to_ms,
-)
+from relay.models import RANK, Item, PaymentOutcome, Project, Purchase, WebhookStatus, iso_z, to_ms
 from relay.schema import Keys
 
 if TYPE_CHECKING:  # the job's writes are built by the queue's owner, workers.arq_compat
     from workers.arq_compat import JobWrite
 
 UNMATCHED_KEEP = 1000
+UNMATCHED_TEXT = 128  # characters kept of each text field of an unknown-order record
+
+
+def _lua_string(text: str) -> str:
+    """``text`` as a Lua string literal (printable ASCII only: JSON's escapes of it are Lua's)."""
+    assert text.isascii(), text
+    assert text.isprintable(), text
+    return json.dumps(text)
 
 
 def ingest_script() -> str:
-    """ingest.lua, after the status ladder it checks (``RANK``, from ``relay.models.RANK``)."""
+    """ingest.lua, after what it is loaded with: the status ladder it checks (``RANK``, from
+    ``relay.models.RANK``) and the text it joins an event body with (``relay.event_body``)."""
     ranks = ", ".join(f"{status.value} = {rank}" for status, rank in RANK.items())
-    return f"local RANK = {{{ranks}}}\n" + lua.source("ingest")
+    joins = f"local METADATA_JOIN, BODY_END = {_lua_string(METADATA_JOIN)}, {_lua_string(BODY_END)}"
+    return f"local RANK = {{{ranks}}}\n{joins}\n" + lua.source("ingest")
 
 
-SECRET_FIELDS = ("webhook_secret", "previous_webhook_secret")
 PURCHASE_STATE_FIELDS = ("status", "paid_at", "webhook_status", "event_id", "updated_at")
 
 
-def event_template(purchase: Purchase) -> dict[str, str]:
-    """The purchase hash fields the ingest script builds the event body from."""
-    head, tail = event_body_parts(purchase)
-    return {"event_head": head, "event_tail": tail}
+def purchase_template(purchase: Purchase) -> dict[str, str]:
+    """The purchase hash fields besides its state: ``doc`` (the fixed fields but metadata), the
+    metadata once, and the head of its event body (relay.event_body), until it is paid."""
+    doc = purchase.model_dump(mode="json", exclude={"metadata", *PURCHASE_STATE_FIELDS})
+    return {
+        "doc": dumps(doc),
+        "metadata": metadata_json(purchase.metadata),
+        "event_head": event_body_head(purchase),
+    }
 
 
 def _integral_amount(outcome: PaymentOutcome) -> str:
@@ -65,9 +69,29 @@ def _integral_amount(outcome: PaymentOutcome) -> str:
 
 def purchase_from_fields(fields: dict[str, str]) -> Purchase:
     data: dict[str, Any] = dict(json.loads(fields["doc"]))
+    if "metadata" in fields:  # else a purchase stored before metadata had its own field: in doc
+        data["metadata"] = json.loads(fields["metadata"])
     for name in PURCHASE_STATE_FIELDS:
         data[name] = fields.get(name) or None
     return Purchase.model_validate(data)
+
+
+def _secret_places(data: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    """Where a stored project's signing secrets are, as (object, key): the current one, each
+    previous one, and the one previous secret of a project stored before rotations kept them all."""
+    places = [(data, "webhook_secret"), (data, "previous_webhook_secret")]
+    places += [(retired, "secret") for retired in data.get("previous_secrets", [])]
+    return [(holder, key) for holder, key in places if holder.get(key)]
+
+
+def _bounded(entry: dict[str, Any]) -> dict[str, Any]:
+    """An unknown-order record cut to a small summary: each text field to UNMATCHED_TEXT characters
+    (a lone surrogate, which UTF-8 cannot carry, becomes ``?``)."""
+    return {key: _short(value) if isinstance(value, str) else value for key, value in entry.items()}
+
+
+def _short(text: str) -> str:
+    return text[:UNMATCHED_TEXT].encode(errors="replace").decode()
 
 
 class Store:
@@ -78,6 +102,7 @@ class Store:
         self.keys = Keys(prefix)
         self.box = box
         self._ingest = redis.register_script(ingest_script())
+        self._create_purchase = redis.register_script(lua.source("create_purchase"))
 
     # --- projects ---------------------------------------------------------------------------
 
@@ -86,18 +111,22 @@ class Store:
         return None if raw is None else self._open(raw)
 
     def _seal(self, project: Project) -> str:
-        """The project as stored: its signing secrets encrypted."""
+        """The project as stored: its signing secrets, current and previous, encrypted."""
         sealed = project.model_dump(mode="json")
-        for field in SECRET_FIELDS:
-            if sealed[field]:
-                sealed[field] = self.box.encrypt(sealed[field])
+        for holder, key in _secret_places(sealed):
+            holder[key] = self.box.encrypt(holder[key])
         return dumps(sealed)
 
     def _open(self, raw: str) -> Project:
+        """A stored project, its secrets decrypted. One stored before rotations kept every previous
+        secret has at most one, in ``previous_webhook_secret`` until ``previous_secret_expires_at``."""
         data = json.loads(raw)
-        for field in SECRET_FIELDS:
-            if data.get(field):
-                data[field] = self.box.decrypt(data[field])
+        for holder, key in _secret_places(data):
+            holder[key] = self.box.decrypt(holder[key])
+        legacy = data.pop("previous_webhook_secret", None)
+        expires_at = data.pop("previous_secret_expires_at", None)
+        if legacy and expires_at:
+            data.setdefault("previous_secrets", []).append({"secret": legacy, "expires_at": expires_at})
         return Project.model_validate(data)
 
     async def project_ids(self) -> list[str]:
@@ -110,15 +139,14 @@ class Store:
 
     async def reencrypt_project(self, project_id: str) -> bool:
         """Re-encrypt one project's secrets under the first key (``relay keys rotate``)."""
-        key = self.keys.project(project_id)
-        raw = await self.redis.get(key)
+        stored_at = self.keys.project(project_id)
+        raw = await self.redis.get(stored_at)
         if raw is None:
             return False
         data = json.loads(raw)
-        for field in SECRET_FIELDS:
-            if data.get(field):
-                data[field] = self.box.rotate(data[field])
-        await self.redis.set(key, dumps(data), xx=True)
+        for holder, field in _secret_places(data):
+            holder[field] = self.box.rotate(holder[field])
+        await self.redis.set(stored_at, dumps(data), xx=True)
         return True
 
     async def project_for_client(self, client_id: str) -> Project | None:
@@ -166,18 +194,20 @@ class Store:
 
     # --- purchases --------------------------------------------------------------------------
 
-    async def create_purchase(self, purchase: Purchase) -> None:
-        doc = purchase.model_dump(mode="json", exclude=set(PURCHASE_STATE_FIELDS))
+    async def create_purchase(self, purchase: Purchase) -> bool:
+        """Store a new purchase, only if its order id is not taken (create_purchase.lua, one atomic
+        step): False, and nothing written, when it is. A stored purchase is never overwritten."""
         state = purchase.model_dump(mode="json", include=set(PURCHASE_STATE_FIELDS))
-        fields = {"doc": dumps(doc)} | event_template(purchase)
-        fields |= {key: value or "" for key, value in state.items()}
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.purchase(purchase.order_id), mapping=fields)
-            pipe.zadd(
-                self.keys.project_purchases(purchase.project_id),
-                {purchase.order_id: to_ms(purchase.created_at)},
-            )
-            await pipe.execute()
+        fields = purchase_template(purchase) | {key: value or "" for key, value in state.items()}
+        created = await self._create_purchase(
+            keys=[self.keys.purchase(purchase.order_id), self.keys.project_purchases(purchase.project_id)],
+            args=[
+                purchase.order_id,
+                to_ms(purchase.created_at),
+                *(part for pair in fields.items() for part in pair),
+            ],
+        )
+        return bool(created)
 
     async def get_purchase(self, order_id: str) -> Purchase | None:
         fields = await self.redis.hgetall(self.keys.purchase(order_id))  # type: ignore[misc]
@@ -218,7 +248,8 @@ class Store:
         job: JobWrite | None = None,
     ) -> tuple[str, str]:
         """Apply ``outcome`` to its purchase in one atomic script (ingest.lua): its code and detail.
-        A move to paid needs ``paid_at`` and ``event_id``; ``job`` enqueues the first delivery."""
+        A settlement needs ``paid_at`` (the script raises it to the order's creation when earlier)
+        and ``event_id``; ``job`` enqueues the first delivery."""
         job_args: list[str | bytes | int] = ["", "", 0, 0]
         if job is not None:
             job_args = [job.job_id, job.payload, job.score, job.expires_ms]
@@ -238,8 +269,8 @@ class Store:
                 _integral_amount(outcome),
                 outcome.amount_rule,
                 event_id,
-                paid_at.isoformat() if paid_at else "",
                 iso_z(paid_at) if paid_at else "",
+                outcome.currency or "",
                 to_ms(now),
                 *job_args,
             ],
@@ -247,14 +278,20 @@ class Store:
         return str(code), str(detail)
 
     async def add_event_template(self, order_id: str) -> None:
-        """Store the event body template of a purchase made before purchases carried one."""
+        """Give a purchase made before purchases carried their event template (and that has no
+        event yet) today's layout: doc without metadata, the metadata once, the body's head."""
         purchase = await self.get_purchase(order_id)
-        if purchase is not None and purchase.status is not PurchaseStatus.PAID:
-            await self.redis.hset(self.keys.purchase(order_id), mapping=event_template(purchase))  # type: ignore[misc]
+        if purchase is not None and purchase.event_id is None:
+            key = self.keys.purchase(order_id)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(key, mapping=purchase_template(purchase))
+                pipe.hdel(key, "event_tail")
+                await pipe.execute()
 
     async def record_unmatched(self, entry: dict[str, Any]) -> None:
+        """Keep a bounded summary of a callback for an unknown order (the newest UNMATCHED_KEEP)."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.lpush(self.keys.unmatched, dumps(entry))
+            pipe.lpush(self.keys.unmatched, dumps(_bounded(entry)))
             pipe.ltrim(self.keys.unmatched, 0, UNMATCHED_KEEP - 1)
             await pipe.execute()
 

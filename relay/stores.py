@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from relay.crypto import SecretBox
 from relay.events import EventStore
-from relay.ratelimit import RateLimit
+from relay.ratelimit import FailedAuth, PurchaseLimit
 from relay.schema import Keys
 from relay.sessions import SessionStore
 from relay.settings import Settings
@@ -21,7 +21,8 @@ class Stores:
     store: Store  # projects, items, purchases, and the ingest script
     events: EventStore  # events, attempts, the outbox, the dead-letter queue
     sessions: SessionStore  # console sessions
-    purchase_limit: RateLimit  # public purchases per client_id (RELAY_PURCHASE_RATE_LIMIT)
+    purchase_limit: PurchaseLimit  # public purchases per client and address (RELAY_PURCHASE_RATE_LIMIT)
+    failed_auth: FailedAuth  # failed bearer tokens and console logins per address
 
 
 def make_stores(redis: Redis, settings: Settings) -> Stores:
@@ -33,5 +34,6 @@ def make_stores(redis: Redis, settings: Settings) -> Stores:
         store=Store(redis, prefix=prefix, box=SecretBox(settings.fernet_keys)),
         events=EventStore(redis, prefix=prefix),
         sessions=SessionStore(redis, prefix=prefix),
-        purchase_limit=RateLimit(redis, prefix=prefix, limit=settings.purchase_rate_limit),
+        purchase_limit=PurchaseLimit(redis, prefix=prefix, limit=settings.purchase_rate_limit),
+        failed_auth=FailedAuth(redis, prefix=prefix),
     )

@@ -2,14 +2,20 @@
 
 The authoritative check runs at connect time in ``workers.egress`` (it sees the exact address,
 after DNS). ``check_webhook_url`` repeats what can be known at registration, so a merchant hears
-about an unusable URL when saving it rather than from a dead letter.
+about an unusable URL when saving it rather than from a dead letter. It checks the host as a
+resolver would see it (``resolver_hosts``): full-width, circled and other compatibility characters
+and ideographic dots become ASCII before DNS (``①②⑦.0.0.1`` is 127.0.0.1, ``ⓛⓞⓒⓐⓛⓗⓞⓢⓣ`` is
+localhost), so each spelling is checked after that normalisation too.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from urllib.parse import urlsplit
+
+from yarl import URL
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -62,7 +68,28 @@ def check_webhook_url(
         raise ValueError("webhook_url must use https:// (RELAY_REQUIRE_HTTPS is set)")
     if allow_private:
         return
-    host = (parts.hostname or "").rstrip(".").lower()
+    for host in resolver_hosts(url):
+        _check_host(host, allowlist)
+
+
+def resolver_hosts(url: str) -> set[str]:
+    """The host of ``url`` as written and as a resolver may see it: as aiohttp's client encodes it
+    (yarl: IDNA with UTS 46 mapping), and after NFKC and Python's IDNA codec (nameprep), which
+    ``socket.getaddrinfo`` applies to a non-ASCII name. ValueError when either cannot encode it."""
+    written = urlsplit(url).hostname or ""
+    try:
+        client = URL(url).raw_host or ""
+        compatible = unicodedata.normalize("NFKC", written)
+        codec = compatible if compatible.isascii() else compatible.encode("idna").decode("ascii")
+    except (ValueError, UnicodeError):
+        raise ValueError("webhook_url host is not a valid host name") from None
+    hosts = {host.rstrip(".").lower() for host in (written, client, codec)}
+    if any(not host or ".." in host or host.startswith(".") for host in hosts):
+        raise ValueError("webhook_url host is not a valid host name")
+    return hosts
+
+
+def _check_host(host: str, allowlist: Networks) -> None:
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:

@@ -180,7 +180,9 @@ async def start_relay(redis_url: str) -> AsyncIterator[StartRelay]:
         await relay.start(host="127.0.0.1", port=0, worker=worker)
         http = aiohttp.ClientSession(base_url=relay.url)
         started.append((relay, http))
-        return Running(relay, Api(http, settings, relay.url), settings)
+        server_key = settings.midtrans_server_key
+        key = server_key.get_secret_value() if server_key else relay.sandbox_key or ""
+        return Running(relay, Api(http, settings, relay.url, midtrans_key=key), settings)
 
     yield start
     for relay, http in reversed(started):

@@ -26,6 +26,7 @@ from relay.events import EventStore
 from relay.gateways.midtrans import settlement_payload, sign_notification
 from relay.models import EventRecord, PaymentOutcome, Purchase, PurchaseStatus, new_event_id
 from relay.runner import Relay
+from relay.schema import Keys
 from relay.settings import Settings
 from relay.store import Store
 from workers.arq_compat import SWEEP
@@ -156,10 +157,13 @@ def verify(hit: Received, secret: str) -> dict[str, Any]:
 class Api:
     """The relay's HTTP API as a test client: admin calls carry the bearer token."""
 
-    def __init__(self, http: aiohttp.ClientSession, settings: Settings, url: str) -> None:
+    def __init__(
+        self, http: aiohttp.ClientSession, settings: Settings, url: str, *, midtrans_key: str
+    ) -> None:
         self.http = http
         self.settings = settings
         self.url = url
+        self.midtrans_key = midtrans_key  # what Midtrans notifications are signed with
 
     async def call(
         self, method: str, path: str, *, expect: int = 200, auth: bool = True, **kwargs: Any
@@ -208,7 +212,7 @@ class Api:
             updated_at=datetime.now(UTC),
         )
         payload = settlement_payload(stub, status=status, now=datetime.now(UTC)) | extra
-        return sign_notification(payload, self.settings.midtrans_key)
+        return sign_notification(payload, self.midtrans_key)
 
     async def callback(self, payload: dict[str, Any] | bytes | str, *, expect: int = 200) -> Any:
         data = payload if isinstance(payload, bytes | str) else None
@@ -402,12 +406,13 @@ class Backend:
     arq: ArqRedis
     store: Store
     events: EventStore
+    encryption_key: str  # the one key the store's secrets are sealed with
 
 
 def stores_on(connections: Connections) -> Backend:
-    redis = connections.redis
-    store = Store(redis, prefix=KEY_PREFIX, box=SecretBox([generate_key()]))
-    return Backend(redis, connections.arq, store, EventStore(redis, prefix=KEY_PREFIX))
+    redis, key = connections.redis, generate_key()
+    store = Store(redis, prefix=KEY_PREFIX, box=SecretBox([key]))
+    return Backend(redis, connections.arq, store, EventStore(redis, prefix=KEY_PREFIX), key)
 
 
 def make_purchase(order_id: str, project_id: str = "shop", *, created_at: datetime = T0) -> Purchase:
@@ -471,3 +476,65 @@ async def zset(stores: Backend, key: str) -> dict[str, int]:
 async def outbox_scores(stores: Backend) -> dict[str, int]:
     """The outbox: event id -> when its next attempt is due (ms)."""
     return await zset(stores, stores.store.keys.outbox)
+
+
+# The admin bearer token as a header, for routes called without ``Api.call`` (``/metrics``).
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+# --- raw HTTP: bytes exactly as given, headers aiohttp's client would refuse or re-encode ----------
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]  # names lower-cased
+    body: bytes
+    closed: bool | None  # whether the server closed the connection after answering (None: not asked)
+
+
+async def raw_request(
+    url: str, request: bytes, *, timeout: float = 5.0, close_wait: float | None = None
+) -> RawResponse:
+    """Send ``request`` (a request line, headers and as much of a body as it holds) to the relay at
+    ``url`` on a new connection and read one answer within ``timeout`` seconds; with
+    ``close_wait``, also wait that long to see whether the server closes the connection."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        async with asyncio.timeout(timeout):
+            head = await reader.readuntil(b"\r\n\r\n")
+            status_line, *lines = head.decode("latin-1").split("\r\n")
+            headers = {}
+            for line in lines:
+                name, _, value = line.partition(":")
+                if name:
+                    headers[name.strip().lower()] = value.strip()
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+        closed = None
+        if close_wait is not None:
+            try:
+                closed = await asyncio.wait_for(reader.read(1), close_wait) == b""
+            except ConnectionError:  # reset: closed too
+                closed = True
+            except TimeoutError:
+                closed = False
+        return RawResponse(int(status_line.split()[1]), headers, body, closed)
+    finally:
+        writer.close()
+
+
+async def midtrans_key_of(redis_url: str, settings: Settings) -> str:
+    """The key a relay on ``redis_url`` verifies Midtrans notifications with: the server key, or
+    in sandbox mode the random sandbox key the relay keeps in Redis (once it has started)."""
+    if settings.midtrans_server_key is not None:
+        return settings.midtrans_server_key.get_secret_value()
+    client = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        key = await client.get(Keys(settings.key_prefix).sandbox_key)
+    finally:
+        await client.aclose()
+    assert key, "the relay has not made its sandbox key yet"
+    return str(key)

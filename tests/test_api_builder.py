@@ -174,6 +174,10 @@ ITEM_INVALID = [
     pytest.param({"webhook_url": "http://user:pw@host/"}, "webhook_url", id="credentials-webhook"),
     pytest.param({"colour": "red"}, "colour", id="unknown-field"),
     pytest.param({"name": ""}, "name", id="empty-name"),
+    pytest.param({"amount_min": 50001}, "amount_min", id="amount-min-above-price"),
+    pytest.param({"amount_max": 49999}, "amount_max", id="amount-max-below-price"),
+    pytest.param({"amount_min": 0}, "amount_min", id="zero-amount-min"),
+    pytest.param({"amount_max": 1.5}, "amount_max", id="float-amount-max"),
 ]
 
 
@@ -213,7 +217,7 @@ async def test_project_validation_errors_name_the_field(
     [
         pytest.param(b"{not json", "JSON", id="non-json"),
         pytest.param(b'[{"name": "Shop"}]', "object", id="json-array"),
-        pytest.param(b"\xff\xfe", "JSON", id="not-utf8"),
+        pytest.param(b"\xff\xfe", "UTF-8", id="not-utf8"),
     ],
 )
 async def test_builder_rejects_bodies_that_are_not_json_objects(
@@ -244,3 +248,24 @@ async def test_list_purchases_by_webhook_status(relay: Running, shop: Shop) -> N
     assert [purchase["order_id"] for purchase in pending] == [paid["order_id"]]
     body = await relay.api.call("GET", path, params={"webhook_status": "bogus"}, expect=400)
     assert_error(body, "InvalidInput", mentions="webhook_status")
+
+
+async def test_item_amount_bounds_default_to_the_price_and_hold_it(relay: Running) -> None:
+    api = relay.api
+    project = await api.project()
+    item = await api.item(project["id"])
+    assert (item["amount_min"], item["amount_max"]) == (None, None)  # None: the price, no upper bound
+    donation = await api.item(project["id"], id=item["id"], amount_min=1000, amount_max=100_000)
+    assert (donation["price"], donation["amount_min"], donation["amount_max"]) == (50_000, 1000, 100_000)
+    # An update that would put the price outside the stored bounds is refused, and changes nothing.
+    body = await api.call(
+        "PUT",
+        ITEMS,
+        json={"id": item["id"], "project_id": project["id"], "name": "X", "price": 200_000},
+        expect=400,
+    )
+    assert_error(body, "InvalidInput", mentions="amount_max 100000")
+    assert (await api.call("GET", f"{ITEMS}/{item['id']}"))["item"] == donation
+    # Cleared, amount_min is the price again, whatever the price becomes.
+    cleared = await api.item(project["id"], id=item["id"], price=80_000, amount_min=None, amount_max=None)
+    assert (cleared["price"], cleared["amount_min"], cleared["amount_max"]) == (80_000, None, None)

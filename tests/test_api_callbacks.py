@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from relay.gateways.midtrans import sign_notification
 from tests.helpers import (
+    ADMIN,
     PREFIX,
     PROJECTS,
     Merchant,
@@ -62,7 +63,7 @@ async def test_callback_missing_or_mistyped_fields_are_400(
     if value is None:
         del payload[field_name]
     else:
-        payload = sign_notification(payload | {field_name: value}, relay.settings.midtrans_key)
+        payload = sign_notification(payload | {field_name: value}, relay.api.midtrans_key)
     body = await relay.api.callback(payload, expect=400)
     assert_error(body, "InvalidInput", mentions=field_name)
     assert await shop.status(order) == "pending"
@@ -121,7 +122,7 @@ async def test_callback_amount_mismatch_is_409(relay: Running, shop: Shop, redis
 async def test_callback_fractional_amount_is_409(relay: Running, shop: Shop, redis: Redis) -> None:
     order = await shop.buy()
     payload = relay.api.notification(order["order_id"], order["amount"]) | {"gross_amount": "50000.50"}
-    body = await relay.api.callback(sign_notification(payload, relay.settings.midtrans_key), expect=409)
+    body = await relay.api.callback(sign_notification(payload, relay.api.midtrans_key), expect=409)
     assert_error(body, "AmountMismatch")
     await assert_no_event(redis)
 
@@ -147,13 +148,20 @@ async def test_callback_pending_keeps_pending(relay: Running, shop: Shop, redis:
     await assert_no_event(redis)
 
 
+def jakarta(moment: datetime) -> str:
+    """``moment`` as Midtrans writes its times: Asia/Jakarta (UTC+7), to the second."""
+    return (moment + timedelta(hours=7)).strftime("%Y-%m-%d %H:%M:%S")
+
+
 async def test_settlement_pays_with_paid_at_in_utc(relay: Running, shop: Shop, redis: Redis) -> None:
     order = await shop.buy(buyer_name="John Doe", metadata={"ref": "campaign-42"})
-    assert await relay.api.pay(order, settlement_time="2026-05-06 17:00:00") == {"status": "ok"}
+    # After the order was made (a paid_at before it is clamped to the order's creation).
+    paid = datetime.now(UTC).replace(microsecond=0)
+    assert await relay.api.pay(order, settlement_time=jakarta(paid)) == {"status": "ok"}
     purchase = await shop.purchase(order)
     assert purchase["status"] == "paid"
     assert purchase["paid_at"].endswith("Z")
-    assert parse_utc(purchase["paid_at"]) == datetime(2026, 5, 6, 10, 0, tzinfo=UTC)
+    assert parse_utc(purchase["paid_at"]) == paid
     assert purchase["webhook_status"] == "pending"
     event = await assert_one_event(redis, order["order_id"], queued=True)
     assert purchase["event_id"] == event["id"]
@@ -166,32 +174,43 @@ async def test_settlement_pays_with_paid_at_in_utc(relay: Running, shop: Shop, r
         "buyer_name": "John Doe",
         "amount": 50000,
         "currency": "IDR",
-        "paid_at": "2026-05-06T10:00:00Z",
+        "paid_at": paid.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "metadata": {"ref": "campaign-42"},
     }
 
 
-@pytest.mark.parametrize("stamp", ["06/05/2026 17:00", "2026-05-06T17:00:00Z", "2026-13-01 00:00:00"])
-async def test_settlement_with_bad_settlement_time_is_400(
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "06/05/2026 17:00",
+        "2026-05-06T17:00:00Z",
+        "2026-13-01 00:00:00",
+        "0001-01-01 00:00:00",  # before year 1 in UTC: was a 500 (OverflowError)
+        "9999-12-31 23:59:59",
+    ],
+)
+async def test_settlement_with_an_unreadable_settlement_time_pays_at_the_relays_clock(
     relay: Running, shop: Shop, redis: Redis, stamp: str
 ) -> None:
+    """A gateway's own clock never fails a correctly signed callback (issue 12, item 6)."""
     order = await shop.buy()
+    before = datetime.now(UTC).replace(microsecond=0)
     payload = relay.api.notification(order["order_id"], order["amount"], settlement_time=stamp)
-    body = await relay.api.callback(payload, expect=400)
-    assert_error(body, "InvalidInput")
-    assert await shop.status(order) == "pending"
-    await assert_no_event(redis)
+    assert await relay.api.callback(payload) == {"status": "ok"}
+    purchase = await shop.purchase(order)
+    assert purchase["status"] == "paid"
+    assert before <= parse_utc(purchase["paid_at"]) <= datetime.now(UTC)
+    await assert_one_event(redis, order["order_id"], queued=True)
 
 
 async def test_settlement_without_settlement_time_uses_transaction_time(relay: Running, shop: Shop) -> None:
     order = await shop.buy()
-    payload = relay.api.notification(
-        order["order_id"], order["amount"], transaction_time="2026-01-01 06:30:15"
-    )
+    paid = datetime.now(UTC).replace(microsecond=0)
+    payload = relay.api.notification(order["order_id"], order["amount"], transaction_time=jakarta(paid))
     del payload["settlement_time"]
     await relay.api.callback(payload)
     purchase = await shop.purchase(order)
-    assert parse_utc(purchase["paid_at"]) == datetime(2025, 12, 31, 23, 30, 15, tzinfo=UTC)
+    assert parse_utc(purchase["paid_at"]) == paid
 
 
 @pytest.mark.parametrize("late", ["pending", "expire", "deny", "cancel", "settlement"])
@@ -296,7 +315,7 @@ async def test_metrics_count_callbacks(relay: Running, shop: Shop) -> None:
     await relay.api.pay(order)
     await relay.api.pay(order)
     await relay.api.callback({"order_id": "x"}, expect=400)
-    async with relay.api.http.get("/metrics") as response:
+    async with relay.api.http.get("/metrics", headers=ADMIN) as response:
         assert response.status == 200
         text = await response.text()
     samples = {

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from relay.api.sandbox import sandbox_token
 from relay.gateways.midtrans import sign_notification
 from tests.helpers import (
     ITEMS,
@@ -25,7 +26,6 @@ from tests.helpers import (
     assert_error,
     get_status,
     local_server,
-    make_settings,
     open_shop,
 )
 
@@ -84,6 +84,8 @@ async def test_public_items_hide_webhook_url(relay: Running) -> None:
                 "description": "Desc",
                 "price": 50000,
                 "currency": "IDR",
+                "amount_min": 50000,  # by default the price: a buyer never pays less
+                "amount_max": None,
             }
         ]
     }
@@ -101,7 +103,7 @@ async def test_public_items_unknown_or_missing_client_id(relay: Running) -> None
 async def test_purchase_starts_pending(relay: Running, shop: Shop) -> None:
     order = await shop.buy(buyer_name="John Doe")
     prefix = re.escape(shop.item["id"][:8])
-    assert re.fullmatch(rf"item-{prefix}-[0-9a-f]{{8}}", order["order_id"]), order
+    assert re.fullmatch(rf"item-{prefix}-[0-9a-f]{{16}}", order["order_id"]), order
     assert order["amount"] == 50000
     assert order["currency"] == "IDR"
     purchase = await shop.purchase(order)
@@ -124,7 +126,7 @@ async def test_order_ids_are_distinct(relay: Running, shop: Shop) -> None:
 
 async def test_purchase_in_sandbox_links_to_sandbox_checkout(relay: Running, shop: Shop) -> None:
     order = await shop.buy()
-    token = relay.settings.sandbox_token(order["order_id"])
+    token = sandbox_token(relay.api.midtrans_key, order["order_id"])
     # RELAY_PUBLIC_BASE_URL unset: the address the request reached the relay at.
     expected = f"{relay.url}/sandbox/checkout/{order['order_id']}?token={token}"
     assert order["invoice_url"] == expected
@@ -175,6 +177,8 @@ async def test_purchase_with_unknown_client_id_is_404(relay: Running, shop: Shop
         pytest.param({"buyer_email": "not-an-email"}, "buyer_email", id="bad-email"),
         pytest.param({"buyer_email": "a b@example.com"}, "buyer_email", id="space-in-email"),
         pytest.param({"amount": 0}, "amount", id="zero-amount"),
+        pytest.param({"amount": 1}, "amount_min", id="below-the-price"),
+        pytest.param({"metadata": {"e": "\N{GRINNING FACE}" * 1100}}, "metadata", id="metadata-4400-bytes"),
         pytest.param({"amount": 100.5}, "amount", id="float-amount"),
         pytest.param({"metadata": ["x"]}, "metadata", id="metadata-list"),
         pytest.param({"metadata": {"blob": "x" * 5000}}, "metadata", id="metadata-too-big"),
@@ -239,7 +243,7 @@ async def test_snap_mode_verifies_with_the_server_key(snap_relay: Running) -> No
     api = snap_relay.api
     shop = await open_shop(api)
     order = await shop.buy()
-    sandbox_key = make_settings().midtrans_key
+    sandbox_key = "SB-Mid-server-" + "0" * 48  # what a sandbox would sign with: not this relay's key
     assert sandbox_key != SERVER_KEY
     forged = sign_notification(api.notification(order["order_id"], order["amount"]), sandbox_key)
     assert_error(await api.callback(forged, expect=401), "VerificationError")

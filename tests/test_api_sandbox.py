@@ -52,11 +52,11 @@ async def test_sandbox_expire_button_expires(relay: Running, shop: Shop, redis: 
 
 
 async def test_sandbox_page_shows_the_purchase(relay: Running, shop: Shop) -> None:
-    order = await shop.buy(amount=12345)
+    order = await shop.buy(amount=62345)
     async with relay.api.http.get(checkout_link(order["invoice_url"])) as response:
         page = await response.text()
     assert order["order_id"] in page
-    assert "12345 IDR" in page
+    assert "62345 IDR" in page
     assert '<td id="status">pending</td>' in page
 
 

@@ -208,7 +208,7 @@ async def test_serve_rejects_a_bad_setting_by_its_env_name(redis_url: str) -> No
         "--port",
         "0",
         RELAY_REDIS_URL=redis_url,
-        RELAY_ADMIN_TOKEN="x" * 20,
+        RELAY_ADMIN_TOKEN=ADMIN_TOKEN,
         RELAY_ENCRYPTION_KEYS=TEST_ENCRYPTION_KEY,
         RELAY_DELIVERY_TIMEOUT="abc",
     )
@@ -261,7 +261,7 @@ async def test_relay_run_hands_out_invoice_urls_on_the_port_it_listens_on(tmp_pa
     )
     try:
         async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http:
-            api = Api(http, make_settings(redis_url=None), f"http://127.0.0.1:{port}")
+            api = Api(http, make_settings(redis_url=None), f"http://127.0.0.1:{port}", midtrans_key="")
             await wait_until_answering(http, what="relay run")
             shop = await open_shop(api)
             order = await shop.buy()

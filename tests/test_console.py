@@ -62,7 +62,7 @@ async def test_pages_need_a_session(start_relay: StartRelay) -> None:
 async def test_wrong_token_is_refused(start_relay: StartRelay) -> None:
     running = await start_relay(worker=False)
     async with console_client(running.url) as console:
-        for token in ("wrong-token-0123456789", "", running.settings.midtrans_key):
+        for token in ("wrong-token-0123456789", "", running.api.midtrans_key):
             async with console.http.post("/console/login", data={"token": token}) as response:
                 body = await response.text()
                 assert response.status == 401
@@ -121,13 +121,26 @@ async def test_login_sets_a_strict_httponly_session_cookie(start_relay: StartRel
             assert stale.status == 303
 
 
-async def test_cookie_is_secure_when_the_console_is_served_over_https(start_relay: StartRelay) -> None:
+async def test_cookie_is_a_secure_host_cookie_when_the_console_is_served_over_https(
+    start_relay: StartRelay,
+) -> None:
     running = await start_relay(worker=False, public_base_url="https://relay.example.com")
     async with console_client(running.url) as console:
         response = await console.login()
-        morsel = SimpleCookie(response.headers["Set-Cookie"])["relay_console"]
+        morsel = SimpleCookie(response.headers["Set-Cookie"])["__Host-relay_console"]
         assert morsel["secure"] is True
         assert morsel["httponly"] is True
+        assert morsel["path"] == "/"
+        assert not morsel["domain"]
+        # The session it names works (the client sends it back only over https, so by hand here).
+        async with console.http.get(
+            "/console", allow_redirects=False, cookies={"__Host-relay_console": morsel.value}
+        ) as page:
+            assert page.status == 200
+        async with console.http.get(  # the plain-http cookie's name is not read over https
+            "/console", allow_redirects=False, cookies={"relay_console": morsel.value}
+        ) as page:
+            assert page.status == 303
 
 
 async def test_forms_without_the_right_csrf_token_are_403_and_change_nothing(

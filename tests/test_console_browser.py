@@ -156,3 +156,25 @@ async def test_dead_letter_page_replays_all_with_the_filter(
     await expect(page.locator("#replay-all")).to_be_disabled()
     assert await shop.api.dead_letter_ids() == []
     assert sorted(hit.headers["webhook-id"] for hit in merchant.hits(HOOK)[-2:]) == sorted(event_ids)
+
+
+async def test_the_sandbox_checkout_pays_in_a_browser_under_its_strict_csp(
+    browser: Browser, start_relay: StartRelay, merchant: Merchant
+) -> None:
+    """The sandbox page's Pay button works from its external script, with no inline script
+    allowed (the page sends a Content-Security-Policy without 'unsafe-inline')."""
+    shop = await start_shop(start_relay, merchant)
+    order = await shop.buy()
+    page = await open_page(browser, shop.api.url)
+    messages: list[str] = []
+    page.on("console", lambda message: messages.append(message.text))
+    response = await page.goto(order["invoice_url"])
+    assert response is not None
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    await expect(page.locator("#status")).to_have_text("pending")
+    await page.click("#pay")
+    await expect(page.locator("#status")).to_have_text("paid")
+    assert not [text for text in messages if "Content Security" in text]
+    await shop.wait_status(order, "delivered")

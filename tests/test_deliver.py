@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import aiohttp
 import pytest
 from arq.connections import ArqRedis
 from arq.constants import default_queue_name, job_key_prefix
 from arq.jobs import deserialize_job
+from pydantic import SecretStr
 from redis.asyncio import ConnectionPool, Redis
 
+from relay.crypto import generate_key
 from relay.ingest import Ingested, apply_outcome
 from relay.metrics import Metrics
 from relay.models import (
@@ -278,3 +282,41 @@ async def test_sweep_enqueues_a_lost_job_and_leaves_a_queued_one(deps: Deps, mer
 async def job_of(arq: ArqRedis, job_id: str) -> tuple[bytes, float | None]:
     """A job's serialised bytes and its score in arq's queue."""
     return await arq.get(job_key_prefix + job_id), await arq.zscore(default_queue_name, job_id)
+
+
+async def test_a_secret_no_key_decrypts_dead_letters_the_event_with_its_reason(
+    deps: Deps, event: EventRecord, merchant: Merchant, redis: Redis
+) -> None:
+    # The worker runs with other encryption keys than the ones the project's secret was stored under.
+    other_keys = deps.settings.model_copy(update={"encryption_keys": SecretStr(generate_key())})
+    rekeyed = replace(deps, store=make_stores(redis, other_keys).store)
+    assert await deliver(event.id, 0, deps=rekeyed) is Outcome.DEAD
+    assert merchant.hits(HOOK) == []
+    [attempt] = (await deps.events.attempts([event.id]))[event.id]
+    assert attempt.error is not None
+    assert attempt.error.startswith("secret_undecryptable")
+    assert (attempt.url, attempt.status_code, attempt.next_attempt_at) == (None, None, None)
+    assert (await reread(deps, event)).state is WebhookStatus.FAILED
+    assert await redis.zscore(deps.store.keys.dead_letters, event.id) is not None
+    assert await redis.zscore(deps.store.keys.outbox, event.id) is None  # the sweeper has nothing to re-run
+
+
+class Broken:
+    """A store whose reads fail with a bug's exception (not a store or network failure)."""
+
+    async def get_project_and_item(self, project_id: str, item_id: str) -> Any:
+        raise KeyError("a bug")
+
+
+async def test_an_unforeseen_failure_follows_the_schedule_and_ends_dead_lettered(
+    deps: Deps, event: EventRecord, clock: FakeClock
+) -> None:
+    broken = replace(deps, store=Broken())  # type: ignore[arg-type]
+    assert await deliver(event.id, 0, deps=broken) is Outcome.RETRYING
+    clock.advance(SCHEDULE[0])
+    assert await deliver(event.id, 1, deps=broken) is Outcome.RETRYING
+    clock.advance(SCHEDULE[1])
+    assert await deliver(event.id, 2, deps=broken) is Outcome.DEAD
+    attempts = (await deps.events.attempts([event.id]))[event.id]
+    assert [attempt.error for attempt in attempts] == ["internal_error: KeyError"] * 3
+    assert (await reread(deps, event)).state is WebhookStatus.FAILED

@@ -91,7 +91,7 @@ async def test_a_redis_refusing_writes_is_503_in_the_api_and_in_the_console(
     await redis.config_set("maxmemory-policy", "noeviction")
     await redis.config_set("maxmemory", "1")  # every write is refused: OOM
     async with aiohttp.ClientSession(base_url=relay.url) as http:
-        api = Api(http, relay.settings, relay.url)
+        api = Api(http, relay.settings, relay.url, midtrans_key="")
         body = await api.call("PUT", "/api/platform/projects", json={"name": "Shop"}, expect=503)
         assert_error(body, "StoreUnavailable")
     async with console_client(relay.url) as console:

@@ -198,11 +198,15 @@ def test_bad_gateway_settings_name_the_variable(
 
 
 def test_only_configured_gateways_are_registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert set(configured_gateways(Settings())) == {"midtrans"}
+    sandbox_key = "SB-Mid-server-" + "0" * 48
+    # No key at all: the sandbox runs, and Midtrans with the sandbox's key.
+    assert set(configured_gateways(Settings(), sandbox_key=lambda: sandbox_key)) == {"midtrans"}
+    with pytest.raises(ValueError, match="sandbox key"):
+        configured_gateways(Settings())
     # an empty key is "not configured", never "the empty string is the key"
     monkeypatch.setenv("RELAY_XENDIT_CALLBACK_TOKEN", "")
     monkeypatch.setenv("RELAY_TRIPAY_PRIVATE_KEY", "  ")
-    assert set(configured_gateways(Settings())) == {"midtrans"}
+    assert set(configured_gateways(Settings(), sandbox_key=lambda: sandbox_key)) == {"midtrans"}
     settings = Settings(
         xendit_callback_token=XENDIT_TOKEN,
         tripay_private_key="tripay-key",
@@ -213,7 +217,8 @@ def test_only_configured_gateways_are_registered(monkeypatch: pytest.MonkeyPatch
         custom_sources={"shop": source_config()},
     )
     gateways = configured_gateways(settings)
-    assert set(gateways) == {"midtrans", "xendit", "tripay", "doku", "duitku", "custom/shop"}
+    # Real keys and no Midtrans key: the sandbox is off, and so is Midtrans.
+    assert set(gateways) == {"xendit", "tripay", "doku", "duitku", "custom/shop"}
     assert all(gateway.name == key for key, gateway in gateways.items())
     assert XENDIT_TOKEN not in repr(settings)
 

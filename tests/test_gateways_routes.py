@@ -1,5 +1,6 @@
 """The published gateway examples through the real routes, DOKU's clock and Request-Target, and
-Duitku's transactionStatus confirmation against a local fake of its API."""
+Duitku's transactionStatus confirmation (of every resultCode: the signature does not cover it)
+against a local fake of its API."""
 
 from __future__ import annotations
 
@@ -230,10 +231,38 @@ async def ingress_without_status_api(start_relay: StartRelay) -> Running:
     return await start_relay(worker=False, **GATEWAY_SETTINGS)
 
 
-async def test_duitku_00_does_not_ask_the_status_api(start_relay: StartRelay, duitku_api: FakeDuitku) -> None:
+@pytest.mark.parametrize(
+    ("sent", "answer", "expected"),
+    [
+        pytest.param("paid", "01", "pending", id="01-flipped-to-00-does-not-pay"),
+        pytest.param("paid", "02", "failed", id="00-that-duitku-says-failed"),
+        pytest.param("paid", "00", "paid", id="00-confirmed"),
+        pytest.param("expired", "01", "pending", id="01-flipped-to-02-does-not-fail"),
+        pytest.param("expired", "02", "failed", id="02-confirmed"),
+    ],
+)
+async def test_duitku_00_and_02_are_confirmed_too(
+    start_relay: StartRelay, duitku_api: FakeDuitku, redis: Redis, sent: str, answer: str, expected: str
+) -> None:
+    """resultCode is not signed: a captured 01 callback replayed as 00 (or 02) is applied only as
+    far as the transactionStatus API agrees."""
     running = await start_relay(worker=False, **GATEWAY_SETTINGS, duitku_api_base=duitku_api.url)
     shop = await open_shop(running.api)
     order = await shop.buy(gateway="duitku")
-    await send(running.api, "duitku", order, "paid")
-    assert await shop.status(order) == "paid"
-    assert duitku_api.calls == []
+    duitku_api.answer = status_answer(order, answer)
+    assert await send(running.api, "duitku", order, sent) == {"status": "ok"}
+    assert [call["merchantOrderId"] for call in duitku_api.calls] == [order["order_id"]]
+    assert await shop.status(order) == expected
+    assert len(await events_of(redis, order["order_id"])) == (1 if expected == "paid" else 0)
+
+
+@pytest.mark.parametrize("code", ["03", "", None, 0])
+async def test_duitku_status_api_unknown_code_is_503(
+    start_relay: StartRelay, duitku_api: FakeDuitku, redis: Redis, code: object
+) -> None:
+    running = await start_relay(worker=False, **GATEWAY_SETTINGS, duitku_api_base=duitku_api.url)
+    shop = await open_shop(running.api)
+    order = await shop.buy(gateway="duitku")
+    duitku_api.answer = status_answer(order, "00") | {"statusCode": code}
+    assert_error(await send(running.api, "duitku", order, "paid", expect=503), "GatewayUnavailable")
+    await assert_untouched(redis, shop, order)

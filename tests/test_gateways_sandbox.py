@@ -144,7 +144,8 @@ async def test_result_on_the_page_is_escaped(ingress: Running) -> None:
 
 
 async def test_no_sandbox_once_midtrans_is_configured(start_relay: StartRelay) -> None:
-    running = await start_relay(worker=False, midtrans_server_key="SB-Mid-server-test", **GATEWAY_SETTINGS)
+    real = GATEWAY_SETTINGS | {"sandbox": False, "midtrans_server_key": "SB-Mid-server-test"}
+    running = await start_relay(worker=False, **real)
     shop = await open_shop(running.api)
     order = await shop.buy(gateway="xendit")
     assert order["invoice_url"] is None  # relay creates invoices at Midtrans (Snap) only

@@ -138,7 +138,7 @@ async def test_signed_with_hostile_values(
             "transaction_status": status,
             "settlement_time": stamp,
         },
-        target.running.settings.midtrans_key,
+        target.running.api.midtrans_key,
     )
     assert await target.post("/callbacks/midtrans", json.dumps(payload)) in {400, 409}
     await assert_untouched(target)
@@ -154,7 +154,7 @@ async def test_duplicated_keys_cannot_smuggle_an_order(target: Target) -> None:
             "gross_amount": "50000.00",
             "transaction_status": "settlement",
         },
-        target.running.settings.midtrans_key,
+        target.running.api.midtrans_key,
     )
     fields = ", ".join(f'"{key}": {json.dumps(value)}' for key, value in decoy.items() if key != "order_id")
     text = f'{{"order_id": "{target.order["order_id"]}", {fields}, "order_id": "item-decoy000-00000000"}}'

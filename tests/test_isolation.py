@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from tests.helpers import Merchant, StartRelay, eventually, local_server
+from tests.helpers import ADMIN, Merchant, StartRelay, eventually, local_server
 from workers.isolation import HostLimiter
 
 
@@ -78,7 +78,7 @@ async def test_hanging_endpoint_does_not_starve_others(
     postponed = [await api.purchase(project["id"], order["order_id"]) for order in slow_orders]
     # Postponed events spent no attempt: only the ones actually sent have one (and none failed yet).
     assert sum(len(purchase["attempts"]) for purchase in postponed) <= 2
-    async with api.http.get("/metrics") as response:
+    async with api.http.get("/metrics", headers=ADMIN) as response:
         text = await response.text()
     line = next(line for line in text.splitlines() if line.startswith("relay_deliveries_postponed_total "))
     assert float(line.split()[1]) >= 6

@@ -9,7 +9,16 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.helpers import ADMIN_TOKEN, Api, Merchant, eventually, make_settings
+from tests.helpers import (
+    ADMIN,
+    ADMIN_TOKEN,
+    Api,
+    Merchant,
+    StartRelay,
+    eventually,
+    make_settings,
+    midtrans_key_of,
+)
 from tests.processes import Processes, free_port, relay_env
 
 
@@ -33,7 +42,7 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 async def scrape(http: aiohttp.ClientSession, url: str) -> str:
-    async with http.get(url) as response:
+    async with http.get(url, headers=ADMIN) as response:
         assert response.status == 200
         assert response.headers["content-type"].startswith("text/plain")
         return await response.text()
@@ -62,7 +71,9 @@ async def test_metrics_move_on_ingress_and_worker(
             return True
 
         await eventually(up, timeout=20, what="both metrics endpoints")
-        api = Api(http, make_settings(redis_url=redis_url), f"http://127.0.0.1:{port}")
+        settings = make_settings(redis_url=redis_url)
+        key = await midtrans_key_of(redis_url, settings)
+        api = Api(http, settings, f"http://127.0.0.1:{port}", midtrans_key=key)
         merchant.script["/flaky"] = [500, 200]
         merchant.script["/down"] = [503]
         project = await api.project(webhook_url=f"{merchant.url}/flaky")
@@ -94,3 +105,18 @@ async def test_metrics_move_on_ingress_and_worker(
         assert "relay_queue_depth " in text
         assert "relay_oldest_pending_age_seconds " in text
         assert "relay_outbox_events " in text
+
+
+async def test_the_ingress_metrics_need_the_admin_token(start_relay: StartRelay) -> None:
+    running = await start_relay(worker=False)
+    for headers in ({}, {"Authorization": "Bearer not-the-admin-token-0123"}):
+        async with running.api.http.get("/metrics", headers=headers) as response:
+            assert response.status == 401
+            assert (await response.json())["error"] == "Unauthorized"
+    async with running.api.http.get("/metrics", headers=ADMIN) as response:
+        assert response.status == 200
+        assert "relay_callbacks_total" in await response.text()
+
+
+def test_the_worker_metrics_listen_on_loopback_unless_told() -> None:
+    assert make_settings().worker_metrics_host == "127.0.0.1"

@@ -1,4 +1,5 @@
-"""relay/gateways/midtrans.py against the published recipe and vectors in tests/vectors/midtrans.json."""
+"""relay/gateways/midtrans.py against the published recipe and vectors in tests/vectors/midtrans.json,
+and the checks that make up for what the signature leaves out (issue 12, item 2)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from relay.errors import InvalidInput, VerificationError
-from relay.gateways.midtrans import Midtrans, sign_notification, signature
+from relay.gateways.midtrans import STATUS_CODES, Midtrans, sign_notification, signature
 from relay.models import PurchaseStatus, iso_z
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "midtrans.json").read_text(encoding="utf-8"))
@@ -56,7 +58,7 @@ def test_verify_accepts_an_uppercase_signature() -> None:
     ("field", "value"),
     [
         ("gross_amount", "1546000.00"),
-        ("gross_amount", "154600"),
+        ("gross_amount", "154600.01"),
         ("order_id", "Order-5101"),
         ("status_code", "201"),
     ],
@@ -112,6 +114,20 @@ def signed_with(**changes: Any) -> bytes:
         pytest.param(signed_with(transaction_status=None), id="null-transaction_status"),
         pytest.param(signed_with(order_id=""), id="empty-order_id"),
         pytest.param(signed_with(order_id="x" * 257), id="long-order_id"),
+        pytest.param(signed_with(order_id="Order-\ud800"), id="lone-surrogate-order_id"),
+        pytest.param(signed_with(gross_amount="154600"), id="gross_amount-without-decimals"),
+        pytest.param(signed_with(gross_amount="154600.0"), id="gross_amount-one-decimal"),
+        pytest.param(signed_with(gross_amount="0154600.00"), id="gross_amount-leading-zero"),
+        pytest.param(signed_with(gross_amount="154,600.00"), id="gross_amount-separator"),
+        pytest.param(signed_with(gross_amount="1.546e5"), id="gross_amount-exponent"),
+        pytest.param(signed_with(gross_amount=" 154600.00"), id="gross_amount-space"),
+        pytest.param(
+            signed_with(gross_amount="\uff11\uff15\uff14\uff16\uff10\uff10.00"), id="gross_amount-fullwidth"
+        ),
+        pytest.param(signed_with(status_code="20"), id="status_code-two-digits"),
+        pytest.param(signed_with(status_code="2000"), id="status_code-four-digits"),
+        pytest.param(signed_with(status_code="\uff12\uff10\uff10"), id="status_code-fullwidth"),
+        pytest.param(signed_with(status_code="20x"), id="status_code-letter"),
     ],
 )
 def test_verify_rejects_malformed_bodies(body: bytes) -> None:
@@ -204,6 +220,93 @@ def test_normalise_rejects_a_non_numeric_amount(gross_amount: str) -> None:
         Midtrans(server_key=SERVER_KEY).normalise(settlement(gross_amount=gross_amount))
 
 
-def test_normalise_rejects_a_malformed_settlement_time() -> None:
-    with pytest.raises(InvalidInput):
-        Midtrans(server_key=SERVER_KEY).normalise(settlement(settlement_time="2021-06-15T18:45:28Z"))
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2021-06-15T18:45:28Z",  # not Midtrans's form
+        "2021-13-01 00:00:00",
+        "0001-01-01 00:00:00",  # before year 1 in UTC: OverflowError
+        "9999-12-31 23:59:59",  # implausible
+        "1999-12-31 23:59:59",
+    ],
+)
+def test_an_unreadable_or_implausible_settlement_time_is_no_paid_at(stamp: str) -> None:
+    """A gateway's clock never fails a correctly signed callback: no paid_at (the relay's clock
+    stands in), and the ignored value is logged."""
+    with capture_logs() as logs:
+        outcome = Midtrans(server_key=SERVER_KEY).normalise(settlement(settlement_time=stamp))
+    assert (outcome.status, outcome.paid_at) == (PurchaseStatus.PAID, None)
+    assert [entry["field"] for entry in logs if entry["event"] == "gateway_time_ignored"] == [
+        "settlement_time"
+    ]
+
+
+# --- status_code against transaction_status (the status is not signed, the code is) --------------
+
+
+def forged(status: str, code: str, **changes: Any) -> bytes:
+    """A correctly signed notification with ``code``, its transaction_status changed to ``status``."""
+    return encode(
+        sign_notification(settlement(status_code=code), SERVER_KEY) | {"transaction_status": status} | changes
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "changes"),
+    [
+        pytest.param("settlement", "201", {}, id="pending-flipped-to-settlement"),
+        pytest.param("capture", "202", {"fraud_status": "accept"}, id="deny-flipped-to-capture"),
+        pytest.param("capture", "202", {"fraud_status": None}, id="deny-flipped-to-capture-no-fraud"),
+        pytest.param("settlement", "202", {}, id="expire-replayed-as-settlement"),
+        pytest.param("settlement", "407", {}, id="expire-api-code-as-settlement"),
+    ],
+)
+def test_a_paying_status_needs_status_code_200(status: str, code: str, changes: dict[str, Any]) -> None:
+    with pytest.raises(InvalidInput, match="status_code"):
+        Midtrans(server_key=SERVER_KEY).verify(forged(status, code, **changes), {})
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    sorted((status, code) for status, codes in STATUS_CODES.items() for code in codes),
+)
+def test_every_documented_pairing_verifies(status: str, code: str) -> None:
+    """Never refuse a genuine notification: every pairing Midtrans documents passes (a capture
+    with 201 is one under fraud review: pending)."""
+    fraud = "challenge" if (status, code) == ("capture", "201") else "accept"
+    body = encode(
+        sign_notification(
+            settlement(transaction_status=status, status_code=code, fraud_status=fraud), SERVER_KEY
+        )
+    )
+    with capture_logs() as logs:
+        payload = Midtrans(server_key=SERVER_KEY).verify(body, {})
+    assert payload["transaction_status"] == status
+    assert not [entry for entry in logs if entry["event"] == "midtrans_status_code_unexpected"]
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [("expire", "200"), ("refund", "201"), ("cancel", "407"), ("pending", "200")]
+)
+def test_an_undocumented_pairing_that_pays_nothing_is_accepted_and_logged(status: str, code: str) -> None:
+    with capture_logs() as logs:
+        Midtrans(server_key=SERVER_KEY).verify(forged(status, code), {})
+    [warning] = [entry for entry in logs if entry["event"] == "midtrans_status_code_unexpected"]
+    assert (warning["status_code"], warning["transaction_status"]) == (code, status)
+
+
+def test_characters_cannot_move_between_the_signed_fields() -> None:
+    """The signature covers order_id + status_code + gross_amount with no separators: moving a
+    digit from one field to the next keeps it valid, so the formats must forbid the result."""
+    original = sign_notification(settlement(order_id="Order-51002", gross_amount="154600.00"), SERVER_KEY)
+    shifted = original | {"order_id": "Order-5100", "status_code": "220", "gross_amount": "0154600.00"}
+    assert signature("Order-5100", "220", "0154600.00", SERVER_KEY) == original["signature_key"]
+    with pytest.raises(InvalidInput, match="gross_amount"):
+        Midtrans(server_key=SERVER_KEY).verify(encode(shifted), {})
+
+
+@pytest.mark.parametrize("key", ["", "abc", "z" * 128, "a" * 127, "a" * 129])
+def test_a_signature_key_that_is_no_sha512_digest_is_refused(key: str) -> None:
+    body = encode(sign_notification(settlement(), SERVER_KEY) | {"signature_key": key})
+    with pytest.raises((VerificationError, InvalidInput)):
+        Midtrans(server_key=SERVER_KEY).verify(body, {})

@@ -1,4 +1,5 @@
-"""RELAY_MIDTRANS_CONFIRM: a settlement becomes paid only when Midtrans's status API agrees."""
+"""RELAY_MIDTRANS_CONFIRM: a final status (paid, failed, expired, refunded) is applied only as
+Midtrans's status API states it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.helpers import Running, StartRelay, local_server
+from tests.helpers import ADMIN, Running, StartRelay, local_server
 
 SERVER_KEY = "SB-Mid-server-confirm-test"
 
@@ -133,7 +134,7 @@ async def test_status_api_unreachable_is_503_and_counted(start_relay: StartRelay
     body = await closed.api.callback(closed.api.notification(order["order_id"], order["amount"]), expect=503)
     assert body["error"] == "GatewayUnavailable"
     assert await status_of(running, project, order) == "pending"
-    async with closed.api.http.get("/metrics") as response:
+    async with closed.api.http.get("/metrics", headers=ADMIN) as response:
         text = await response.text()
     assert 'relay_callbacks_total{gateway="midtrans",outcome="GatewayUnavailable"} 1.0' in text
 
@@ -146,10 +147,51 @@ async def test_confirmation_is_off_by_default(start_relay: StartRelay, fake: Fak
     assert fake.status_calls == []
 
 
-async def test_non_settlements_are_not_confirmed(start_relay: StartRelay, fake: FakeMidtrans) -> None:
+async def test_pending_is_not_confirmed(start_relay: StartRelay, fake: FakeMidtrans) -> None:
+    """A pending notification changes nothing, whatever Midtrans would say."""
     running = await confirming_relay(start_relay, fake.url)
     project, order = await shop_order(running)
     assert await running.api.pay(order, status="pending") == {"status": "ok"}
-    assert await running.api.pay(order, status="expire") == {"status": "ok"}
-    assert await status_of(running, project, order) == "expired"
+    assert await status_of(running, project, order) == "pending"
     assert fake.status_calls == []
+
+
+@pytest.mark.parametrize(
+    ("notified", "answer", "expected"),
+    [
+        ("expire", "expire", "expired"),
+        ("deny", "deny", "failed"),
+        ("cancel", "cancel", "failed"),
+        ("failure", "failure", "failed"),
+        # An old or forged final status that Midtrans does not state changes nothing ...
+        ("expire", "pending", "pending"),
+        ("deny", "pending", "pending"),
+        ("cancel", 404, "pending"),
+        # ... and what Midtrans does state wins.
+        ("expire", "settlement", "paid"),
+    ],
+)
+async def test_every_final_status_is_confirmed(
+    start_relay: StartRelay, fake: FakeMidtrans, notified: str, answer: str | int, expected: str
+) -> None:
+    running = await confirming_relay(start_relay, fake.url)
+    project, order = await shop_order(running)
+    fake.statuses[order["order_id"]] = answer if isinstance(answer, int) else api_answer(order, answer)
+    assert await running.api.pay(order, status=notified) == {"status": "ok"}
+    assert await status_of(running, project, order) == expected
+    assert [asked for asked, _ in fake.status_calls] == [order["order_id"]]
+
+
+@pytest.mark.parametrize(("answer", "expected"), [("refund", "refunded"), ("settlement", "paid")])
+async def test_a_refund_is_confirmed(
+    start_relay: StartRelay, fake: FakeMidtrans, answer: str, expected: str
+) -> None:
+    """A refund notification of a paid purchase refunds it only when Midtrans says so."""
+    running = await confirming_relay(start_relay, fake.url)
+    project, order = await shop_order(running)
+    fake.statuses[order["order_id"]] = api_answer(order, "settlement")
+    assert await running.api.pay(order) == {"status": "ok"}
+    fake.statuses[order["order_id"]] = api_answer(order, answer)
+    assert await running.api.pay(order, status="refund") == {"status": "ok"}
+    assert await status_of(running, project, order) == expected
+    assert len(fake.status_calls) == 2

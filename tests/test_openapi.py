@@ -84,12 +84,14 @@ def test_errors_auth_and_the_callback_answers_are_described() -> None:
     assert doc["components"]["schemas"]["Error"]["required"] == ["error", "detail"]
     for path, item in doc["paths"].items():
         for method, operation in item.items():
-            admin = path.startswith("/api/admin") or (
-                path.startswith("/api/platform") and not path.startswith("/api/platform/public-items")
+            admin = (
+                path.startswith("/api/admin")
+                or path == "/metrics"
+                or (path.startswith("/api/platform") and not path.startswith("/api/platform/public-items"))
             )
             assert operation["security"] == ([{"adminToken": []}] if admin else []), f"{method} {path}"
             if admin:
-                assert "401" in operation["responses"]
+                assert {"401", "429"} <= set(operation["responses"])
             for status, response in operation["responses"].items():
                 if int(status) >= 400:
                     schema = response["content"]["application/json"]["schema"]

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from tests.helpers import Api, Merchant, StartRelay, eventually, make_settings
+from tests.helpers import Api, Merchant, StartRelay, eventually, make_settings, midtrans_key_of
 from tests.processes import PrivateRedis, Processes, free_port, relay_env, wait_until_answering
 
 
@@ -37,8 +37,10 @@ async def test_redis_restart_loses_nothing(processes: Processes, merchant: Merch
     serve = await processes.start("serve", "serve", "--port", str(port))
     worker = await processes.start("worker", "worker")
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http:
-        api = Api(http, make_settings(redis_url=redis.url), f"http://127.0.0.1:{port}")
         await wait_until_answering(http, "/readyz", what="relay serve")
+        settings = make_settings(redis_url=redis.url)
+        key = await midtrans_key_of(redis.url, settings)
+        api = Api(http, settings, f"http://127.0.0.1:{port}", midtrans_key=key)
         project = await api.project(webhook_url=f"{merchant.url}/hook")
         item = await api.item(project["id"])
         orders = [await api.buy(project["client_id"], item["id"]) for _ in range(20)]

@@ -12,6 +12,7 @@ from cryptography.fernet import Fernet
 from redis.asyncio import Redis
 
 from relay.crypto import SecretBox, generate_key
+from relay.errors import SecretUndecryptable
 from tests.helpers import TEST_ENCRYPTION_KEY, StartRelay
 
 RELAY = str(Path(sys.executable).parent / "relay")
@@ -46,7 +47,7 @@ def test_secret_box_round_trip_and_rotation() -> None:
     assert both.decrypt(stored) == "whsec_abc"
     rotated = both.rotate(stored)
     assert SecretBox([new]).decrypt(rotated) == "whsec_abc"
-    with pytest.raises(ValueError, match="no key"):
+    with pytest.raises(SecretUndecryptable, match="no key"):
         SecretBox([old]).decrypt(rotated)
 
 
@@ -72,6 +73,34 @@ async def test_keys_rotate_reencrypts_every_project(start_relay: StartRelay, red
     await redis.aclose()
 
 
+async def test_a_secret_the_keys_cannot_open_is_a_clear_error_not_a_traceback(
+    start_relay: StartRelay, redis_url: str
+) -> None:
+    running = await start_relay(worker=False)
+    project = await running.api.project(name="shop")
+    item = await running.api.item(project["id"])
+    rekeyed = await start_relay(worker=False, encryption_keys=generate_key())  # the old key lost
+    # A buyer's purchase: 503 naming the remedy, not a 500.
+    body = await rekeyed.api.call(
+        "POST",
+        "/api/platform/public-items/purchase",
+        auth=False,
+        json={"client_id": project["client_id"], "item_id": item["id"], "buyer_email": "b@example.com"},
+        expect=503,
+    )
+    assert body["error"] == "SecretUndecryptable"
+    assert "RELAY_ENCRYPTION_KEYS" in body["detail"]
+    # `relay keys rotate`: one line naming the project and the remedy.
+    result = run_cli(
+        "keys", "rotate", env=relay_env(RELAY_REDIS_URL=redis_url, RELAY_ENCRYPTION_KEYS=generate_key())
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert project["id"] in line
+    assert "RELAY_ENCRYPTION_KEYS" in line
+
+
 def test_keys_generate_prints_a_fernet_key() -> None:
     result = run_cli("keys", "generate", env=relay_env())
     assert result.returncode == 0
@@ -80,7 +109,7 @@ def test_keys_generate_prints_a_fernet_key() -> None:
 
 @pytest.mark.parametrize("command", [["serve"], ["worker"], ["dlq", "list"]])
 def test_redis_mode_needs_encryption_keys(command: list[str]) -> None:
-    env = relay_env(RELAY_REDIS_URL="redis://127.0.0.1:1/0", RELAY_ADMIN_TOKEN="x" * 20)
+    env = relay_env(RELAY_REDIS_URL="redis://127.0.0.1:1/0", RELAY_ADMIN_TOKEN="an-admin-token-0123456789")
     result = run_cli(*command, env=env)
     assert result.returncode == 2
     assert "RELAY_ENCRYPTION_KEYS" in result.stderr

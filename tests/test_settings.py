@@ -27,7 +27,8 @@ def test_defaults() -> None:
     assert settings.retry_schedule == DEFAULT_RETRY_SCHEDULE
     assert settings.redis_url is None
     assert settings.embedded
-    assert settings.sandbox
+    assert settings.sandbox_mode  # no gateway key at all
+    assert not settings.sandbox
     assert settings.allow_private_targets is False
     assert settings.midtrans_api_base == MIDTRANS_SANDBOX_API
 
@@ -71,10 +72,10 @@ def test_short_admin_token_fails(monkeypatch: pytest.MonkeyPatch, token: str) ->
 
 
 def test_admin_token_of_16_characters_is_enough(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RELAY_ADMIN_TOKEN", "x" * 16)
+    monkeypatch.setenv("RELAY_ADMIN_TOKEN", "0123456789abcdef")
     token = Settings().admin_token
     assert token is not None
-    assert token.get_secret_value() == "x" * 16
+    assert token.get_secret_value() == "0123456789abcdef"
 
 
 @pytest.mark.parametrize(
@@ -147,27 +148,12 @@ def test_snap_base_default() -> None:
     assert Settings().snap_base == "https://app.sandbox.midtrans.com"
 
 
-def test_sandbox_midtrans_key_is_derived_from_the_admin_token() -> None:
-    first = Settings(admin_token=TOKEN)
-    again = Settings(admin_token=TOKEN)
-    other = Settings(admin_token=TOKEN + "-other")
-    assert first.sandbox
-    assert first.midtrans_key == again.midtrans_key
-    assert first.midtrans_key != other.midtrans_key
-    assert first.midtrans_key.startswith("SB-Mid-server-")
-    assert TOKEN not in first.midtrans_key
-
-
-def test_sandbox_midtrans_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RELAY_ADMIN_TOKEN", TOKEN)
-    assert Settings().midtrans_key == Settings(admin_token=TOKEN).midtrans_key
-
-
-def test_midtrans_key_is_the_server_key_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_midtrans_server_key_turns_the_sandbox_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RELAY_MIDTRANS_SERVER_KEY", "SB-Mid-server-real-key")
     settings = Settings(admin_token=TOKEN)
-    assert not settings.sandbox
-    assert settings.midtrans_key == "SB-Mid-server-real-key"
+    assert not settings.sandbox_mode
+    assert settings.midtrans_server_key is not None
+    assert settings.midtrans_server_key.get_secret_value() == "SB-Mid-server-real-key"
 
 
 def test_keyword_arguments_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -232,3 +218,57 @@ def test_the_published_example_secrets_are_named() -> None:
     assert [warning.split()[0] for warning in warnings] == ["RELAY_ADMIN_TOKEN", "RELAY_ENCRYPTION_KEYS"]
     own = Settings(admin_token="a-token-of-my-very-own-0123", encryption_keys=Fernet.generate_key().decode())
     assert published_secrets(own) == []
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        {"xendit_callback_token": "xnd-token-0123456789"},
+        {"tripay_private_key": "tripay-key-0123456789"},
+        {"doku_client_id": "MCH-0001", "doku_secret_key": "SK-0123456789"},
+        {"duitku_merchant_code": "D0001", "duitku_api_key": "0123456789abcdef"},
+        {"midtrans_server_key": "Mid-server-0123456789"},
+    ],
+    ids=lambda key: next(iter(key)),
+)
+def test_the_sandbox_fails_closed_once_any_real_gateway_key_is_set(key: dict[str, str]) -> None:
+    assert Settings().sandbox_mode
+    assert not Settings(**key).sandbox_mode
+    if "midtrans_server_key" not in key:
+        assert Settings(**key, sandbox=True).sandbox_mode  # on purpose
+
+
+def test_the_sandbox_cannot_run_beside_a_real_midtrans_key() -> None:
+    with pytest.raises(ValidationError) as raised:
+        Settings(sandbox=True, midtrans_server_key="Mid-server-0123456789")
+    message = describe_validation_error(raised.value)
+    assert message.startswith("RELAY_SANDBOX: ")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("token", "problem"),
+    [
+        ("short-token", "at least 16 characters"),
+        ("aaaaaaaaaaaaaaaaaaaa", "too little entropy"),
+        ("abcabcabcabcabcabcabc", "too little entropy"),
+        ("0123456789012345", None),
+    ],
+)
+def test_an_admin_token_with_too_little_entropy_is_refused(token: str, problem: str | None) -> None:
+    if problem is None:
+        assert Settings(admin_token=token).admin_token is not None
+        return
+    with pytest.raises(ValidationError) as raised:
+        Settings(admin_token=token)
+    assert problem in describe_validation_error(raised.value)
+    assert describe_validation_error(raised.value).startswith("RELAY_ADMIN_TOKEN: ")
+
+
+def test_trusted_proxies_are_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELAY_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")
+    assert [str(net) for net in Settings().trusted_proxies] == ["10.0.0.0/8", "127.0.0.1/32"]
+    monkeypatch.setenv("RELAY_TRUSTED_PROXIES", "not-a-network")
+    with pytest.raises(ValidationError) as raised:
+        Settings()
+    assert describe_validation_error(raised.value).startswith("RELAY_TRUSTED_PROXIES")

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.helpers import Api, local_server, make_settings
+from tests.helpers import Api, local_server, make_settings, midtrans_key_of
 from tests.processes import Processes, free_port, relay_env, wait_until_answering
 
 SNAP_DELAY = 1.5
@@ -40,7 +40,9 @@ async def test_sigterm_drains_in_flight_requests(redis_url: str, slow_snap: str,
         serve = await processes.start("serve", "serve", "--port", str(port))
         async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http:
             await wait_until_answering(http, what="relay serve")
-            api = Api(http, make_settings(redis_url=redis_url), f"http://127.0.0.1:{port}")
+            settings = make_settings(redis_url=redis_url, midtrans_server_key="SB-Mid-server-drain")
+            key = await midtrans_key_of(redis_url, settings)
+            api = Api(http, settings, f"http://127.0.0.1:{port}", midtrans_key=key)
             project = await api.project()
             item = await api.item(project["id"])
             in_flight = asyncio.create_task(api.buy(project["client_id"], item["id"]))

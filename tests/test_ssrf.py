@@ -34,6 +34,16 @@ from tests.helpers import Merchant, StartRelay, eventually
         "http://127.1/hook",
         "http://0177.0.0.1/hook",
         "http://224.0.0.1/hook",
+        # Spellings a resolver normalises (NFKC, IDNA) into local ones (issue 12, item 14).
+        "http://\u2460\u2461\u2466.0.0.1/hook",  # circled digits: 127.0.0.1
+        "http://\u24db\u24de\u24d2\u24d0\u24db\u24d7\u24de\u24e2\u24e3/hook",  # circled letters: localhost
+        "http://api.\u24db\u24de\u24d2\u24d0\u24db\u24d7\u24de\u24e2\u24e3/hook",
+        "http://\uff11\uff12\uff17.\uff10.\uff10.\uff11/hook",  # full-width digits
+        "http://127\u30020\u30020\u30021/hook",  # ideographic full stops
+        "http://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54:8080/hook",  # full-width letters
+        "http://LOCALHOST/hook",
+        "http://\u2488.0.0.1/hook",  # "1." : an empty label
+        "http://[::\uff11]/hook",
     ],
 )
 async def test_registration_refuses_local_targets(start_relay: StartRelay, url: str) -> None:

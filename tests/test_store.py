@@ -9,19 +9,21 @@ from typing import Any
 
 import pytest
 
+from relay.crypto import SecretBox, generate_key
+from relay.event_body import ItemPurchasedEvent, event_body, event_body_head, metadata_json
+from relay.jsonutil import dumps
 from relay.models import (
     EventRecord,
     Item,
-    ItemPurchasedEvent,
     Project,
     Purchase,
     PurchaseStatus,
     WebhookStatus,
-    event_body_parts,
     iso_z,
     to_ms,
 )
 from relay.signing import new_webhook_secret
+from relay.store import Store
 from tests.helpers import (
     KEY_PREFIX,
     T0,
@@ -108,7 +110,9 @@ async def test_purchase_round_trip(stores: Backend) -> None:
 
 async def test_list_purchases_newest_first_and_filtered(stores: Backend) -> None:
     for minute, order_id in enumerate(["order-1", "order-2", "order-3"]):
-        await stores.store.create_purchase(make_purchase(order_id, created_at=T0 + timedelta(minutes=minute)))
+        await stores.store.create_purchase(
+            make_purchase(order_id, created_at=T0 - timedelta(minutes=3 - minute))
+        )
     await stores.store.create_purchase(make_purchase("elsewhere", project_id="other"))
     listed = await stores.store.list_purchases("shop")
     assert [purchase.order_id for purchase in listed] == ["order-3", "order-2", "order-1"]
@@ -164,9 +168,9 @@ def test_the_body_template_makes_exactly_the_model_body(text: str) -> None:
     purchase = make_purchase("order-1").model_copy(
         update={"buyer_name": text, "item_name": text, "metadata": {text: text, "paid_at": text}}
     )
-    head, tail = event_body_parts(purchase)
-    assert head + iso_z(T0) + tail == model_body(purchase, T0)
-    assert json.loads(head + iso_z(T0) + tail)["paid_at"] == iso_z(T0)
+    body = event_body(event_body_head(purchase), iso_z(T0), metadata_json(purchase.metadata))
+    assert body == model_body(purchase, T0)
+    assert json.loads(body)["paid_at"] == iso_z(T0)
 
 
 @pytest.mark.parametrize("text", TRICKY)
@@ -229,21 +233,56 @@ async def test_ingest_checks_gateway_and_amount_before_writing(
     assert (await stores.events.get("evt_1") is not None) is applied
 
 
+async def store_the_old_way(stores: Backend, purchase: Purchase, *, template: bool) -> None:
+    """A purchase as relay stored it before metadata was kept once: the metadata inside ``doc``
+    and, with ``template``, again in ``event_tail`` (older still: no template at all)."""
+    state_fields = ("status", "paid_at", "webhook_status", "event_id", "updated_at")
+    doc = purchase.model_dump(mode="json", exclude=set(state_fields))
+    fields = {"doc": dumps(doc)} | {
+        name: value or ""
+        for name, value in purchase.model_dump(mode="json", include=set(state_fields)).items()
+    }
+    if template:
+        fields |= {
+            "event_head": event_body_head(purchase),
+            "event_tail": '","metadata":' + metadata_json(purchase.metadata) + "}",
+        }
+    await stores.redis.hset(stores.store.keys.purchase(purchase.order_id), mapping=fields)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("text", TRICKY)
+async def test_a_purchase_stored_with_the_old_template_is_paid_with_the_model_body(
+    stores: Backend, text: str
+) -> None:
+    purchase = make_purchase("order-1").model_copy(update={"buyer_name": text, "metadata": {text: text}})
+    await store_the_old_way(stores, purchase, template=True)
+    assert await stores.store.get_purchase("order-1") == purchase
+
+    assert await settle(stores, "order-1", event_id="evt_1") == ("applied", "paid")
+    event = await stores.events.get("evt_1")
+    assert event is not None
+    assert event.body == model_body(purchase, T0)
+    stored = await stores.store.get_purchase("order-1")
+    assert stored is not None
+    assert (stored.status, stored.metadata) == (PurchaseStatus.PAID, purchase.metadata)
+
+
 async def test_a_purchase_without_a_template_gets_one_and_is_paid(stores: Backend) -> None:
     """Purchases stored before they carried their event template: the script writes nothing and
-    says so; add_event_template repairs it."""
+    says so; add_event_template repairs it (in today's layout: the metadata once)."""
     purchase = make_purchase("order-1")
-    await stores.store.create_purchase(purchase)
-    await stores.redis.hdel(stores.store.keys.purchase("order-1"), "event_head", "event_tail")
+    await store_the_old_way(stores, purchase, template=False)
 
     assert await settle(stores, "order-1", event_id="evt_1") == ("no_template", "")
     assert await stores.store.get_purchase("order-1") == purchase
 
     await stores.store.add_event_template("order-1")
+    assert await stores.store.get_purchase("order-1") == purchase
+    assert "metadata" not in json.loads(await stores.redis.hget(stores.store.keys.purchase("order-1"), "doc"))  # type: ignore[misc]
     assert await settle(stores, "order-1", event_id="evt_1") == ("applied", "paid")
     event = await stores.events.get("evt_1")
     assert event is not None
-    assert json.loads(event.body)["buyer_name"] == "John Doe"
+    assert event.body == model_body(purchase, T0)
 
 
 @pytest.mark.parametrize("status", [PurchaseStatus.FAILED, PurchaseStatus.EXPIRED, PurchaseStatus.REFUNDED])
@@ -259,3 +298,70 @@ async def test_ingest_without_paid_writes_no_event(stores: Backend, status: Purc
     assert stored.paid_at is None
     assert await outbox_scores(stores) == {}
     assert await stores.redis.keys(f"{KEY_PREFIX}:event:*") == []
+
+
+# --- a purchase is created once; its metadata is stored once --------------------------------------
+
+
+async def test_create_purchase_never_overwrites_a_purchase_with_the_same_order_id(stores: Backend) -> None:
+    first = make_purchase("order-1")
+    assert await stores.store.create_purchase(first) is True
+    assert await settle(stores, "order-1", event_id="evt_1") == ("applied", "paid")
+    paid = await stores.store.get_purchase("order-1")
+
+    again = make_purchase("order-1", created_at=T0 + timedelta(minutes=1)).model_copy(update={"amount": 1})
+    assert await stores.store.create_purchase(again) is False
+
+    assert await stores.store.get_purchase("order-1") == paid
+    assert await stores.redis.zrange(stores.store.keys.project_purchases("shop"), 0, -1, withscores=True) == [
+        ("order-1", to_ms(T0))
+    ]
+
+
+async def test_a_purchase_hash_holds_its_metadata_once(stores: Backend) -> None:
+    marker = "\N{GRINNING FACE}" * 500
+    purchase = make_purchase("order-1").model_copy(update={"metadata": {"note": marker}})
+    await stores.store.create_purchase(purchase)
+    fields = await stores.redis.hgetall(stores.store.keys.purchase("order-1"))  # type: ignore[misc]
+    assert sum(value.count(marker) for value in fields.values()) == 1
+    assert "metadata" not in json.loads(fields["doc"])
+    assert await stores.store.get_purchase("order-1") == purchase
+
+
+# --- signing secrets: every previous one, and projects stored with one ------------------------------
+
+
+async def test_every_previous_secret_is_stored_encrypted_and_read_back(stores: Backend) -> None:
+    project = make_project()
+    for hours in (0, 1):
+        project = project.rotated(
+            new_webhook_secret(), now=T0 + timedelta(hours=hours), grace=timedelta(hours=24)
+        )
+    await stores.store.put_project(project)
+    raw = await stores.redis.get(stores.store.keys.project("shop"))
+    assert raw is not None
+    assert raw.count("fernet:") == 3
+    assert not any(secret in raw for secret in project.signing_secrets(T0))
+    assert await stores.store.get_project("shop") == project
+
+
+async def test_a_project_stored_with_one_previous_secret_reads_signs_and_reencrypts(stores: Backend) -> None:
+    current, older = new_webhook_secret(), new_webhook_secret()
+    expires_at = T0 + timedelta(hours=3)
+    legacy = make_project().model_dump(mode="json", exclude={"previous_secrets"}) | {
+        "webhook_secret": stores.store.box.encrypt(current),
+        "previous_webhook_secret": stores.store.box.encrypt(older),
+        "previous_secret_expires_at": iso_z(expires_at),
+    }
+    await stores.redis.set(stores.store.keys.project("shop"), json.dumps(legacy))
+
+    new_key = generate_key()
+    rotating = Store(stores.redis, prefix=KEY_PREFIX, box=SecretBox([new_key, stores.encryption_key]))
+    assert await rotating.reencrypt_project("shop") is True
+    # Written back under the new key alone, in the project's own key (nothing else was written).
+    only_new = Store(stores.redis, prefix=KEY_PREFIX, box=SecretBox([new_key]))
+    project = await only_new.get_project("shop")
+    assert project is not None
+    assert project.signing_secrets(T0) == [current, older]
+    assert project.signing_secrets(expires_at) == [current]
+    assert project.public_view() == make_project().public_view()

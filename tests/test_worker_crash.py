@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
 
-from tests.helpers import Api, Merchant, eventually, make_settings
+from tests.helpers import Api, Merchant, eventually, make_settings, midtrans_key_of
 from tests.processes import Processes, free_port, relay_env, wait_until_answering
 
 PURCHASES = 500
@@ -140,7 +140,9 @@ async def deployment(processes: Processes, merchant: Merchant) -> AsyncIterator[
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http:
         try:
             await wait_until_answering(http, what="relay serve")
-            api = Api(http, make_settings(), f"http://127.0.0.1:{port}")
+            settings = make_settings()
+            key = await midtrans_key_of(str(settings.redis_url), settings)
+            api = Api(http, settings, f"http://127.0.0.1:{port}", midtrans_key=key)
             project = await api.project(webhook_url=f"{merchant.url}/hook")
             item = await api.item(project["id"])
             yield Deployment(api, project, item, merchant, slow, processes)

@@ -1,8 +1,11 @@
 """One delivery attempt: ``deliver(event_id, seq, deps)``, callable without arq.
 
 Every way an attempt can end becomes one of: delivered, next attempt scheduled, dead-lettered,
-no endpoint, or stale (a newer job owns the event). Nothing here raises into arq except a store
-failure, which the task wrapper logs and the sweeper repairs.
+no endpoint, or stale (a newer job owns the event). A failure is recorded with its reason in the
+attempt log: a secret no configured key decrypts dead-letters at once (``secret_undecryptable``),
+anything unforeseen is retried on the schedule and then dead-lettered (``internal_error``), so no
+event loops forever. Nothing here raises into arq except a store failure, which the task wrapper
+logs and the sweeper repairs.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from urllib.parse import urlsplit
 import aiohttp
 import structlog
 from arq.connections import ArqRedis
+from redis.exceptions import RedisError
 
-from relay.errors import PermanentDelivery, RetryableDelivery
+from relay.errors import PermanentDelivery, RetryableDelivery, SecretUndecryptable
 from relay.events import EventStore
 from relay.metrics import Metrics
 from relay.models import Attempt, EventRecord, WebhookStatus
@@ -105,6 +109,23 @@ async def deliver(event_id: str, seq: int, *, deps: Deps) -> Outcome:
     structlog.contextvars.bind_contextvars(event_id=event.id, order_id=event.order_id)
     try:
         return await _attempt(event, seq, deps)
+    except SecretUndecryptable:
+        return await _record(
+            event,
+            seq,
+            deps,
+            url=None,
+            error="secret_undecryptable: no configured key decrypts the project's signing secret",
+            permanent=True,
+            now=deps.clock(),
+        )
+    except (RedisError, OSError):
+        raise  # the store failed: the task logs it, the outbox keeps the event for the sweeper
+    except Exception as error:  # the edge of a delivery: a bug must not loop forever through arq
+        log.exception("delivery_failed", error=type(error).__name__)
+        return await _record(
+            event, seq, deps, url=None, error=f"internal_error: {type(error).__name__}", now=deps.clock()
+        )
     finally:
         structlog.contextvars.unbind_contextvars("event_id", "order_id")
 
@@ -169,7 +190,35 @@ async def _send_and_record(
     except PermanentDelivery as failure:
         status_code, error, permanent = failure.status_code, failure.reason, True
     duration = time.perf_counter() - started
+    return await _record(
+        event,
+        seq,
+        deps,
+        url=url,
+        status_code=status_code,
+        error=error,
+        permanent=permanent,
+        retry_after=retry_after,
+        duration=duration,
+        now=now,
+    )
 
+
+async def _record(
+    event: EventRecord,
+    seq: int,
+    deps: Deps,
+    *,
+    url: str | None,
+    error: str | None,
+    now: datetime,
+    status_code: int | None = None,
+    permanent: bool = False,
+    retry_after: float | None = None,
+    duration: float = 0.0,
+) -> Outcome:
+    """Log the attempt and move the event on: delivered, the next attempt, or the dead-letter
+    queue when the schedule is spent or the failure is permanent."""
     next_at = None
     if error is None:
         state, outcome = WebhookStatus.DELIVERED, Outcome.DELIVERED
@@ -200,7 +249,7 @@ async def _send_and_record(
     log.info(
         "delivery",
         outcome=outcome.value,
-        host=urlsplit(url).hostname,
+        host=urlsplit(url).hostname if url else None,
         status_code=status_code,
         error=error,
         attempt=event.attempts + 1,

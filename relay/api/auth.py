@@ -1,4 +1,5 @@
-"""The admin bearer token: ``admin_only`` for the builder and admin routes, compared in constant time."""
+"""The admin bearer token: ``admin_only`` for the builder and admin routes, compared in constant
+time, with failed attempts limited per address (``relay.ratelimit.FailedAuth``)."""
 
 from __future__ import annotations
 
@@ -7,29 +8,41 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from relay.api.context import SETTINGS
+from relay.api.clients import client_address
+from relay.api.context import FAILED_AUTH, SETTINGS
 from relay.errors import Unauthorized
+from relay.models import utcnow
 from relay.settings import Settings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def admin_token_matches(settings: Settings, given: str) -> bool:
-    """Whether ``given`` is RELAY_ADMIN_TOKEN, compared in constant time; never when it is unset."""
+    """Whether ``given`` is RELAY_ADMIN_TOKEN, compared in constant time; never when it is unset.
+    ``surrogatepass``: a header's undecodable bytes (lone surrogates) compare unequal, not raise."""
     token = settings.admin_token
     expected = token.get_secret_value() if token else ""
-    return hmac.compare_digest(given.encode(), expected.encode()) and bool(expected)
+    encoded = given.encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(encoded, expected.encode()) and bool(expected)
 
 
 def admin_only(handler: Handler) -> Handler:
-    """Require ``Authorization: Bearer <RELAY_ADMIN_TOKEN>``."""
+    """Require ``Authorization: Bearer <RELAY_ADMIN_TOKEN>``. An address that failed too often
+    in the current minute is refused (429) before its token is even compared."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        given = request.headers.get("authorization", "")
-        scheme, _, value = given.partition(" ")
-        matches = admin_token_matches(request.app[SETTINGS], value.strip())
-        if not matches or scheme.lower() != "bearer":
-            raise Unauthorized("missing or wrong bearer token")
+        await check_admin(request)
         return await handler(request)
 
     return wrapped
+
+
+async def check_admin(request: web.Request) -> None:
+    settings, failures, now = request.config_dict[SETTINGS], request.config_dict[FAILED_AUTH], utcnow()
+    address = client_address(request, settings.trusted_proxies)
+    await failures.check(address, now=now)
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    if not admin_token_matches(settings, value.strip()) or scheme.lower() != "bearer":
+        await failures.failed(address, now=now)
+        raise Unauthorized("missing or wrong bearer token")

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from relay.api.auth import admin_only
 from relay.api.context import CLOCK, OPERATIONS, SETTINGS, STORE
-from relay.api.parsing import parse_webhook_status, query_int, read_model, required_query
+from relay.api.parsing import parse, parse_webhook_status, query_int, read_model, required_query
 from relay.errors import Conflict, InvalidInput, not_found
 from relay.models import Item, ItemIn, Project, ProjectIn, new_client_id, new_id
 from relay.settings import Settings
@@ -70,21 +70,16 @@ async def get_project(request: web.Request) -> web.Response:
 @routes.post("/api/platform/projects/{project_id}/webhook-secret/rotate")
 @admin_only
 async def rotate_secret(request: web.Request) -> web.Response:
+    """A new secret. The one it replaces keeps signing for ROTATION_GRACE, and so does each one
+    replaced before it for the rest of its own: a merchant still on any of them keeps verifying."""
     store, now = request.app[STORE], request.app[CLOCK]()
     project = await request.app[OPERATIONS].project(request.match_info["project_id"])
-    rotated = project.model_copy(
-        update={
-            "webhook_secret": new_webhook_secret(),
-            "previous_webhook_secret": project.webhook_secret,
-            "previous_secret_expires_at": now + ROTATION_GRACE,
-            "updated_at": now,
-        }
-    )
+    rotated = project.rotated(new_webhook_secret(), now=now, grace=ROTATION_GRACE)
     await store.put_project(rotated)
     return web.json_response(
         {
             "project": rotated.public_view() | {"webhook_secret": rotated.webhook_secret},
-            "previous_secret_expires_at": rotated.model_dump(mode="json")["previous_secret_expires_at"],
+            "previous_secret_expires_at": rotated.previous_secrets[0].model_dump(mode="json")["expires_at"],
         }
     )
 
@@ -101,10 +96,10 @@ async def put_item(request: web.Request) -> web.Response:
         if existing.project_id != data.project_id:
             raise Conflict(f"item {existing.id} belongs to another project")
         changes = data.model_dump(include=data.model_fields_set - {"id", "project_id"})
-        item = Item.model_validate(existing.model_dump() | changes | {"updated_at": now})
+        fields = existing.model_dump() | changes | {"updated_at": now}
     else:
-        fields = data.model_dump(exclude={"id"})
-        item = Item(id=data.id or new_id(), **fields, created_at=now, updated_at=now)
+        fields = data.model_dump() | {"id": data.id or new_id(), "created_at": now, "updated_at": now}
+    item = parse(Item, fields)  # 400 when the amount bounds do not hold the price
     await store.put_item(item)
     return web.json_response({"item": item.model_dump(mode="json")})
 

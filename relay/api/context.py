@@ -16,7 +16,7 @@ from relay.connections import Connections
 from relay.events import EventStore
 from relay.gateways import Gateway
 from relay.metrics import Metrics
-from relay.ratelimit import RateLimit
+from relay.ratelimit import FailedAuth, PurchaseLimit
 from relay.replay import Operations
 from relay.sessions import SessionStore
 from relay.settings import Settings
@@ -26,6 +26,7 @@ SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 CLOCK: web.AppKey[Callable[[], datetime]] = web.AppKey("clock")
 GATEWAYS: web.AppKey[dict[str, Gateway]] = web.AppKey("gateways")
+SANDBOX_KEY: web.AppKey[Callable[[], str]] = web.AppKey("sandbox_key")  # in sandbox mode only
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 CONNECTIONS = web.AppKey("connections", Connections)
 STORE = web.AppKey("store", Store)
@@ -34,4 +35,5 @@ SESSIONS = web.AppKey("sessions", SessionStore)
 OPERATIONS = web.AppKey("operations", Operations)
 ARQ = web.AppKey("arq", ArqRedis)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
-PURCHASE_LIMIT = web.AppKey("purchase_limit", RateLimit)
+PURCHASE_LIMIT = web.AppKey("purchase_limit", PurchaseLimit)
+FAILED_AUTH = web.AppKey("failed_auth", FailedAuth)

@@ -1,23 +1,41 @@
-"""The ingress's one middleware: a request id, the canonical log line of every request, and the JSON
-API's errors as ``{"error": ClassName, "detail": ...}``.
+"""The ingress's one middleware: a request id, the canonical log line of every request, the edge's
+own refusals, and the JSON API's errors as ``{"error": ClassName, "detail": ...}``.
+
+- The request id is the client's ``X-Request-Id`` when it has a safe shape (1-64 of
+  ``A-Za-z0-9._-``), else a generated one; it is bound for every log line and sent back.
+- The canonical line (``request``: method, path, status, duration, error) is written for every
+  request whatever happens: an answer, a redirect, the handler raising past everything, the client
+  going away, or a bound field that the log renderer cannot write (then every value is escaped).
+- A raw path that percent-encodes a character needing no encoding (``/%6detrics``) would reach the
+  route it disguises, since the router matches the decoded path: it matches nothing here (404).
+- Request bodies held at once are bounded per process (``BodyBudget``): past the budget a request
+  is refused at once with 503 ``Overloaded`` and ``Retry-After``. A response given before its
+  request's body arrived (413 on the declared Content-Length, 503, 408) closes the connection
+  instead of reading the rest.
 
 What an exception means to a client is ``relay.errors.classify``'s answer; this renders it as JSON.
 A sub-application (the console, under ``/console``) reads its own body and renders its own errors,
-as HTML, from the same classification; its requests still get their id and log line here.
+as HTML, from the same classification; its requests still get their id, log line and budget here.
+The edge's own refusals (a disguised path, an exhausted budget) come before any of that, so they
+are JSON under ``/console`` too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
+import string
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 from aiohttp import web
 
 from relay.api.context import SETTINGS
 from relay.api.parsing import read_body
-from relay.errors import RelayError, classify, report
+from relay.errors import NotFound, Overloaded, RelayError, classify, report
 
 log = structlog.get_logger("relay.http")
 
@@ -25,6 +43,43 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # The error class a response answers with, for the request's log line (set by whichever renders it).
 ERROR_NAME = web.ResponseKey("error_name", str)
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# RFC 3986's unreserved characters, which no URI producer should encode (encoded, they are the same
+# URI), and "/": every character of this relay's route templates is one of them, so an encoded one
+# can only disguise a route, and no id here holds one. (Sub-delims such as "," may be encoded.)
+NEEDS_NO_ENCODING = frozenset(string.ascii_letters + string.digits + "-._~/")
+ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+# Request bodies one process holds at once, in RELAY_MAX_BODY_BYTES: 16 MiB at the default 64 KiB.
+IN_FLIGHT_BODIES = 256
+CLIENT_GONE = 499  # nginx's "client closed request": the status the line gives a cancelled request
+
+
+class BodyBudget:
+    """The request body bytes this process may hold at once. A request with a body reserves its
+    declared Content-Length (the most a body may be, when it declares none) before the body is
+    read, and gives it back once answered: thousands of connections each holding a body just
+    under the limit cannot grow memory past the budget."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    @classmethod
+    def for_max_body(cls, max_body_bytes: int) -> BodyBudget:
+        return cls(IN_FLIGHT_BODIES * max_body_bytes)
+
+    def reserve(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.used -= size
+
+
+BODY_BUDGET = web.AppKey("body_budget", BodyBudget)
 
 
 def error_response(error: RelayError) -> web.Response:
@@ -37,27 +92,67 @@ def error_response(error: RelayError) -> web.Response:
 @web.middleware
 async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bind a request id, answer errors as JSON (the root app's routes), and write one log line."""
-    request_id = request.headers.get("x-request-id", "")[:64] or os.urandom(16).hex()
+    request_id = request_id_of(request)
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
+    # What the line says if nothing below answers (the handler raised past everything).
+    status: int = 500
+    error: str | None = "InternalError"
+    try:
+        try:
+            response = await _answer(request, handler)
+        except web.HTTPException as passing:  # a redirect (errors were answers above)
+            passing.headers["x-request-id"] = request_id
+            status, error = passing.status, type(passing).__name__ if passing.status >= 400 else None
+            raise
+        response.headers["x-request-id"] = request_id
+        if request.body_exists and not request.content.is_eof():
+            response.force_close()  # answered before the body arrived: do not wait for the rest
+        status, error = response.status, response.get(ERROR_NAME)
+        return response
+    except asyncio.CancelledError:
+        status, error = CLIENT_GONE, "Cancelled"
+        raise
+    finally:
+        _request_line(request, status=status, error=error, started=started)
+        structlog.contextvars.clear_contextvars()
+
+
+def request_id_of(request: web.Request) -> str:
+    """The client's X-Request-Id when it has a safe shape, else a new random one."""
+    given = request.headers.get("x-request-id")
+    return given if given is not None and REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
+
+
+def disguised(raw_path: str) -> bool:
+    """Whether a raw request target's path percent-encodes a character that needs no encoding."""
+    path = raw_path.partition("?")[0]
+    return "%" in path and any(chr(int(code, 16)) in NEEDS_NO_ENCODING for code in ESCAPE.findall(path))
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if disguised(request.raw_path):
+        return error_response(NotFound("no such route"))
+    size = _body_size(request)
+    budget = request.config_dict[BODY_BUDGET]
+    if not budget.reserve(size):  # the request's line says Overloaded: no second line per refusal
+        return error_response(Overloaded("too many request bodies in flight; retry shortly"))
     try:
         if len(request.match_info.apps) > 1:  # a sub-application's route: it renders its own errors
-            response = await handler(request)
-        else:
-            response = await _json_errors(request, handler)
-        response.headers["x-request-id"] = request_id
-        log.info(
-            "request",
-            method=request.method,
-            path=request.path,
-            status=response.status,
-            duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            error=response.get(ERROR_NAME),
-        )
-        return response
+            return await handler(request)
+        return await _json_errors(request, handler)
     finally:
-        structlog.contextvars.clear_contextvars()
+        budget.release(size)
+
+
+def _body_size(request: web.Request) -> int:
+    """What a request's body may hold: nothing, its declared length, or at most the limit."""
+    if not request.body_exists:
+        return 0
+    limit = request.config_dict[SETTINGS].max_body_bytes
+    declared = request.content_length
+    return limit if declared is None else min(declared, limit)
 
 
 async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -74,3 +169,28 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
         classified = classify(error)
         report(error, classified, log)
         return error_response(classified)
+
+
+def _request_line(request: web.Request, *, status: int, error: str | None, started: float) -> None:
+    fields: dict[str, Any] = {
+        "method": request.method,
+        "path": request.path,
+        "status": status,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        "error": error,
+    }
+    try:
+        log.info("request", **fields)
+    except (TypeError, ValueError):  # a value the renderer cannot write (orjson: a lone surrogate)
+        bound = {key: _escaped(value) for key, value in structlog.contextvars.get_contextvars().items()}
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(**bound)
+        log.info("request", **{key: _escaped(value) for key, value in fields.items()}, escaped=True)
+
+
+def _escaped(value: object) -> object:
+    """``value`` as something any renderer writes: strings with undecodable parts escaped."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    text = value if isinstance(value, str) else repr(value)
+    return text.encode("utf-8", "backslashreplace").decode()

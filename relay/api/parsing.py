@@ -23,20 +23,40 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 ISO_EXAMPLE = "2026-05-06T10:00:00Z"
 
 
+FORM = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data"
+
+
 async def read_body(request: web.Request, *, deadline: float, limit: int) -> None:
     """Read the whole body up front, within ``deadline`` seconds: a client trickling its body
     (slowloris) is cut off instead of holding a handler. Handlers then get the body from aiohttp's
-    cache. Over ``limit`` bytes is ``PayloadTooLarge``."""
+    cache. Over ``limit`` bytes is ``PayloadTooLarge``: at once when the declared Content-Length
+    says so, without waiting for a byte of it. A form is decoded here too (aiohttp caches it for
+    ``request.post()``), so one that is not text in its charset is a 400, not a handler's crash."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"body is larger than {limit} bytes")
     try:
         if request.content.is_eof():  # all of it came with the headers: nothing to wait for
             await request.read()
-            return
-        async with asyncio.timeout(deadline):
-            await request.read()
+        else:
+            async with asyncio.timeout(deadline):
+                await request.read()
     except TimeoutError:
         raise RequestTimeout(f"the body did not arrive within {deadline:g} s") from None
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"body is larger than {limit} bytes") from None
+    if request.content_type in (FORM, MULTIPART):
+        await _read_form(request)
+
+
+async def _read_form(request: web.Request) -> None:
+    if request.content_type == MULTIPART:  # the body is read already: aiohttp cannot stream it again
+        raise InvalidInput(f"send forms as {FORM}, not {MULTIPART}")
+    try:
+        await request.post()
+    except (ValueError, LookupError):  # not text in its charset (UnicodeDecodeError), no such charset
+        raise InvalidInput(f"the form is not {(request.charset or 'utf-8')[:40]} text") from None
 
 
 async def read_model(request: web.Request, model: type[ModelT]) -> ModelT:

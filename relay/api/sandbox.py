@@ -1,10 +1,12 @@
-"""The built-in sandbox checkout (only when RELAY_MIDTRANS_SERVER_KEY is unset).
+"""The built-in sandbox checkout (only in sandbox mode: no gateway key set, or RELAY_SANDBOX).
 
 ``GET /sandbox/checkout/{order_id}`` shows the purchase with "Pay" and "Expire" buttons.
 
 For a Midtrans purchase each button carries a Midtrans-format notification signed with the sandbox
-key (derived from the admin token, never a real key) and posts it, from the browser, to the relay's
-own ``/callbacks/midtrans``: the same route and checks a real gateway goes through.
+key and posts it, from the browser, to the relay's own ``/callbacks/midtrans``: the same route and
+checks a real gateway goes through. The sandbox key is random, made once and kept in Redis
+(``load_key``), so every process of the relay agrees on it and nothing about any other secret (the
+admin token) can be learnt from what it signs.
 
 For any other gateway the keys are real ones, so nothing signed reaches the browser: the buttons
 post a form to ``POST /sandbox/checkout/{order_id}`` (``action=pay|expire``), and the server builds
@@ -15,44 +17,97 @@ header's), and redirects back to the page.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import hmac
 import re
+import secrets
 from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
+from redis.asyncio import Redis
 
-from relay.api.context import CLOCK, GATEWAYS, HTTP, SETTINGS, STORE, TEMPLATES
-from relay.errors import Conflict, InvalidInput, not_found
+from relay.api.context import CLOCK, GATEWAYS, HTTP, SANDBOX_KEY, SETTINGS, STORE, TEMPLATES
+from relay.errors import REDIS_DOWN, Conflict, InvalidInput, StoreUnavailable, not_found
 from relay.gateways.midtrans import settlement_payload, sign_notification
 from relay.jsonutil import dumps
 from relay.models import Purchase, PurchaseStatus
+from relay.schema import Keys
 from relay.settings import Settings
 
 routes = web.RouteTableDef()
 
 ACTIONS = {"pay": PurchaseStatus.PAID, "expire": PurchaseStatus.EXPIRED}
 ACCEPTED = "accepted"
+# Its script and style come from the relay itself (/sandbox/sandbox.js, .css); nothing inline runs.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
+ASSETS = {"sandbox.js": "text/javascript", "sandbox.css": "text/css"}
 
 
-def checkout_path(settings: Settings, order_id: str) -> str:
+async def load_key(redis: Redis, keys: Keys) -> str:
+    """The sandbox key: the one in Redis, or, the first time, a new random one put there."""
+    await redis.set(keys.sandbox_key, "SB-Mid-server-" + secrets.token_hex(24), nx=True)
+    key = await redis.get(keys.sandbox_key)
+    if not isinstance(key, str):
+        raise RuntimeError("the sandbox key vanished from Redis as it was read")
+    return key
+
+
+class SandboxKey:
+    """The sandbox key once loaded; until then (Redis was away when the relay started) reading it
+    is ``StoreUnavailable``, as everything else is without Redis."""
+
+    def __init__(self) -> None:
+        self.value: str | None = None
+
+    def __call__(self) -> str:
+        if self.value is None:
+            raise StoreUnavailable("the sandbox key is not loaded yet: the store is unavailable; retry later")
+        return self.value
+
+    async def keep_loading(self, redis: Redis, keys: Keys, *, every: float = 1.0) -> None:
+        """Load the key, trying again every ``every`` seconds while Redis is away."""
+        while self.value is None:
+            try:
+                self.value = await load_key(redis, keys)
+            except REDIS_DOWN:
+                await asyncio.sleep(every)
+
+
+def sandbox_token(key: str, order_id: str) -> str:
+    """The token a sandbox checkout link carries: without it the page is a 404, so order ids
+    cannot be enumerated through the sandbox."""
+    return hmac.new(key.encode(), f"sandbox checkout {order_id}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def checkout_path(key: str, order_id: str) -> str:
     """The sandbox checkout link of an order, with the token that opens it."""
-    return f"/sandbox/checkout/{quote(order_id, safe='')}?token={settings.sandbox_token(order_id)}"
+    return f"/sandbox/checkout/{quote(order_id, safe='')}?token={sandbox_token(key, order_id)}"
 
 
 def checkout_url(request: web.Request, order_id: str) -> str:
     """``checkout_path`` on RELAY_PUBLIC_BASE_URL, or when that is unset, on the address this
     request reached the relay at."""
-    settings = request.app[SETTINGS]
-    return (settings.public_base_url or own_base_url(request)) + checkout_path(settings, order_id)
+    base = request.app[SETTINGS].public_base_url or own_base_url(request)
+    return base + checkout_path(request.app[SANDBOX_KEY](), order_id)
 
 
 async def _sandbox_purchase(request: web.Request) -> Purchase:
     order_id = request.match_info["order_id"]
     settings = request.app[SETTINGS]
     token = request.query.get("token", "")
-    opened = settings.sandbox and hmac.compare_digest(
-        token.encode(), settings.sandbox_token(order_id).encode()
+    opened = settings.sandbox_mode and hmac.compare_digest(
+        token.encode(errors="surrogateescape"), sandbox_token(request.app[SANDBOX_KEY](), order_id).encode()
     )
     purchase = await request.app[STORE].get_purchase(order_id) if opened else None
     if purchase is None:
@@ -74,14 +129,16 @@ async def checkout(request: web.Request) -> web.Response:
 
     def notification(status: str) -> str:
         return dumps(
-            sign_notification(settlement_payload(purchase, status=status, now=now), settings.midtrans_key)
+            sign_notification(
+                settlement_payload(purchase, status=status, now=now), request.app[SANDBOX_KEY]()
+            )
         )
 
     notifications = form_action = None
     if purchase.gateway == "midtrans":
         notifications = {"pay": notification("settlement"), "expire": notification("expire")}
     elif _may_simulate(settings, purchase):
-        form_action = checkout_path(settings, purchase.order_id)
+        form_action = checkout_path(request.app[SANDBOX_KEY](), purchase.order_id)
     page = (
         request.app[TEMPLATES]
         .get_template("sandbox.html")
@@ -92,7 +149,15 @@ async def checkout(request: web.Request) -> web.Response:
             result=request.query.get("result", ""),
         )
     )
-    return web.Response(text=page, content_type="text/html")
+    return web.Response(text=page, content_type="text/html", headers=SECURITY_HEADERS)
+
+
+@routes.get("/sandbox/{asset:sandbox\\.(?:js|css)}")
+async def asset(request: web.Request) -> web.Response:
+    name = request.match_info["asset"]
+    templates = request.app[TEMPLATES]
+    text = templates.loader.get_source(templates, name)[0] if templates.loader else ""
+    return web.Response(text=text, content_type=ASSETS[name], headers=SECURITY_HEADERS)
 
 
 @routes.post("/sandbox/checkout/{order_id}")
@@ -120,7 +185,7 @@ async def simulate(request: web.Request) -> web.Response:
     if not accepted:
         name = answer.get("error") if isinstance(answer, dict) else None
         result = name if isinstance(name, str) and re.fullmatch(r"\w{1,64}", name) else "Error"
-    location = f"{checkout_path(request.app[SETTINGS], purchase.order_id)}&result={result}"
+    location = f"{checkout_path(request.app[SANDBOX_KEY](), purchase.order_id)}&result={result}"
     return web.Response(status=303, headers={"Location": location})
 
 

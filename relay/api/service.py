@@ -1,10 +1,12 @@
-"""Service routes: liveness, readiness (Redis answers), Prometheus metrics and the OpenAPI document."""
+"""Service routes: liveness, readiness (Redis answers), Prometheus metrics (admin token: they show
+sales volume) and the OpenAPI document."""
 
 from __future__ import annotations
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from relay.api.auth import admin_only
 from relay.api.context import CLOCK, CONNECTIONS, METRICS, STORE
 from relay.openapi import document_bytes
 
@@ -24,6 +26,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 @routes.get("/metrics")
+@admin_only
 async def metrics(request: web.Request) -> web.Response:
     body = await request.app[METRICS].render(
         request.app[STORE].redis, request.app[STORE].keys, now=request.app[CLOCK]()

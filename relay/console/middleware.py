@@ -28,8 +28,11 @@ log = structlog.get_logger("relay.console")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PageHandler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
 
+# Over https the session cookie is __Host- (Secure, Path=/, no Domain: no subdomain or plain-http
+# page can set or shadow it); over plain http, for local use, a plain one on /console.
 COOKIE = "relay_console"
 COOKIE_PATH = "/console"
+HOST_COOKIE = "__Host-relay_console"
 
 # No script at all: plain forms and a redirect after each POST.
 SECURITY_HEADERS = {
@@ -77,8 +80,28 @@ def _error_page(request: web.Request, error: RelayError) -> web.Response:
     return response
 
 
+def https(request: web.Request) -> bool:
+    """Whether the browser reached the console over https: directly, or through a TLS-terminating
+    proxy in front of a relay whose RELAY_PUBLIC_BASE_URL is https."""
+    base = request.config_dict[SETTINGS].public_base_url or ""
+    return request.secure or base.startswith("https://")
+
+
+def session_cookie(request: web.Request) -> tuple[str, str, bool]:
+    """The session cookie's name, path and Secure flag for this request."""
+    return (HOST_COOKIE, "/", True) if https(request) else (COOKIE, COOKIE_PATH, False)
+
+
+# What a session id can look like (secrets.token_urlsafe): any other cookie value is no session,
+# and never reaches the store (one that is not UTF-8 could not even be hashed into its key).
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
 async def current_session(request: web.Request) -> Session | None:
-    return await request.config_dict[SESSIONS].get(request.cookies.get(COOKIE))
+    name, _, _ = session_cookie(request)
+    given = request.cookies.get(name)
+    session_id = given if given is not None and SESSION_ID.fullmatch(given) else None
+    return await request.config_dict[SESSIONS].get(session_id)
 
 
 async def render(

@@ -15,19 +15,19 @@ import structlog
 from aiohttp import web
 
 from relay.api.auth import admin_token_matches
-from relay.api.context import CLOCK, EVENTS, OPERATIONS, SESSIONS, SETTINGS, STORE, TEMPLATES
+from relay.api.clients import client_address
+from relay.api.context import CLOCK, EVENTS, FAILED_AUTH, OPERATIONS, SESSIONS, SETTINGS, STORE, TEMPLATES
 from relay.api.parsing import parse_project_id, parse_since, parse_webhook_status, query_int
 from relay.console.middleware import (
-    COOKIE,
-    COOKIE_PATH,
     LOGIN,
     current_session,
     local_path,
     operator_page,
     render,
     see_other,
+    session_cookie,
 )
-from relay.models import Project, WebhookStatus
+from relay.models import Project, WebhookStatus, utcnow
 from relay.sessions import SESSION_TTL, Session
 from relay.store import Store
 
@@ -61,9 +61,13 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/login")
 async def login(request: web.Request) -> web.StreamResponse:
+    settings, failures, now = request.config_dict[SETTINGS], request.config_dict[FAILED_AUTH], utcnow()
+    address = client_address(request, settings.trusted_proxies)
+    await failures.check(address, now=now)  # too many failures from here: 429, token unread
     token = (await request.post()).get("token")
-    if not isinstance(token, str) or not admin_token_matches(request.config_dict[SETTINGS], token.strip()):
-        log.warning("console_login", outcome="refused", remote=request.remote)
+    if not isinstance(token, str) or not admin_token_matches(settings, token.strip()):
+        await failures.failed(address, now=now)
+        log.warning("console_login", outcome="refused", remote=address)
         return await render(
             request, "login.html", session=None, status=401, error="That is not the admin token."
         )
@@ -72,25 +76,19 @@ async def login(request: web.Request) -> web.StreamResponse:
     if previous is not None:
         await sessions.delete(previous)
     session = await sessions.create(now=request.config_dict[CLOCK]())
-    log.info("console_login", outcome="ok", remote=request.remote)
+    log.info("console_login", outcome="ok", remote=address)
     response = see_other("/console")
+    name, path, secure = session_cookie(request)
     response.set_cookie(
-        COOKIE,
+        name,
         session.id,
-        path=COOKIE_PATH,
+        path=path,
         max_age=int(SESSION_TTL.total_seconds()),
         httponly=True,
         samesite="Strict",
-        secure=_https(request),
+        secure=secure,
     )
     return response
-
-
-def _https(request: web.Request) -> bool:
-    """Whether the browser reached the console over https: directly, or through a TLS-terminating
-    proxy in front of a relay whose RELAY_PUBLIC_BASE_URL is https."""
-    base = request.config_dict[SETTINGS].public_base_url or ""
-    return request.secure or base.startswith("https://")
 
 
 @routes.post("/logout")
@@ -98,7 +96,8 @@ def _https(request: web.Request) -> bool:
 async def logout(request: web.Request, session: Session) -> web.StreamResponse:
     await request.config_dict[SESSIONS].delete(session)
     response = see_other(LOGIN)
-    response.del_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="Strict", secure=_https(request))
+    name, path, secure = session_cookie(request)
+    response.del_cookie(name, path=path, httponly=True, samesite="Strict", secure=secure)
     return response
 
 

@@ -27,9 +27,11 @@ class Gateway(Protocol):
         ...
 
     async def confirm(self, outcome: PaymentOutcome, http: aiohttp.ClientSession) -> PaymentOutcome:
-        """Settle what the callback leaves open through the gateway's status API (Duitku's
-        resultCode 01); most gateways return ``outcome`` unchanged. Raise GatewayUnavailable when
-        the status API cannot answer, so the gateway retries the callback."""
+        """Check what the callback's signature does not cover against the gateway's status API
+        and return the outcome the API states (Duitku's every resultCode with
+        RELAY_DUITKU_API_BASE; Midtrans's final statuses with RELAY_MIDTRANS_CONFIRM); most
+        gateways return ``outcome`` unchanged. Raise GatewayUnavailable when the status API cannot
+        answer, so the gateway retries the callback."""
         ...
 
     async def create_invoice(self, purchase: Purchase, http: aiohttp.ClientSession) -> str | None:

@@ -5,8 +5,8 @@ encoding (hex or base64). The signature covers the raw body, or ``{timestamp}.{b
 timestamp header is configured; that header holds unix seconds, which must be within ``tolerance``
 seconds of the relay's clock, so a captured callback cannot be replayed later. Dotted JSON paths
 ("data.order.id"; a numeric part indexes a list) say where the order id, status, amount and
-optional paid-at time (ISO 8601 with a zone, or unix seconds) are, and ``statuses`` maps the source's
-status values to the relay's.
+optional paid-at time (ISO 8601 with a zone, or unix seconds) and currency are, and ``statuses``
+maps the source's status values to the relay's.
 """
 
 from __future__ import annotations
@@ -23,7 +23,18 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, Valid
 
 from relay.errors import InvalidInput, VerificationError
 from relay.gateways import GatewayDefaults
-from relay.gateways.fields import amount, dig, header, iso_time, mapped, same, text, unix_time
+from relay.gateways.fields import (
+    amount,
+    currency,
+    dig,
+    header,
+    mapped,
+    paid_time,
+    same,
+    text,
+    unix_or_iso_time,
+    unix_time,
+)
 from relay.jsonutil import parse_object
 from relay.models import PaymentOutcome, Purchase, PurchaseStatus, iso_z
 
@@ -42,6 +53,7 @@ class SourcePaths(BaseModel):
     status: JsonPath
     amount: JsonPath
     paid_at: JsonPath | None = None
+    currency: JsonPath | None = None
 
 
 class CustomSourceConfig(BaseModel):
@@ -118,7 +130,7 @@ class CustomSource(GatewayDefaults):
         config = self._config
         given = header(headers, config.header)
         if not given:
-            raise VerificationError(f"the {config.header} header is missing")
+            raise VerificationError(f"the {config.header} header is missing or unreadable")
         timestamp = None
         if config.timestamp_header is not None:
             timestamp = header(headers, config.timestamp_header)
@@ -144,11 +156,8 @@ class CustomSource(GatewayDefaults):
         raw_status = str(raw)[:64]
         status = mapped(self._config.statuses, raw_status, "status")
         paid_at = None
-        stamp = dig(payload, paths.paid_at) if paths.paid_at else None
-        if status is PurchaseStatus.PAID and stamp is not None:
-            digits = isinstance(stamp, int) or (isinstance(stamp, str) and stamp.isdigit())
-            where = paths.paid_at or ""
-            paid_at = unix_time(stamp, where) if digits else iso_time(stamp, where)
+        if status is PurchaseStatus.PAID and paths.paid_at:
+            paid_at = paid_time(dig(payload, paths.paid_at), paths.paid_at, unix_or_iso_time)
         return PaymentOutcome(
             gateway=self.name,
             order_id=text(payload, paths.order_id),
@@ -156,6 +165,7 @@ class CustomSource(GatewayDefaults):
             amount=amount(dig(payload, paths.amount), paths.amount),
             paid_at=paid_at,
             raw_status=raw_status,
+            currency=currency(dig(payload, paths.currency), paths.currency) if paths.currency else None,
         )
 
     def sandbox_callback(
@@ -169,6 +179,8 @@ class CustomSource(GatewayDefaults):
         _put(document, config.paths.order_id, purchase.order_id)
         _put(document, config.paths.status, raw)
         _put(document, config.paths.amount, purchase.amount)
+        if config.paths.currency:
+            _put(document, config.paths.currency, purchase.currency)
         if config.paths.paid_at and status is PurchaseStatus.PAID:
             _put(document, config.paths.paid_at, iso_z(now))
         body = json.dumps(document).encode()

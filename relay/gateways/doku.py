@@ -30,7 +30,7 @@ from typing import Any
 
 from relay.errors import InvalidInput, VerificationError
 from relay.gateways import GatewayDefaults
-from relay.gateways.fields import amount, dig, header, iso_time, mapped, same, text
+from relay.gateways.fields import amount, currency, dig, header, iso_time, mapped, paid_time, same, text
 from relay.jsonutil import parse_object
 from relay.models import PaymentOutcome, Purchase, PurchaseStatus, iso_z
 
@@ -92,7 +92,7 @@ class Doku(GatewayDefaults):
         for name in ("Client-Id", "Request-Id", "Request-Timestamp", "Signature"):
             value = header(headers, name)
             if not value or len(value) > 256:
-                raise VerificationError(f"the {name} header is missing")
+                raise VerificationError(f"the {name} header is missing or unreadable")
             values[name] = value
         expected = signature(
             client_id=values["Client-Id"],
@@ -123,9 +123,8 @@ class Doku(GatewayDefaults):
         raw_status = text(payload, "transaction.status")
         status = mapped(STATUS_MAP, raw_status, "transaction.status")
         paid_at = None
-        stamp = dig(payload, "transaction.date")
-        if status is PurchaseStatus.PAID and stamp:
-            paid_at = iso_time(stamp, "transaction.date")
+        if status is PurchaseStatus.PAID:
+            paid_at = paid_time(dig(payload, "transaction.date"), "transaction.date", iso_time)
         reference = dig(payload, "transaction.original_request_id")
         return PaymentOutcome(
             gateway=self.name,
@@ -135,6 +134,7 @@ class Doku(GatewayDefaults):
             paid_at=paid_at,
             raw_status=raw_status,
             reference=reference if isinstance(reference, str) else None,
+            currency=currency(dig(payload, "order.currency"), "order.currency"),
         )
 
     def sandbox_callback(

@@ -4,10 +4,13 @@
 strings as sent; it does not cover ``resultCode``, so, as with Midtrans, it is a first filter and the
 amount is checked against the stored purchase. ``merchantCode`` must be the configured one.
 
-``resultCode`` ``00`` pays and ``02`` fails the purchase. ``01`` is not final: when
-``RELAY_DUITKU_API_BASE`` is set, ``confirm`` asks the transactionStatus API (``statusCode`` ``00``
-paid, ``01`` still pending, ``02`` failed), and when that API cannot answer the callback gets a 503 so
-Duitku sends it again; when it is unset, ``01`` leaves the purchase pending.
+``resultCode`` ``00`` pays and ``02`` fails the purchase; ``01`` is not final. Because the signature
+does not cover ``resultCode``, a captured ``01`` callback could be replayed as ``00``: when
+``RELAY_DUITKU_API_BASE`` is set, ``confirm`` asks the transactionStatus API about every callback,
+whatever its ``resultCode``, and applies the API's ``statusCode`` (``00`` paid, ``01`` still
+pending, ``02`` failed) and ``amount`` instead; when that API cannot answer (or answers a code it
+does not document) the callback gets a 503 so Duitku sends it again. Unset, ``00`` pays, ``02``
+fails and ``01`` leaves the purchase pending.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ log = structlog.get_logger("relay.gateways.duitku")
 
 SIGNED_FIELDS = ("merchantCode", "amount", "merchantOrderId")
 STATUS_PATH = "/webapi/api/merchant/transactionStatus"
-UNCONFIRMED = "01"
 
 RESULT_MAP = {"00": PurchaseStatus.PAID, "01": PurchaseStatus.PENDING, "02": PurchaseStatus.FAILED}
 STATUS_API_MAP = RESULT_MAP  # the transactionStatus API's statusCode uses the same codes
@@ -99,14 +101,16 @@ class Duitku(GatewayDefaults):
         )
 
     async def confirm(self, outcome: PaymentOutcome, http: aiohttp.ClientSession) -> PaymentOutcome:
-        if outcome.raw_status != UNCONFIRMED or self._api_base is None:
+        """With RELAY_DUITKU_API_BASE, the transactionStatus API's answer replaces the callback's,
+        whatever its resultCode (00 and 02 included: the signature does not cover it)."""
+        if self._api_base is None:
             return outcome
         data = await self._transaction_status(http, outcome.order_id)
         code = data.get("statusCode")
         status = STATUS_API_MAP.get(code) if isinstance(code, str) else None
         if status is None:
             log.warning("duitku_status_unknown", status_code=str(code)[:16])
-            return outcome
+            raise GatewayUnavailable("Duitku's transactionStatus API answered an unknown statusCode; retry")
         if data.get("merchantOrderId", outcome.order_id) != outcome.order_id:
             raise GatewayUnavailable("Duitku's transactionStatus API answered for another order")
         try:
@@ -114,7 +118,7 @@ class Duitku(GatewayDefaults):
         except InvalidInput:
             raise GatewayUnavailable("Duitku's transactionStatus API answered without an amount") from None
         return dataclasses.replace(
-            outcome, status=status, amount=confirmed, raw_status=f"{UNCONFIRMED}/status {code}"
+            outcome, status=status, amount=confirmed, raw_status=f"{outcome.raw_status}/status {code}"
         )
 
     async def _transaction_status(self, http: aiohttp.ClientSession, order_id: str) -> dict[str, Any]:

@@ -1,8 +1,17 @@
 """Midtrans HTTP notifications and the Snap API.
 
 The notification's ``signature_key`` is ``SHA512(order_id + status_code + gross_amount + server_key)``
-over the raw strings as sent. It does not cover ``transaction_status``, so it is a first filter;
-the amount is checked against the stored purchase afterwards (``relay/lua/ingest.lua``).
+over the raw strings as sent. It does not cover ``transaction_status``, so it is a first filter:
+
+- ``status_code`` is three digits and ``gross_amount`` Midtrans's exact form (``50000.00``: no
+  leading zero, two decimals), so characters cannot move between the concatenated fields;
+- a notification that pays (``settlement``, an accepted ``capture``) must carry ``status_code``
+  200, which is signed: a captured 201 (pending) or 202 (deny, expire) notification cannot be
+  replayed as a settlement. Statuses that pay nothing are never refused over their code, only
+  logged when the pairing is not one Midtrans documents (``STATUS_CODES``);
+- the amount is checked against the stored purchase afterwards (``relay/lua/ingest.lua``);
+- with RELAY_MIDTRANS_CONFIRM every final status is asked of the status API (``confirm``).
+
 Invoices are Snap transactions (``create_invoice``).
 """
 
@@ -11,7 +20,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -22,13 +32,37 @@ import aiohttp
 import structlog
 
 from relay.errors import GatewayUnavailable, InvalidInput, UpstreamUnavailable, VerificationError
-from relay.gateways.fields import amount, same, text
+from relay.gateways.fields import amount, currency, paid_time, same, text
 from relay.jsonutil import parse_object
 from relay.models import PaymentOutcome, Purchase, PurchaseStatus
 
 log = structlog.get_logger("relay.gateways.midtrans")
 JAKARTA = ZoneInfo("Asia/Jakarta")
 SIGNED_FIELDS = ("order_id", "status_code", "gross_amount")
+
+STATUS_CODE = re.compile(r"[0-9]{3}")
+GROSS_AMOUNT = re.compile(r"(0|[1-9][0-9]{0,17})\.[0-9]{2}")
+SIGNATURE_KEY = re.compile(r"[0-9a-fA-F]{128}")
+PAID_CODE = "200"
+
+# The status_code Midtrans sends with each transaction_status: its code list (200 success, 201
+# pending or challenged by fraud detection, 202 denied / failed / expired, 407 expired as the
+# status and expire APIs answer), the status cycle and the notification samples. Only the paying
+# pairings are enforced (PAID_CODE); the others are logged when they differ from these.
+STATUS_CODES: dict[str, frozenset[str]] = {
+    "settlement": frozenset({"200"}),
+    "capture": frozenset({"200", "201"}),  # 201: fraud_status challenge
+    "authorize": frozenset({"200", "201"}),
+    "pending": frozenset({"201"}),
+    "deny": frozenset({"202"}),
+    "cancel": frozenset({"200", "202"}),
+    "failure": frozenset({"202"}),
+    "expire": frozenset({"202", "407"}),
+    "refund": frozenset({"200"}),
+    "partial_refund": frozenset({"200"}),
+    "chargeback": frozenset({"200"}),
+    "partial_chargeback": frozenset({"200"}),
+}
 
 STATUS_MAP = {
     "settlement": PurchaseStatus.PAID,
@@ -58,16 +92,15 @@ def sign_notification(payload: dict[str, Any], server_key: str) -> dict[str, Any
     return signed
 
 
-def jakarta_to_utc(text: str) -> datetime:
+def jakarta_to_utc(value: Any, field: str = "time") -> datetime:
     """Midtrans times are ``YYYY-MM-DD HH:MM:SS`` in Asia/Jakarta."""
     # fromisoformat is ten times faster than strptime but takes more forms: hold it to this one.
     try:
-        if len(text) != 19 or text[10] != " " or not text[:4].isdigit():
-            raise ValueError(text)
-        local = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(f"time {text[:40]!r} is not 'YYYY-MM-DD HH:MM:SS'") from None
-    return local.replace(tzinfo=JAKARTA).astimezone(UTC)
+        if not isinstance(value, str) or len(value) != 19 or value[10] != " " or not value[:4].isdigit():
+            raise ValueError(value)
+        return datetime.fromisoformat(value).replace(tzinfo=JAKARTA).astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: 0001-01-01 00:00:00 is before year 1 in UTC
+        raise InvalidInput(f"{field} {str(value)[:40]!r} is not 'YYYY-MM-DD HH:MM:SS'") from None
 
 
 def _require_strings(payload: dict[str, Any], fields: tuple[str, ...]) -> None:
@@ -75,14 +108,43 @@ def _require_strings(payload: dict[str, Any], fields: tuple[str, ...]) -> None:
         text(payload, field)
 
 
+def _status(payload: dict[str, Any]) -> PurchaseStatus | None:
+    """What ``transaction_status`` (with ``fraud_status`` for a capture) means, None if unknown."""
+    raw_status = payload["transaction_status"]
+    if raw_status == "capture":
+        fraud = payload.get("fraud_status")
+        return PurchaseStatus.PAID if fraud in (None, "", "accept") else PurchaseStatus.PENDING
+    return STATUS_MAP.get(raw_status)
+
+
+def check_status_code(payload: dict[str, Any]) -> None:
+    """Refuse a paying transaction_status that its signed status_code does not vouch for; log a
+    pairing of another status that Midtrans does not document (and accept it)."""
+    raw_status, code = payload["transaction_status"], payload["status_code"]
+    if _status(payload) is PurchaseStatus.PAID:
+        if code != PAID_CODE:
+            raise InvalidInput(
+                f"transaction_status {raw_status!r} does not go with status_code {code!r}: "
+                f"Midtrans pays with {PAID_CODE}"
+            )
+    elif code not in STATUS_CODES.get(raw_status, frozenset()):
+        log.warning("midtrans_status_code_unexpected", status_code=code, transaction_status=raw_status[:40])
+
+
 class Midtrans:
     name = "midtrans"
     ok_body: dict[str, Any] = {"status": "ok"}
 
     def __init__(
-        self, *, server_key: str, api_base: str = "", snap_base: str = "", confirm: bool = False
+        self,
+        *,
+        server_key: str | Callable[[], str],
+        api_base: str = "",
+        snap_base: str = "",
+        confirm: bool = False,
     ) -> None:
-        self._server_key = server_key
+        # The sandbox's key is read when it is needed: it is loaded from Redis once Redis answers.
+        self._key = server_key if callable(server_key) else (lambda: server_key)
         self._api_base = api_base
         self._snap_base = snap_base or api_base
         self._confirm = confirm
@@ -90,25 +152,29 @@ class Midtrans:
     def verify(self, body: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
         payload = parse_object(body)
         _require_strings(payload, (*SIGNED_FIELDS, "signature_key", "transaction_status"))
+        if not STATUS_CODE.fullmatch(payload["status_code"]):
+            raise InvalidInput("status_code must be three digits")
+        if not GROSS_AMOUNT.fullmatch(payload["gross_amount"]):
+            raise InvalidInput("gross_amount must be digits, a dot and two decimals, e.g. '50000.00'")
+        if not SIGNATURE_KEY.fullmatch(payload["signature_key"]):
+            raise VerificationError("signature_key is not a SHA-512 hex digest")
         expected = signature(
-            payload["order_id"], payload["status_code"], payload["gross_amount"], self._server_key
+            payload["order_id"], payload["status_code"], payload["gross_amount"], self._key()
         )
         if not same(expected, payload["signature_key"].lower()):
             raise VerificationError("signature_key does not match")
+        check_status_code(payload)
         return payload
 
     def normalise(self, payload: dict[str, Any]) -> PaymentOutcome:
         raw_status = payload["transaction_status"]
-        status = STATUS_MAP.get(raw_status)
-        if raw_status == "capture":
-            fraud = payload.get("fraud_status")
-            status = PurchaseStatus.PAID if fraud in (None, "", "accept") else PurchaseStatus.PENDING
+        status = _status(payload)
         if status is None:
             raise InvalidInput(f"unknown transaction_status {raw_status[:40]!r}")
         paid_at = None
         if status is PurchaseStatus.PAID:
-            stamp = payload.get("settlement_time") or payload.get("transaction_time")
-            paid_at = jakarta_to_utc(stamp) if isinstance(stamp, str) and stamp else None
+            field = "settlement_time" if payload.get("settlement_time") else "transaction_time"
+            paid_at = paid_time(payload.get(field), field, jakarta_to_utc)
         reference = payload.get("transaction_id")
         return PaymentOutcome(
             gateway=self.name,
@@ -118,31 +184,34 @@ class Midtrans:
             paid_at=paid_at,
             raw_status=raw_status,
             reference=reference if isinstance(reference, str) else None,
+            currency=currency(payload.get("currency"), "currency"),
         )
 
     async def create_invoice(self, purchase: Purchase, http: aiohttp.ClientSession) -> str:
         return await create_snap_transaction(
-            http, base=self._snap_base, server_key=self._server_key, purchase=purchase
+            http, base=self._snap_base, server_key=self._key(), purchase=purchase
         )
 
     async def confirm(self, outcome: PaymentOutcome, http: aiohttp.ClientSession) -> PaymentOutcome:
-        """With RELAY_MIDTRANS_CONFIRM, ask the status API before anything becomes paid: the
-        notification's signature does not cover transaction_status, the status API's answer does
-        not depend on the notification at all. The API's outcome replaces the notification's."""
-        if not self._confirm or outcome.status is not PurchaseStatus.PAID:
+        """With RELAY_MIDTRANS_CONFIRM, ask the status API before any final status (paid, failed,
+        expired, refunded) is applied: the notification's signature does not cover
+        transaction_status, the status API's answer does not depend on the notification at all.
+        The API's outcome replaces the notification's; a transaction Midtrans does not know
+        changes nothing. A pending notification changes nothing either way, so it is not asked."""
+        if not self._confirm or outcome.status is PurchaseStatus.PENDING:
             return outcome
-        payload = await self._status(http, outcome.order_id)
+        payload = await self._transaction_status(http, outcome.order_id)
         if payload is None:
-            log.warning("midtrans_confirm_unknown_transaction", order_id=outcome.order_id)
+            log.warning("midtrans_confirm_unknown_transaction", notified=outcome.raw_status[:40])
             return replace(outcome, status=PurchaseStatus.PENDING, paid_at=None)
         if payload.get("order_id") != outcome.order_id:
             raise GatewayUnavailable("Midtrans status API answered for another order; retry the callback")
         return self.normalise(payload)
 
-    async def _status(self, http: aiohttp.ClientSession, order_id: str) -> dict[str, Any] | None:
+    async def _transaction_status(self, http: aiohttp.ClientSession, order_id: str) -> dict[str, Any] | None:
         """The status API's answer, None when Midtrans knows no such transaction."""
         url = f"{self._api_base}/v2/{quote(order_id, safe='')}/status"
-        auth = base64.b64encode(f"{self._server_key}:".encode()).decode()
+        auth = base64.b64encode(f"{self._key()}:".encode()).decode()
         headers = {"Authorization": f"Basic {auth}", "Accept": "application/json"}
         try:
             async with http.get(url, headers=headers) as response:
@@ -167,20 +236,24 @@ class Midtrans:
         raw = {PurchaseStatus.PAID: "settlement", PurchaseStatus.EXPIRED: "expire"}.get(status)
         if raw is None:
             raise InvalidInput(f"the sandbox cannot send a Midtrans {status.value} notification")
-        signed = sign_notification(settlement_payload(purchase, status=raw, now=now), self._server_key)
+        signed = sign_notification(settlement_payload(purchase, status=raw, now=now), self._key())
         return json.dumps(signed).encode(), {"content-type": "application/json"}
+
+
+def notified_code(status: str) -> str:
+    """The status_code a notification of ``status`` carries (the lowest Midtrans documents)."""
+    return min(STATUS_CODES.get(status, frozenset({"202"})))
 
 
 def settlement_payload(purchase: Purchase, *, status: str = "settlement", now: datetime) -> dict[str, Any]:
     """A Midtrans-format notification for ``purchase`` (unsigned), as the sandbox sends it."""
     local = now.astimezone(JAKARTA).strftime("%Y-%m-%d %H:%M:%S")
-    codes = {"settlement": "200", "capture": "200", "pending": "201"}
     payload: dict[str, Any] = {
         "transaction_time": local,
         "transaction_status": status,
         "transaction_id": f"sandbox-{purchase.order_id}",
         "status_message": "midtrans payment notification",
-        "status_code": codes.get(status, "202"),
+        "status_code": notified_code(status),
         "payment_type": "sandbox",
         "order_id": purchase.order_id,
         "merchant_id": "SANDBOX",

@@ -20,19 +20,32 @@ from relay.settings import Settings
 BUILT_IN: tuple[str, ...] = tuple(gateway.name for gateway in (Midtrans, Xendit, Tripay, Doku, Duitku))
 
 
-def configured_gateways(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> dict[str, Gateway]:
-    """Gateways by route name (``/callbacks/{name}``). Midtrans is always there (with the sandbox
-    key when no server key is set); a gateway whose keys are not configured is absent, and its
-    route answers 404. Generic sources are keyed ``custom/{source}``. ``clock`` checks the
-    timestamps of DOKU and of generic sources that send one."""
-    gateways: dict[str, Gateway] = {
-        "midtrans": Midtrans(
-            server_key=settings.midtrans_key,
+def configured_gateways(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    sandbox_key: Callable[[], str] | None = None,
+) -> dict[str, Gateway]:
+    """Gateways by route name (``/callbacks/{name}``). Midtrans is there with its server key, or
+    with the sandbox key in sandbox mode; a gateway whose keys are not configured is absent: its
+    route answers 404 and a purchase through it 400. Generic sources are keyed
+    ``custom/{source}``. ``clock`` checks the timestamps of DOKU and of generic sources that send
+    one. ``sandbox_key`` (``relay.api.sandbox.load_key``) is needed in sandbox mode."""
+    gateways: dict[str, Gateway] = {}
+    midtrans_key: str | Callable[[], str] | None = (
+        settings.midtrans_server_key.get_secret_value() if settings.midtrans_server_key else None
+    )
+    if settings.sandbox_mode and midtrans_key is None:
+        if sandbox_key is None:
+            raise ValueError("sandbox mode needs the sandbox key")
+        midtrans_key = sandbox_key
+    if midtrans_key is not None:
+        gateways["midtrans"] = Midtrans(
+            server_key=midtrans_key,
             api_base=settings.midtrans_api_base,
             snap_base=settings.snap_base,
-            confirm=settings.midtrans_confirm and not settings.sandbox,
+            confirm=settings.midtrans_confirm and not settings.sandbox_mode,
         )
-    }
     if settings.xendit_callback_token is not None:
         gateways["xendit"] = Xendit(callback_token=settings.xendit_callback_token.get_secret_value())
     if settings.tripay_private_key is not None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from relay.errors import InvalidInput, VerificationError
 from relay.gateways import GatewayDefaults
-from relay.gateways.fields import amount, header, mapped, same, text, unix_time
+from relay.gateways.fields import amount, header, mapped, paid_time, same, text, unix_time
 from relay.jsonutil import parse_object
 from relay.models import PaymentOutcome, Purchase, PurchaseStatus
 
@@ -61,8 +61,8 @@ class Tripay(GatewayDefaults):
         raw_status = text(payload, "status")
         status = mapped(STATUS_MAP, raw_status, "status")
         paid_at = None
-        if status is PurchaseStatus.PAID and payload.get("paid_at") is not None:
-            paid_at = unix_time(payload["paid_at"], "paid_at")
+        if status is PurchaseStatus.PAID:
+            paid_at = paid_time(payload.get("paid_at"), "paid_at", unix_time)
         reference = payload.get("reference")
         return PaymentOutcome(
             gateway=self.name,

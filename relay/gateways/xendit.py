@@ -16,7 +16,7 @@ from typing import Any
 
 from relay.errors import InvalidInput, VerificationError
 from relay.gateways import GatewayDefaults
-from relay.gateways.fields import amount, header, iso_time, mapped, same, text
+from relay.gateways.fields import amount, currency, header, iso_time, mapped, paid_time, same, text
 from relay.jsonutil import parse_object
 from relay.models import PaymentOutcome, Purchase, PurchaseStatus, iso_ms
 
@@ -51,7 +51,7 @@ class Xendit(GatewayDefaults):
         status = mapped(STATUS_MAP, raw_status, "status")
         paid = status is PurchaseStatus.PAID
         field = "paid_amount" if paid else "amount"
-        paid_at = iso_time(payload["paid_at"], "paid_at") if paid and payload.get("paid_at") else None
+        paid_at = paid_time(payload.get("paid_at"), "paid_at", iso_time) if paid else None
         reference = payload.get("id")
         return PaymentOutcome(
             gateway=self.name,
@@ -62,6 +62,7 @@ class Xendit(GatewayDefaults):
             raw_status=raw_status,
             reference=reference if isinstance(reference, str) else None,
             amount_rule="at_least" if paid else "exact",
+            currency=currency(payload.get("currency"), "currency"),
         )
 
     def sandbox_callback(

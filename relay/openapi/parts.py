@@ -11,13 +11,23 @@ from pydantic.json_schema import models_json_schema
 
 from relay.api.admin import ReplayIn
 from relay.gateways.registry import BUILT_IN
-from relay.models import EMAIL_RE, Attempt, DeadLetter, Item, ItemIn, Project, ProjectIn, Purchase, PurchaseIn
+from relay.models import (
+    EMAIL_RE,
+    PUBLIC_ITEM_FIELDS,
+    Attempt,
+    DeadLetter,
+    Item,
+    ItemIn,
+    Project,
+    ProjectIn,
+    Purchase,
+    PurchaseIn,
+)
 
 Schema = dict[str, Any]
 
 REF = "#/components/schemas/{model}"
-SECRET_FIELDS = ("webhook_secret", "previous_webhook_secret", "previous_secret_expires_at")
-PUBLIC_ITEM_FIELDS = ("id", "name", "description", "price", "currency")
+SECRET_FIELDS = ("webhook_secret", "previous_secrets")
 # The gateways served by ``POST /callbacks/{gateway}`` besides Midtrans, which has its own entry.
 OTHER_GATEWAYS = tuple(name for name in BUILT_IN if name != "midtrans")
 
@@ -174,12 +184,16 @@ def operation(
     store: bool = True,
 ) -> Schema:
     """One operation. Every route that reads or writes Redis can answer 503 (``store``), every
-    route taking a body 400, 408 and 413, every admin route 401."""
+    route taking a body 400, 408 and 413, every admin route 401, and 429 to an address that failed
+    too often (it reads the failure count from Redis, so 503 too)."""
     codes = dict(responses)
-    if store:
+    if store or admin:
         codes.setdefault(503, error(503))
     if admin:
         codes.setdefault(401, error(401, "`Unauthorized`: missing or wrong bearer token."))
+        codes.setdefault(
+            429, error(429, "`TooManyRequests`: this address failed too often; see `Retry-After`.")
+        )
     if body is not None:
         codes.setdefault(400, error(400))
         codes.setdefault(408, error(408))

@@ -269,8 +269,10 @@ def public_paths() -> dict[str, Schema]:
         "/api/platform/public-items/purchase": {
             "post": operation(
                 "startPurchase",
-                "Start a purchase; `amount` overrides the item price",
+                "Start a purchase; `amount` overrides the item price within its bounds",
                 tag="public",
+                description="`amount` (what the buyer pays, and what the webhook reports) must lie "
+                "within the item's `amount_min` (by default its price) and `amount_max`, else 400.",
                 body=json_body(ref("PurchaseIn")),
                 responses={
                     200: ok(
@@ -282,6 +284,7 @@ def public_paths() -> dict[str, Schema]:
                         )
                     ),
                     404: error(404, "`NotFound`: no such client_id or item."),
+                    409: error(409, "`Conflict`: no free order id was found; retry."),
                     429: error(429),
                     502: error(502),
                 },
@@ -365,8 +368,10 @@ def service_paths() -> dict[str, Schema]:
         "/metrics": {
             "get": operation(
                 "metrics",
-                "Prometheus metrics (text format); gauges keep their last values while Redis is away",
+                "Prometheus metrics (text format, admin token: they show sales volume); gauges keep "
+                "their last values while Redis is away",
                 tag="service",
+                admin=True,
                 store=False,
                 responses={
                     200: {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}

@@ -1,0 +1,14 @@
+-- Create a purchase (relay.store.Store.create_purchase), only if its order id is new: the check and
+-- the writes are one step, so a colliding order id can never overwrite a purchase (a paid one
+-- turned back to pending).
+--
+-- KEYS[1] purchase        KEYS[2] the project's purchases
+-- ARGV[1] order id        ARGV[2] created at (ms)
+-- ARGV[3..] the purchase hash, field and value after field and value
+--
+-- Returns 1 when created, 0 when the order id is taken (nothing written).
+
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return 1

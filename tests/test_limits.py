@@ -1,0 +1,144 @@
+"""relay/ratelimit.py and relay/api/clients.py through HTTP: public purchases are limited per
+client and source address under a per-client ceiling, counted only when they create a purchase;
+failed bearer tokens and console logins lock out their address only. Addresses are simulated with
+X-Forwarded-For from loopback, which the relay believes because loopback is a trusted proxy here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.console_client import console_client
+from tests.helpers import ADMIN_TOKEN, Running, Shop, StartRelay, open_shop
+
+PURCHASE = "/api/platform/public-items/purchase"
+TRUST_LOOPBACK = {"trusted_proxies": "127.0.0.0/8"}
+
+
+def order(shop: Shop, **changes: str) -> dict[str, Any]:
+    return {
+        "client_id": shop.project["client_id"],
+        "item_id": shop.item["id"],
+        "buyer_email": "b@example.com",
+    } | changes
+
+
+async def buy(running: Running, payload: dict[str, Any], address: str | None) -> int:
+    headers = {"X-Forwarded-For": address} if address else {}
+    async with running.api.http.post(PURCHASE, json=payload, headers=headers) as response:
+        return response.status
+
+
+async def test_a_flood_from_one_address_does_not_stop_another(start_relay: StartRelay) -> None:
+    running = await start_relay(worker=False, purchase_rate_limit=3, **TRUST_LOOPBACK)
+    shop = await open_shop(running.api)
+    payload = {
+        "client_id": shop.project["client_id"],
+        "item_id": shop.item["id"],
+        "buyer_email": "b@example.com",
+    }
+    flood = [await buy(running, payload, "203.0.113.7") for _ in range(30)]
+    assert flood == [200] * 3 + [429] * 27
+    # Another buyer of the same shop, from another address, is not affected.
+    assert [await buy(running, payload, "198.51.100.9") for _ in range(3)] == [200] * 3
+
+
+async def test_requests_that_create_nothing_are_not_counted(start_relay: StartRelay) -> None:
+    running = await start_relay(worker=False, purchase_rate_limit=3, **TRUST_LOOPBACK)
+    shop = await open_shop(running.api)
+    missing = {
+        "client_id": shop.project["client_id"],
+        "item_id": "no-such-item",
+        "buyer_email": "b@example.com",
+    }
+    invalid = {
+        "client_id": shop.project["client_id"],
+        "item_id": shop.item["id"],
+        "buyer_email": "not-an-email",
+    }
+    for _ in range(61):  # what locked every buyer out for a minute
+        assert await buy(running, missing, "203.0.113.7") == 404
+        assert await buy(running, invalid, "203.0.113.7") == 400
+    real = {
+        "client_id": shop.project["client_id"],
+        "item_id": shop.item["id"],
+        "buyer_email": "b@example.com",
+    }
+    assert await buy(running, real, "203.0.113.7") == 200
+
+
+async def test_a_client_has_a_ceiling_of_twenty_address_limits(start_relay: StartRelay) -> None:
+    running = await start_relay(worker=False, purchase_rate_limit=1, **TRUST_LOOPBACK)
+    shop = await open_shop(running.api)
+    payload = {
+        "client_id": shop.project["client_id"],
+        "item_id": shop.item["id"],
+        "buyer_email": "b@example.com",
+    }
+    answers = [await buy(running, payload, f"198.51.100.{host}") for host in range(1, 23)]
+    assert answers == [200] * 20 + [429] * 2
+    async with running.api.http.post(
+        PURCHASE, json=payload, headers={"X-Forwarded-For": "192.0.2.1"}
+    ) as refused:
+        body = await refused.json()
+    assert body["error"] == "TooManyRequests"
+    assert "client_id" in body["detail"]
+    assert int(refused.headers["Retry-After"]) >= 1
+
+
+async def test_x_forwarded_for_is_believed_only_from_trusted_proxies(start_relay: StartRelay) -> None:
+    running = await start_relay(worker=False, purchase_rate_limit=2)  # no trusted proxies
+    shop = await open_shop(running.api)
+    payload = {
+        "client_id": shop.project["client_id"],
+        "item_id": shop.item["id"],
+        "buyer_email": "b@example.com",
+    }
+    # Each request claims another address; all come from 127.0.0.1, which is what counts.
+    answers = [await buy(running, payload, f"198.51.100.{host}") for host in range(1, 5)]
+    assert answers == [200, 200, 429, 429]
+
+
+async def test_zero_turns_the_purchase_limit_off(start_relay: StartRelay) -> None:
+    running = await start_relay(worker=False, purchase_rate_limit=0)
+    shop = await open_shop(running.api)
+    payload = {
+        "client_id": shop.project["client_id"],
+        "item_id": shop.item["id"],
+        "buyer_email": "b@example.com",
+    }
+    assert {await buy(running, payload, None) for _ in range(25)} == {200}
+
+
+async def admin_get(running: Running, token: str, address: str) -> int:
+    headers = {"Authorization": f"Bearer {token}", "X-Forwarded-For": address}
+    async with running.api.http.get("/api/admin/dead-letters", headers=headers) as response:
+        return response.status
+
+
+async def test_failed_bearer_tokens_lock_out_their_address_only(start_relay: StartRelay) -> None:
+    running = await start_relay(worker=False, **TRUST_LOOPBACK)
+    guesses = [await admin_get(running, f"guess-{n:04d}-abcdefghij", "203.0.113.7") for n in range(12)]
+    assert guesses == [401] * 10 + [429] * 2
+    assert await admin_get(running, ADMIN_TOKEN, "203.0.113.7") == 429  # the right token too, now
+    assert await admin_get(running, ADMIN_TOKEN, "198.51.100.9") == 200  # the operator elsewhere
+
+
+async def test_failed_console_logins_lock_out_their_address(start_relay: StartRelay) -> None:
+    running = await start_relay(worker=False, **TRUST_LOOPBACK)
+    async with console_client(running.url) as console:
+        statuses = []
+        for n in range(11):
+            async with console.http.post(
+                "/console/login",
+                data={"token": f"guess-{n:04d}-abcdefghij"},
+                headers={"X-Forwarded-For": "203.0.113.7"},
+                allow_redirects=False,
+            ) as response:
+                statuses.append(response.status)
+        assert statuses == [401] * 10 + [429]
+        async with console.http.post(
+            "/console/login", data={"token": ADMIN_TOKEN}, headers={"X-Forwarded-For": "203.0.113.7"}
+        ) as response:
+            assert response.status == 429
+            assert response.content_type == "text/html"
+        await console.login()  # from loopback itself: another address
