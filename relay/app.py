@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from relay.api import admin, builder, callbacks, public, sandbox, service
+from relay.api.clients import UNTRUSTED_PROXIES_SEEN
 from relay.api.context import (
     ARQ,
     CLOCK,
@@ -73,6 +74,7 @@ def create_app(
     app[CLOCK] = clock
     app[METRICS] = metrics or Metrics()
     app[TEMPLATES] = make_templates()
+    app[UNTRUSTED_PROXIES_SEEN] = set()
     app[BODY_BUDGET] = BodyBudget.for_max_body(settings.max_body_bytes)
     app.on_response_prepare.append(plain_server_header)
 

@@ -85,6 +85,7 @@ async def run_demo(say: Narrator) -> int:
         redis_url=None,
         admin_token=token,
         midtrans_server_key=None,
+        sandbox=True,  # whatever gateway keys the environment holds: the demo pays in the sandbox
         public_base_url=f"http://127.0.0.1:{port}",
         allow_private_targets=True,
         retry_schedule=DEMO_SCHEDULE,

@@ -66,6 +66,10 @@ class PurchaseLimit:
 
 
 class FailedAuth:
+    """Attempts with a credential, counted per address before the credential is compared (so a
+    burst of parallel guesses cannot all slip past the count); a success gives its attempt back,
+    so only failures add up. Past ``limit`` in a window, the address is refused."""
+
     def __init__(
         self, redis: Redis, *, prefix: str, limit: int = AUTH_FAILURES, window: int = WINDOW
     ) -> None:
@@ -74,22 +78,20 @@ class FailedAuth:
         self.limit = limit
         self.window = window
 
-    def _key(self, address: str, now: datetime) -> tuple[str, int]:
+    async def attempt(self, address: str, *, now: datetime) -> str:
+        """Count one attempt by ``address``; TooManyRequests past the limit. The key returned
+        gives the attempt back (``succeeded``)."""
         window, retry_after = _window(now, self.window)
-        return self.keys.rate_limit(f"auth-failed:{address}", window), retry_after
-
-    async def check(self, address: str, *, now: datetime) -> None:
-        """TooManyRequests when ``address`` failed too often in this window."""
-        key, retry_after = self._key(address, now)
-        failures = await self.redis.get(key)
-        if failures is not None and int(failures) >= self.limit:
-            raise TooManyRequests(
-                f"too many failed logins from this address; retry in {retry_after} s", retry_after=retry_after
-            )
-
-    async def failed(self, address: str, *, now: datetime) -> None:
-        key, _ = self._key(address, now)
+        key = self.keys.rate_limit(f"auth-failed:{address}", window)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.incr(key)
             pipe.expire(key, self.window * 2)
-            await pipe.execute()
+            count, _ = await pipe.execute()
+        if int(count) > self.limit:
+            raise TooManyRequests(
+                f"too many failed logins from this address; retry in {retry_after} s", retry_after=retry_after
+            )
+        return key
+
+    async def succeeded(self, key: str) -> None:
+        await self.redis.decr(key)

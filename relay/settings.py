@@ -142,6 +142,18 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _duitku_confirms(self) -> Settings:
+        """Duitku's signature does not cover resultCode: a captured 01 callback flipped to 00
+        verifies. Only its status API can tell, so outside a sandbox it is required."""
+        if self.duitku_api_key is not None and self.duitku_api_base is None and not self.sandbox:
+            raise ValueError(
+                "RELAY_DUITKU_API_BASE: Duitku's signature does not cover resultCode, so every callback "
+                "is confirmed with its transactionStatus API: set https://passport.duitku.com (or "
+                "https://sandbox.duitku.com for a test merchant); only RELAY_SANDBOX=true runs without"
+            )
+        return self
+
     @property
     def fernet_keys(self) -> list[str]:
         raw = self.encryption_keys.get_secret_value() if self.encryption_keys else ""

@@ -17,7 +17,7 @@ import pytest
 import structlog
 from aiohttp import web
 
-from relay.api.middleware import IN_FLIGHT_BODIES
+from relay.api.middleware import ADDRESS_SHARE, IN_FLIGHT_BODIES
 from relay.app import create_app
 from relay.connections import embedded_server
 from tests.helpers import (
@@ -219,11 +219,22 @@ async def test_a_declared_length_over_the_limit_is_413_at_once(
 async def test_bodies_in_flight_are_capped(start_relay: StartRelay) -> None:
     """Connections holding bodies one byte short fill the process's budget (IN_FLIGHT_BODIES x
     RELAY_MAX_BODY_BYTES); past it a request is 503 Overloaded at once, until they go."""
-    running = await start_relay(worker=False, max_body_bytes=1024, body_timeout=60)
+    # Loopback is a trusted proxy here: each holder comes from an address of its own.
+    running = await start_relay(
+        worker=False, max_body_bytes=1024, body_timeout=60, trusted_proxies="127.0.0.0/8"
+    )
     host, port = running.url.removeprefix("http://").rsplit(":", 1)
-    held = http("POST", CALLBACK, {"Content-Length": b"1024", "Content-Type": b"application/json"})
     holders = []
-    for _ in range(IN_FLIGHT_BODIES):
+    for number in range(IN_FLIGHT_BODIES):
+        held = http(
+            "POST",
+            CALLBACK,
+            {
+                "Content-Length": b"1024",
+                "Content-Type": b"application/json",
+                "X-Forwarded-For": f"198.51.{number // 250}.{number % 250 + 1}".encode(),
+            },
+        )
         _, writer = await asyncio.open_connection(host, int(port))
         writer.write(held + b" " * 1023)
         holders.append(writer)
@@ -242,6 +253,34 @@ async def test_bodies_in_flight_are_capped(start_relay: StartRelay) -> None:
         for writer in holders:
             writer.close()
     await eventually(lambda: answered(400), what="the budget to be given back")
+
+
+async def test_one_address_holds_at_most_a_sixteenth_of_the_budget(start_relay: StartRelay) -> None:
+    """One client idling on declared bodies cannot refuse everyone else's requests."""
+    running = await start_relay(
+        worker=False, max_body_bytes=1024, body_timeout=60, trusted_proxies="127.0.0.0/8"
+    )
+    host, port = running.url.removeprefix("http://").rsplit(":", 1)
+    share = IN_FLIGHT_BODIES // ADDRESS_SHARE
+    holders = []
+    for _ in range(share):
+        held = http("POST", CALLBACK, {"Content-Length": b"1024", "X-Forwarded-For": b"203.0.113.7"})
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write(held + b" " * 1023)
+        holders.append(writer)
+    try:
+
+        async def refused(address: bytes, status: int) -> bool:
+            answer = await raw_request(
+                running.url, http("POST", CALLBACK, {"X-Forwarded-For": address}, b"{}")
+            )
+            return bool(answer.status == status)
+
+        await eventually(lambda: refused(b"203.0.113.7", 503), what="the address's share to fill")
+        assert await refused(b"198.51.100.9", 400)  # anyone else is served (a bad body: 400)
+    finally:
+        for writer in holders:
+            writer.close()
 
 
 # --- issue 12: what the edge shows and lets through (item 14) ------------------------------------

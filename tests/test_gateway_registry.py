@@ -214,6 +214,7 @@ def test_only_configured_gateways_are_registered(monkeypatch: pytest.MonkeyPatch
         doku_secret_key="SK-1",
         duitku_merchant_code="D0001",
         duitku_api_key="key",
+        duitku_api_base="https://sandbox.duitku.com",
         custom_sources={"shop": source_config()},
     )
     gateways = configured_gateways(settings)

@@ -144,7 +144,11 @@ async def test_result_on_the_page_is_escaped(ingress: Running) -> None:
 
 
 async def test_no_sandbox_once_midtrans_is_configured(start_relay: StartRelay) -> None:
-    real = GATEWAY_SETTINGS | {"sandbox": False, "midtrans_server_key": "SB-Mid-server-test"}
+    real = GATEWAY_SETTINGS | {
+        "sandbox": False,
+        "midtrans_server_key": "SB-Mid-server-test",
+        "duitku_api_base": "http://127.0.0.1:9",  # required outside a sandbox; never called here
+    }
     running = await start_relay(worker=False, **real)
     shop = await open_shop(running.api)
     order = await shop.buy(gateway="xendit")

@@ -260,3 +260,13 @@ async def test_an_extreme_doku_request_timestamp_is_401(ingress: Running, stamp:
         await post(ingress.api, Callback("/callbacks/doku", body.encode(), headers), expect=401),
         "VerificationError",
     )
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/admin/dead-letters?limit=%C2%B2", "/api/admin/dead-letters?cursor=%C2%B2:evt_a"],
+    ids=["limit", "cursor"],
+)
+async def test_a_superscript_digit_in_a_number_is_400(ingress: Running, path: str) -> None:
+    """``'²'.isdigit()`` is true, and ``int('²')`` raises: a number must be ASCII digits."""
+    assert_error(await ingress.api.call("GET", path, expect=400), "InvalidInput")

@@ -5,6 +5,7 @@ X-Forwarded-For from loopback, which the relay believes because loopback is a tr
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tests.console_client import console_client
@@ -142,3 +143,31 @@ async def test_failed_console_logins_lock_out_their_address(start_relay: StartRe
             assert response.status == 429
             assert response.content_type == "text/html"
         await console.login()  # from loopback itself: another address
+
+
+async def test_requests_without_a_token_count_for_nothing(start_relay: StartRelay) -> None:
+    """Whoever shares the operator's address (a proxy) cannot lock the operator out by sending
+    requests without a credential."""
+    running = await start_relay(worker=False, **TRUST_LOOPBACK)
+    for _ in range(30):
+        async with running.api.http.get(
+            "/api/admin/dead-letters", headers={"X-Forwarded-For": "203.0.113.7"}
+        ) as response:
+            assert response.status == 401
+    assert await admin_get(running, ADMIN_TOKEN, "203.0.113.7") == 200
+
+
+async def test_parallel_guesses_cannot_slip_past_the_count(start_relay: StartRelay) -> None:
+    running = await start_relay(worker=False, **TRUST_LOOPBACK)
+    guesses = await asyncio.gather(
+        *(admin_get(running, f"guess-{n:04d}-abcdefghij", "203.0.113.7") for n in range(40))
+    )
+    assert sorted(guesses) == [401] * 10 + [429] * 30
+
+
+async def test_a_right_token_gives_its_attempt_back(start_relay: StartRelay) -> None:
+    running = await start_relay(worker=False, **TRUST_LOOPBACK)
+    assert [await admin_get(running, ADMIN_TOKEN, "203.0.113.7") for _ in range(25)] == [200] * 25
+    assert [await admin_get(running, f"guess-{n:04d}-abcdefghij", "203.0.113.7") for n in range(10)] == [
+        401
+    ] * 10

@@ -259,6 +259,9 @@ def forged(status: str, code: str, **changes: Any) -> bytes:
         pytest.param("capture", "202", {"fraud_status": None}, id="deny-flipped-to-capture-no-fraud"),
         pytest.param("settlement", "202", {}, id="expire-replayed-as-settlement"),
         pytest.param("settlement", "407", {}, id="expire-api-code-as-settlement"),
+        pytest.param("refund", "201", {}, id="pending-flipped-to-refund"),
+        pytest.param("chargeback", "202", {}, id="deny-flipped-to-chargeback"),
+        pytest.param("partial_refund", "407", {}, id="expire-flipped-to-partial-refund"),
     ],
 )
 def test_a_paying_status_needs_status_code_200(status: str, code: str, changes: dict[str, Any]) -> None:
@@ -286,7 +289,7 @@ def test_every_documented_pairing_verifies(status: str, code: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "code"), [("expire", "200"), ("refund", "201"), ("cancel", "407"), ("pending", "200")]
+    ("status", "code"), [("expire", "200"), ("deny", "200"), ("cancel", "407"), ("pending", "200")]
 )
 def test_an_undocumented_pairing_that_pays_nothing_is_accepted_and_logged(status: str, code: str) -> None:
     with capture_logs() as logs:

@@ -226,7 +226,11 @@ def test_the_published_example_secrets_are_named() -> None:
         {"xendit_callback_token": "xnd-token-0123456789"},
         {"tripay_private_key": "tripay-key-0123456789"},
         {"doku_client_id": "MCH-0001", "doku_secret_key": "SK-0123456789"},
-        {"duitku_merchant_code": "D0001", "duitku_api_key": "0123456789abcdef"},
+        {
+            "duitku_merchant_code": "D0001",
+            "duitku_api_key": "0123456789abcdef",
+            "duitku_api_base": "https://sandbox.duitku.com",
+        },
         {"midtrans_server_key": "Mid-server-0123456789"},
     ],
     ids=lambda key: next(iter(key)),
@@ -272,3 +276,12 @@ def test_trusted_proxies_are_networks(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError) as raised:
         Settings()
     assert describe_validation_error(raised.value).startswith("RELAY_TRUSTED_PROXIES")
+
+
+def test_duitku_needs_its_status_api_outside_a_sandbox() -> None:
+    keys = {"duitku_merchant_code": "D0001", "duitku_api_key": "0123456789abcdef"}
+    with pytest.raises(ValidationError) as raised:
+        Settings(**keys)
+    assert describe_validation_error(raised.value).startswith("RELAY_DUITKU_API_BASE: ")
+    assert Settings(**keys, duitku_api_base="https://passport.duitku.com").duitku_api_base
+    assert Settings(**keys, sandbox=True).duitku_api_base is None  # test setups

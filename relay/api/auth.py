@@ -8,10 +8,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from relay.api.clients import client_address
-from relay.api.context import FAILED_AUTH, SETTINGS
+from relay.api.clients import client_address, limit_key
+from relay.api.context import CLOCK, FAILED_AUTH, SETTINGS
 from relay.errors import Unauthorized
-from relay.models import utcnow
 from relay.settings import Settings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -38,11 +37,15 @@ def admin_only(handler: Handler) -> Handler:
 
 
 async def check_admin(request: web.Request) -> None:
-    settings, failures, now = request.config_dict[SETTINGS], request.config_dict[FAILED_AUTH], utcnow()
-    address = client_address(request, settings.trusted_proxies)
-    await failures.check(address, now=now)
-    given = request.headers.get("authorization", "")
-    scheme, _, value = given.partition(" ")
-    if not admin_token_matches(settings, value.strip()) or scheme.lower() != "bearer":
-        await failures.failed(address, now=now)
+    """A request without a bearer token is refused and counts for nothing; one with a token counts
+    against its address until the token proves right (``relay.ratelimit.FailedAuth``)."""
+    settings = request.config_dict[SETTINGS]
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
         raise Unauthorized("missing or wrong bearer token")
+    failures = request.config_dict[FAILED_AUTH]
+    address = limit_key(client_address(request, settings.trusted_proxies))
+    attempt = await failures.attempt(address, now=request.config_dict[CLOCK]())
+    if not admin_token_matches(settings, value.strip()):
+        raise Unauthorized("missing or wrong bearer token")
+    await failures.succeeded(attempt)

@@ -33,6 +33,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from relay.api.clients import client_address, limit_key
 from relay.api.context import SETTINGS
 from relay.api.parsing import read_body
 from relay.errors import NotFound, Overloaded, RelayError, classify, report
@@ -52,6 +53,8 @@ NEEDS_NO_ENCODING = frozenset(string.ascii_letters + string.digits + "-._~/")
 ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 # Request bodies one process holds at once, in RELAY_MAX_BODY_BYTES: 16 MiB at the default 64 KiB.
 IN_FLIGHT_BODIES = 256
+# One source address may hold at most this fraction of the budget (BodyBudget).
+ADDRESS_SHARE = 16
 CLIENT_GONE = 499  # nginx's "client closed request": the status the line gives a cancelled request
 
 
@@ -59,24 +62,33 @@ class BodyBudget:
     """The request body bytes this process may hold at once. A request with a body reserves its
     declared Content-Length (the most a body may be, when it declares none) before the body is
     read, and gives it back once answered: thousands of connections each holding a body just
-    under the limit cannot grow memory past the budget."""
+    under the limit cannot grow memory past the budget. One source address may hold at most a
+    sixteenth of it, so one client idling on declared bodies cannot refuse everyone else's
+    requests (gateway callbacks included)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self.per_address = limit // ADDRESS_SHARE
         self.used = 0
+        self._by_address: dict[str, int] = {}
 
     @classmethod
     def for_max_body(cls, max_body_bytes: int) -> BodyBudget:
         return cls(IN_FLIGHT_BODIES * max_body_bytes)
 
-    def reserve(self, size: int) -> bool:
-        if self.used + size > self.limit:
+    def reserve(self, size: int, address: str = "") -> bool:
+        held = self._by_address.get(address, 0)
+        if self.used + size > self.limit or held + size > self.per_address:
             return False
         self.used += size
+        self._by_address[address] = held + size
         return True
 
-    def release(self, size: int) -> None:
+    def release(self, size: int, address: str = "") -> None:
         self.used -= size
+        held = self._by_address.pop(address, 0) - size
+        if held > 0:
+            self._by_address[address] = held
 
 
 BODY_BUDGET = web.AppKey("body_budget", BodyBudget)
@@ -136,14 +148,17 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(NotFound("no such route"))
     size = _body_size(request)
     budget = request.config_dict[BODY_BUDGET]
-    if not budget.reserve(size):  # the request's line says Overloaded: no second line per refusal
+    address = (
+        limit_key(client_address(request, request.config_dict[SETTINGS].trusted_proxies)) if size else ""
+    )
+    if not budget.reserve(size, address):  # the request's line says Overloaded: no second line per refusal
         return error_response(Overloaded("too many request bodies in flight; retry shortly"))
     try:
         if len(request.match_info.apps) > 1:  # a sub-application's route: it renders its own errors
             return await handler(request)
         return await _json_errors(request, handler)
     finally:
-        budget.release(size)
+        budget.release(size, address)
 
 
 def _body_size(request: web.Request) -> int:

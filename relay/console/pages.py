@@ -15,7 +15,7 @@ import structlog
 from aiohttp import web
 
 from relay.api.auth import admin_token_matches
-from relay.api.clients import client_address
+from relay.api.clients import client_address, limit_key
 from relay.api.context import CLOCK, EVENTS, FAILED_AUTH, OPERATIONS, SESSIONS, SETTINGS, STORE, TEMPLATES
 from relay.api.parsing import parse_project_id, parse_since, parse_webhook_status, query_int
 from relay.console.middleware import (
@@ -27,7 +27,7 @@ from relay.console.middleware import (
     see_other,
     session_cookie,
 )
-from relay.models import Project, WebhookStatus, utcnow
+from relay.models import Project, WebhookStatus
 from relay.sessions import SESSION_TTL, Session
 from relay.store import Store
 
@@ -61,16 +61,17 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/login")
 async def login(request: web.Request) -> web.StreamResponse:
-    settings, failures, now = request.config_dict[SETTINGS], request.config_dict[FAILED_AUTH], utcnow()
+    settings, failures = request.config_dict[SETTINGS], request.config_dict[FAILED_AUTH]
     address = client_address(request, settings.trusted_proxies)
-    await failures.check(address, now=now)  # too many failures from here: 429, token unread
     token = (await request.post()).get("token")
-    if not isinstance(token, str) or not admin_token_matches(settings, token.strip()):
-        await failures.failed(address, now=now)
-        log.warning("console_login", outcome="refused", remote=address)
-        return await render(
-            request, "login.html", session=None, status=401, error="That is not the admin token."
-        )
+    if not isinstance(token, str) or not token.strip():
+        return await _refused(request, address)
+    # Counted before the token is compared, given back when it is right (relay.ratelimit.FailedAuth):
+    # past the limit, 429 from this address, token unread.
+    attempt = await failures.attempt(limit_key(address), now=request.config_dict[CLOCK]())
+    if not admin_token_matches(settings, token.strip()):
+        return await _refused(request, address)
+    await failures.succeeded(attempt)
     sessions = request.config_dict[SESSIONS]
     previous = await current_session(request)
     if previous is not None:
@@ -89,6 +90,11 @@ async def login(request: web.Request) -> web.StreamResponse:
         secure=secure,
     )
     return response
+
+
+async def _refused(request: web.Request, address: str) -> web.StreamResponse:
+    log.warning("console_login", outcome="refused", remote=address)
+    return await render(request, "login.html", session=None, status=401, error="That is not the admin token.")
 
 
 @routes.post("/logout")

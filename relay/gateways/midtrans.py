@@ -5,10 +5,12 @@ over the raw strings as sent. It does not cover ``transaction_status``, so it is
 
 - ``status_code`` is three digits and ``gross_amount`` Midtrans's exact form (``50000.00``: no
   leading zero, two decimals), so characters cannot move between the concatenated fields;
-- a notification that pays (``settlement``, an accepted ``capture``) must carry ``status_code``
-  200, which is signed: a captured 201 (pending) or 202 (deny, expire) notification cannot be
-  replayed as a settlement. Statuses that pay nothing are never refused over their code, only
-  logged when the pairing is not one Midtrans documents (``STATUS_CODES``);
+- a notification that pays (``settlement``, an accepted ``capture``) or refunds (``refund``,
+  ``chargeback`` and their partial forms) must carry ``status_code`` 200, which is signed: a
+  captured 201 (pending) or 202 (deny, expire) notification cannot be replayed as a settlement or
+  a refund. Other statuses are never refused over their code, only logged when the pairing is not
+  one Midtrans documents (``STATUS_CODES``). A captured 200 notification can still be replayed
+  with another 200 status (a settlement as a refund): only RELAY_MIDTRANS_CONFIRM stops that;
 - the amount is checked against the stored purchase afterwards (``relay/lua/ingest.lua``);
 - with RELAY_MIDTRANS_CONFIRM every final status is asked of the status API (``confirm``).
 
@@ -96,7 +98,12 @@ def jakarta_to_utc(value: Any, field: str = "time") -> datetime:
     """Midtrans times are ``YYYY-MM-DD HH:MM:SS`` in Asia/Jakarta."""
     # fromisoformat is ten times faster than strptime but takes more forms: hold it to this one.
     try:
-        if not isinstance(value, str) or len(value) != 19 or value[10] != " " or not value[:4].isdigit():
+        if (
+            not isinstance(value, str)
+            or len(value) != 19
+            or value[10] != " "
+            or not (value[:4].isascii() and value[:4].isdigit())
+        ):
             raise ValueError(value)
         return datetime.fromisoformat(value).replace(tzinfo=JAKARTA).astimezone(UTC)
     except (ValueError, OverflowError):  # OverflowError: 0001-01-01 00:00:00 is before year 1 in UTC
@@ -118,14 +125,15 @@ def _status(payload: dict[str, Any]) -> PurchaseStatus | None:
 
 
 def check_status_code(payload: dict[str, Any]) -> None:
-    """Refuse a paying transaction_status that its signed status_code does not vouch for; log a
-    pairing of another status that Midtrans does not document (and accept it)."""
+    """Refuse a paying or refunding transaction_status that its signed status_code does not vouch
+    for (Midtrans sends those with 200 only); log a pairing of another status that Midtrans does
+    not document (and accept it)."""
     raw_status, code = payload["transaction_status"], payload["status_code"]
-    if _status(payload) is PurchaseStatus.PAID:
+    if _status(payload) in (PurchaseStatus.PAID, PurchaseStatus.REFUNDED):
         if code != PAID_CODE:
             raise InvalidInput(
                 f"transaction_status {raw_status!r} does not go with status_code {code!r}: "
-                f"Midtrans pays with {PAID_CODE}"
+                f"Midtrans pays and refunds with {PAID_CODE}"
             )
     elif code not in STATUS_CODES.get(raw_status, frozenset()):
         log.warning("midtrans_status_code_unexpected", status_code=code, transaction_status=raw_status[:40])
