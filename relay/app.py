@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
@@ -104,6 +105,8 @@ def create_app(
             yield
         if loading is not None:
             loading.cancel()
+            with suppress(asyncio.CancelledError):
+                await loading
         await pipelined.aclose()
         await connections.close()
 
