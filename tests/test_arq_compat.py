@@ -14,7 +14,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import arq.connections as arq_connections
@@ -28,9 +27,9 @@ from fakeredis.aioredis import FakeAsyncRedisConnection
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ResponseError
 
-from relay.models import PaymentOutcome, PurchaseStatus, new_event_id
+from relay.models import new_event_id
 from relay.stores import make_stores
-from tests.helpers import eventually, make_purchase, make_settings
+from tests.helpers import eventually, make_outcome, make_purchase, make_settings
 from workers.arq_compat import (
     ARQ_WORKER_INTERNALS,
     DELIVER,
@@ -229,22 +228,11 @@ async def arq_writes(arq: ArqRedis) -> ArqWrites:
     return found
 
 
-def paid(order_id: str) -> PaymentOutcome:
-    return PaymentOutcome(
-        gateway="midtrans",
-        order_id=order_id,
-        status=PurchaseStatus.PAID,
-        amount=Decimal(50000),
-        paid_at=None,
-        raw_status="settlement",
-    )
-
-
 async def ingest_with_job(redis: Redis, redis_url: str, job: JobWrite, *, event_id: str) -> None:
     """A purchase moved to paid by the ingest script, which also writes ``job`` (as apply_outcome does)."""
     store = make_stores(redis, make_settings(redis_url=redis_url)).store
     await store.create_purchase(make_purchase("order-1", created_at=NOW))
-    applied = await store.ingest(paid("order-1"), now=NOW, paid_at=NOW, event_id=event_id, job=job)
+    applied = await store.ingest(make_outcome("order-1"), now=NOW, paid_at=NOW, event_id=event_id, job=job)
     assert applied == ("applied", "paid")
 
 

@@ -8,7 +8,6 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -25,15 +24,13 @@ from relay.metrics import Metrics
 from relay.models import (
     EventRecord,
     Item,
-    PaymentOutcome,
     Project,
-    PurchaseStatus,
     WebhookStatus,
     to_ms,
 )
 from relay.signing import new_webhook_secret
 from relay.stores import make_stores
-from tests.helpers import HOOK, FakeClock, Merchant, make_purchase, make_settings, verify
+from tests.helpers import HOOK, FakeClock, Merchant, make_outcome, make_purchase, make_settings, verify
 from workers.delivery import Deps, Outcome, deliver, sweep
 from workers.isolation import HostLimiter
 
@@ -89,14 +86,7 @@ async def paid_event(deps: Deps, order_id: str = "order-1") -> EventRecord:
     """A purchase of the shop's item, paid: its event, in the outbox, its first job queued."""
     now = deps.clock()
     await deps.store.create_purchase(make_purchase(order_id, created_at=now))
-    outcome = PaymentOutcome(
-        gateway="midtrans",
-        order_id=order_id,
-        status=PurchaseStatus.PAID,
-        amount=Decimal(50000),
-        paid_at=None,
-        raw_status="settlement",
-    )
+    outcome = make_outcome(order_id)
     assert await apply_outcome(deps.store, deps.arq, outcome, clock=deps.clock) is Ingested.PAID
     paid = await deps.store.get_purchase(order_id)
     assert paid is not None
