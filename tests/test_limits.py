@@ -32,11 +32,7 @@ async def buy(running: Running, payload: dict[str, Any], address: str | None) ->
 async def test_a_flood_from_one_address_does_not_stop_another(start_relay: StartRelay) -> None:
     running = await start_relay(worker=False, purchase_rate_limit=3, **TRUST_LOOPBACK)
     shop = await open_shop(running.api)
-    payload = {
-        "client_id": shop.project["client_id"],
-        "item_id": shop.item["id"],
-        "buyer_email": "b@example.com",
-    }
+    payload = order(shop)
     flood = [await buy(running, payload, "203.0.113.7") for _ in range(30)]
     assert flood == [200] * 3 + [429] * 27
     # Another buyer of the same shop, from another address, is not affected.
@@ -46,35 +42,18 @@ async def test_a_flood_from_one_address_does_not_stop_another(start_relay: Start
 async def test_requests_that_create_nothing_are_not_counted(start_relay: StartRelay) -> None:
     running = await start_relay(worker=False, purchase_rate_limit=3, **TRUST_LOOPBACK)
     shop = await open_shop(running.api)
-    missing = {
-        "client_id": shop.project["client_id"],
-        "item_id": "no-such-item",
-        "buyer_email": "b@example.com",
-    }
-    invalid = {
-        "client_id": shop.project["client_id"],
-        "item_id": shop.item["id"],
-        "buyer_email": "not-an-email",
-    }
+    missing = order(shop, item_id="no-such-item")
+    invalid = order(shop, buyer_email="not-an-email")
     for _ in range(61):  # what locked every buyer out for a minute
         assert await buy(running, missing, "203.0.113.7") == 404
         assert await buy(running, invalid, "203.0.113.7") == 400
-    real = {
-        "client_id": shop.project["client_id"],
-        "item_id": shop.item["id"],
-        "buyer_email": "b@example.com",
-    }
-    assert await buy(running, real, "203.0.113.7") == 200
+    assert await buy(running, order(shop), "203.0.113.7") == 200
 
 
 async def test_a_client_has_a_ceiling_of_twenty_address_limits(start_relay: StartRelay) -> None:
     running = await start_relay(worker=False, purchase_rate_limit=1, **TRUST_LOOPBACK)
     shop = await open_shop(running.api)
-    payload = {
-        "client_id": shop.project["client_id"],
-        "item_id": shop.item["id"],
-        "buyer_email": "b@example.com",
-    }
+    payload = order(shop)
     answers = [await buy(running, payload, f"198.51.100.{host}") for host in range(1, 23)]
     assert answers == [200] * 20 + [429] * 2
     async with running.api.http.post(
@@ -89,11 +68,7 @@ async def test_a_client_has_a_ceiling_of_twenty_address_limits(start_relay: Star
 async def test_x_forwarded_for_is_believed_only_from_trusted_proxies(start_relay: StartRelay) -> None:
     running = await start_relay(worker=False, purchase_rate_limit=2)  # no trusted proxies
     shop = await open_shop(running.api)
-    payload = {
-        "client_id": shop.project["client_id"],
-        "item_id": shop.item["id"],
-        "buyer_email": "b@example.com",
-    }
+    payload = order(shop)
     # Each request claims another address; all come from 127.0.0.1, which is what counts.
     answers = [await buy(running, payload, f"198.51.100.{host}") for host in range(1, 5)]
     assert answers == [200, 200, 429, 429]
@@ -102,11 +77,7 @@ async def test_x_forwarded_for_is_believed_only_from_trusted_proxies(start_relay
 async def test_zero_turns_the_purchase_limit_off(start_relay: StartRelay) -> None:
     running = await start_relay(worker=False, purchase_rate_limit=0)
     shop = await open_shop(running.api)
-    payload = {
-        "client_id": shop.project["client_id"],
-        "item_id": shop.item["id"],
-        "buyer_email": "b@example.com",
-    }
+    payload = order(shop)
     assert {await buy(running, payload, None) for _ in range(25)} == {200}
 
 
