@@ -156,7 +156,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         if len(request.match_info.apps) > 1:  # a sub-application's route: it renders its own errors
             return await handler(request)
-        return await _json_errors(request, handler)
+        return await answered(request, handler, error_response, log)
     finally:
         budget.release(size, address)
 
@@ -170,20 +170,29 @@ def _body_size(request: web.Request) -> int:
     return limit if declared is None else min(declared, limit)
 
 
-async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def answered(
+    request: web.Request,
+    handler: Handler,
+    render: Callable[[RelayError], web.Response],
+    log: structlog.typing.FilteringBoundLogger,
+) -> web.StreamResponse:
+    """The handler's response, its request's body read first (``read_body``); any error, the
+    body's or the handler's, rendered by ``render`` as ``classify`` says it means (and reported
+    on ``log``). A redirect, an ``HTTPException`` under 400, passes through raised. The JSON API
+    renders with ``error_response``, the console with its HTML error page."""
     try:
         if request.body_exists:
-            settings = request.app[SETTINGS]
+            settings = request.config_dict[SETTINGS]
             await read_body(request, deadline=settings.body_timeout, limit=settings.max_body_bytes)
         return await handler(request)
     except web.HTTPException as error:
         if error.status < 400:  # a redirect, not an error
             raise
-        return error_response(classify(error))
-    except Exception as error:  # the edge of the API: everything becomes an answer
+        return render(classify(error))
+    except Exception as error:  # the edge: everything becomes an answer
         classified = classify(error)
         report(error, classified, log)
-        return error_response(classified)
+        return render(classified)
 
 
 def _request_line(request: web.Request, *, status: int, error: str | None, started: float) -> None:

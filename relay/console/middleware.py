@@ -1,26 +1,26 @@
 """The console's edge: HTML error pages, security headers, sessions and CSRF checks, rendering.
 
-``console_middleware`` wraps every console request: it reads the body within its deadline, turns
-any error into a small HTML page (what the error means is ``relay.errors.classify``'s answer, the
-same the JSON API renders) and gives every response the same security headers. Page handlers are
-wrapped by ``operator_page``, which requires a session (a GET without one is sent to the login
-form, anything else is refused) and, on every state-changing request, the session's CSRF token in
-the form, compared in constant time.
+``console_middleware`` wraps every console request: like the JSON API
+(``relay.api.middleware.answered``) it reads the body within its deadline and turns any error into
+what ``relay.errors.classify`` says it means, here drawn as a small HTML page, and it gives every
+response the same security headers. Page handlers are wrapped by ``operator_page``, which requires
+a session (a GET without one is sent to the login form, anything else is refused) and, on every
+state-changing request, the session's CSRF token in the form, compared in constant time.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from relay.api.context import SESSIONS, SETTINGS, TEMPLATES
-from relay.api.middleware import ERROR_NAME
-from relay.api.parsing import read_body
-from relay.errors import Forbidden, RelayError, classify, report
+from relay.api.middleware import ERROR_NAME, answered
+from relay.errors import Forbidden, RelayError
 from relay.sessions import Session
 
 log = structlog.get_logger("relay.console")
@@ -53,20 +53,10 @@ LOCAL_PATH = re.compile(r"/console(?:[/?][!-\[\]-~]*)?")  # printable, no backsl
 @web.middleware
 async def console_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        if request.body_exists:
-            settings = request.config_dict[SETTINGS]
-            await read_body(request, deadline=settings.body_timeout, limit=settings.max_body_bytes)
-        response = await handler(request)
-    except web.HTTPException as error:
-        if error.status < 400:  # a redirect, not an error
-            location = error.headers.get("Location")
-            response = web.Response(status=error.status, headers={"Location": location} if location else None)
-        else:
-            response = _error_page(request, classify(error))
-    except Exception as error:  # the edge of the console: everything becomes a page
-        classified = classify(error)
-        report(error, classified, log)
-        response = _error_page(request, classified)
+        response = await answered(request, handler, partial(_error_page, request), log)
+    except web.HTTPException as redirect:  # made a response here, so it gets the headers too
+        location = redirect.headers.get("Location")
+        response = web.Response(status=redirect.status, headers={"Location": location} if location else None)
     response.headers.update(SECURITY_HEADERS)
     return response
 
