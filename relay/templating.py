@@ -9,6 +9,15 @@ import jinja2
 
 from relay.models import iso_z
 
+# What every server-rendered page is sent with, besides its own Content-Security-Policy: never
+# framed, never cached, no referrer to leave with, no content-type sniffing.
+PAGE_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
+
 
 def make_templates() -> jinja2.Environment:
     templates = jinja2.Environment(

@@ -35,6 +35,7 @@ from relay.jsonutil import dumps
 from relay.models import Purchase, PurchaseStatus
 from relay.schema import Keys
 from relay.settings import Settings
+from relay.templating import PAGE_HEADERS
 
 routes = web.RouteTableDef()
 
@@ -46,10 +47,7 @@ SECURITY_HEADERS = {
         "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-    "X-Content-Type-Options": "nosniff",
+    **PAGE_HEADERS,
 }
 ASSETS = {"sandbox.js": "text/javascript", "sandbox.css": "text/css"}
 

@@ -22,6 +22,7 @@ from relay.api.context import SESSIONS, SETTINGS, TEMPLATES
 from relay.api.middleware import ERROR_NAME, answered
 from relay.errors import Forbidden, RelayError
 from relay.sessions import Session
+from relay.templating import PAGE_HEADERS
 
 log = structlog.get_logger("relay.console")
 
@@ -40,10 +41,7 @@ SECURITY_HEADERS = {
         "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'"
     ),
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-    "X-Content-Type-Options": "nosniff",
+    **PAGE_HEADERS,
 }
 SAFE_METHODS = {"GET", "HEAD"}
 LOGIN = "/console/login"
