@@ -43,9 +43,19 @@ async def check_admin(request: web.Request) -> None:
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         raise Unauthorized("missing or wrong bearer token")
-    failures = request.config_dict[FAILED_AUTH]
-    address = limit_key(client_address(request, settings.trusted_proxies))
-    attempt = await failures.attempt(address, now=request.config_dict[CLOCK]())
-    if not admin_token_matches(settings, value.strip()):
+    address = client_address(request, settings.trusted_proxies)
+    if not await admin_token_accepted(request, value.strip(), address=address):
         raise Unauthorized("missing or wrong bearer token")
+
+
+async def admin_token_accepted(request: web.Request, given: str, *, address: str) -> bool:
+    """Whether ``given`` is the admin token; the attempt counts against ``address`` before the
+    token is compared and is given back when it proves right (``relay.ratelimit.FailedAuth``): an
+    address past its limit is refused (429) with its token unread. The bearer token and the
+    console's login form both ask here."""
+    failures = request.config_dict[FAILED_AUTH]
+    attempt = await failures.attempt(limit_key(address), now=request.config_dict[CLOCK]())
+    if not admin_token_matches(request.config_dict[SETTINGS], given):
+        return False
     await failures.succeeded(attempt)
+    return True

@@ -14,9 +14,9 @@ from urllib.parse import urlencode
 import structlog
 from aiohttp import web
 
-from relay.api.auth import admin_token_matches
-from relay.api.clients import client_address, limit_key
-from relay.api.context import CLOCK, EVENTS, FAILED_AUTH, OPERATIONS, SESSIONS, SETTINGS, STORE, TEMPLATES
+from relay.api.auth import admin_token_accepted
+from relay.api.clients import client_address
+from relay.api.context import CLOCK, EVENTS, OPERATIONS, SESSIONS, SETTINGS, STORE, TEMPLATES
 from relay.api.parsing import parse_project_id, parse_since, parse_webhook_status, query_int
 from relay.console.middleware import (
     LOGIN,
@@ -61,17 +61,13 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/login")
 async def login(request: web.Request) -> web.StreamResponse:
-    settings, failures = request.config_dict[SETTINGS], request.config_dict[FAILED_AUTH]
-    address = client_address(request, settings.trusted_proxies)
+    address = client_address(request, request.config_dict[SETTINGS].trusted_proxies)
     token = (await request.post()).get("token")
     if not isinstance(token, str) or not token.strip():
         return await _refused(request, address)
-    # Counted before the token is compared, given back when it is right (relay.ratelimit.FailedAuth):
-    # past the limit, 429 from this address, token unread.
-    attempt = await failures.attempt(limit_key(address), now=request.config_dict[CLOCK]())
-    if not admin_token_matches(settings, token.strip()):
+    # Past the limit of failed attempts: 429 from this address, token unread.
+    if not await admin_token_accepted(request, token.strip(), address=address):
         return await _refused(request, address)
-    await failures.succeeded(attempt)
     sessions = request.config_dict[SESSIONS]
     previous = await current_session(request)
     if previous is not None:
