@@ -199,16 +199,6 @@ class Project(Record):
         return self.model_dump(mode="json", exclude={"webhook_secret", "previous_secrets"})
 
 
-def amount_bounds_problem(price: int, amount_min: int | None, amount_max: int | None) -> str | None:
-    """Why these bounds cannot be an item's, or None. The price is the amount of a purchase that
-    names none, so it must lie within them; ``amount_min`` below the price is a choice (donations)."""
-    if amount_min is not None and amount_min > price:
-        return f"amount_min {amount_min} is above the price {price}"
-    if amount_max is not None and amount_max < price:
-        return f"amount_max {amount_max} is below the price {price}"
-    return None
-
-
 class Item(Record):
     id: Identifier
     project_id: Identifier
@@ -226,9 +216,12 @@ class Item(Record):
 
     @model_validator(mode="after")
     def _bounds_hold_the_price(self) -> Item:
-        problem = amount_bounds_problem(self.price, self.amount_min, self.amount_max)
-        if problem is not None:
-            raise ValueError(problem)
+        """The price is the amount of a purchase that names none, so it must lie within the bounds;
+        ``amount_min`` below the price is a choice (donations)."""
+        if self.amount_min is not None and self.amount_min > self.price:
+            raise ValueError(f"amount_min {self.amount_min} is above the price {self.price}")
+        if self.amount_max is not None and self.amount_max < self.price:
+            raise ValueError(f"amount_max {self.amount_max} is below the price {self.price}")
         return self
 
     @property
