@@ -4,6 +4,8 @@ share one Jinja environment, autoescaping everything."""
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
+from importlib.resources import files
 
 import jinja2
 
@@ -28,6 +30,13 @@ def make_templates() -> jinja2.Environment:
     templates.filters["money"] = _money
     templates.filters["when"] = _when
     return templates
+
+
+@cache
+def static_text(name: str) -> str:
+    """A static file served beside the pages (``relay/templates/console.css``, ``sandbox.js``),
+    read once per process."""
+    return files("relay").joinpath("templates", name).read_text(encoding="utf-8")
 
 
 def _money(amount: int) -> str:

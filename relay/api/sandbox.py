@@ -35,7 +35,7 @@ from relay.jsonutil import dumps
 from relay.models import Purchase, PurchaseStatus
 from relay.schema import Keys
 from relay.settings import Settings
-from relay.templating import PAGE_HEADERS
+from relay.templating import PAGE_HEADERS, static_text
 
 routes = web.RouteTableDef()
 
@@ -153,9 +153,7 @@ async def checkout(request: web.Request) -> web.Response:
 @routes.get("/sandbox/{asset:sandbox\\.(?:js|css)}")
 async def asset(request: web.Request) -> web.Response:
     name = request.match_info["asset"]
-    templates = request.app[TEMPLATES]
-    text = templates.loader.get_source(templates, name)[0] if templates.loader else ""
-    return web.Response(text=text, content_type=ASSETS[name], headers=SECURITY_HEADERS)
+    return web.Response(text=static_text(name), content_type=ASSETS[name], headers=SECURITY_HEADERS)
 
 
 @routes.post("/sandbox/checkout/{order_id}")

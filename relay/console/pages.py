@@ -16,7 +16,7 @@ from aiohttp import web
 
 from relay.api.auth import admin_token_accepted
 from relay.api.clients import client_address
-from relay.api.context import CLOCK, EVENTS, OPERATIONS, SESSIONS, SETTINGS, STORE, TEMPLATES
+from relay.api.context import CLOCK, EVENTS, OPERATIONS, SESSIONS, SETTINGS, STORE
 from relay.api.parsing import parse_project_id, parse_since, parse_webhook_status, query_int
 from relay.console.middleware import (
     LOGIN,
@@ -30,6 +30,7 @@ from relay.console.middleware import (
 from relay.models import Project, WebhookStatus
 from relay.sessions import SESSION_TTL, Session
 from relay.store import Store
+from relay.templating import static_text
 
 log = structlog.get_logger("relay.console")
 routes = web.RouteTableDef()
@@ -39,9 +40,7 @@ DEAD_LETTER_PAGE = 100
 
 @routes.get("/console.css")
 async def stylesheet(request: web.Request) -> web.Response:
-    templates = request.config_dict[TEMPLATES]
-    css = templates.loader.get_source(templates, "console.css")[0] if templates.loader else ""
-    return web.Response(text=css, content_type="text/css")
+    return web.Response(text=static_text("console.css"), content_type="text/css")
 
 
 @routes.get("/")
