@@ -10,6 +10,7 @@ from relay.api.context import CLOCK, GATEWAYS, HTTP, METRICS, PURCHASE_LIMIT, SE
 from relay.api.parsing import read_model, required_query
 from relay.api.sandbox import checkout_url
 from relay.errors import Conflict, InvalidInput, not_found
+from relay.idempotency import idempotent
 from relay.models import Project, Purchase, PurchaseIn, new_order_id
 from relay.store import Store
 
@@ -36,8 +37,13 @@ async def public_items(request: web.Request) -> web.Response:
 
 @routes.post("/api/platform/public-items/purchase")
 async def purchase(request: web.Request) -> web.Response:
-    store, settings, now = request.app[STORE], request.app[SETTINGS], request.app[CLOCK]()
+    """Start a purchase; a retry with the same Idempotency-Key gets the first answer, not a second order."""
     data = await read_model(request, PurchaseIn)
+    return await idempotent(request, scope=data.client_id, answer=lambda: _start_purchase(request, data))
+
+
+async def _start_purchase(request: web.Request, data: PurchaseIn) -> web.Response:
+    store, settings, now = request.app[STORE], request.app[SETTINGS], request.app[CLOCK]()
     project = await _client_project(store, data.client_id)
     item = await store.get_item(data.item_id)
     if item is None or item.project_id != project.id:

@@ -3,6 +3,7 @@ against the app's router both ways)."""
 
 from __future__ import annotations
 
+from relay.idempotency import HEADER, KEY_PATTERN, REPLAYED
 from relay.openapi.parts import (
     OTHER_GATEWAYS,
     Schema,
@@ -22,6 +23,22 @@ ITEM_ID = path_param("item_id", "The item's id.")
 PURCHASE_ID = path_param("purchase_id", "The purchase's order_id.")
 NON_EMPTY = {"type": "string", "minLength": 1}
 LIMIT = {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}
+IDEMPOTENCY_KEY = {
+    "name": HEADER,
+    "in": "header",
+    "required": False,
+    "description": "Per client_id and route: the same key and body within 24 h answers the first "
+    "response again; the same key with another body, or while the first is in flight, is a 409. "
+    "Without it every request creates an order.",
+    "schema": {"type": "string", "pattern": KEY_PATTERN},
+}
+REPLAYED_HEADER = {
+    REPLAYED: {
+        "description": "`true` when this is the stored answer to an earlier request with the same "
+        "Idempotency-Key.",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
 CALLBACK_OK = "The outcome is durably stored (also for duplicates, non-final statuses and unknown orders)."
 
 
@@ -274,6 +291,7 @@ def public_paths() -> dict[str, Schema]:
                 description="`amount` (what the buyer pays, and what the webhook reports) must lie "
                 "within the item's `amount_min` (by default its price) and `amount_max`, else 400.",
                 body=json_body(ref("PurchaseIn")),
+                parameters=[IDEMPOTENCY_KEY],
                 responses={
                     200: ok(
                         obj(
@@ -282,9 +300,17 @@ def public_paths() -> dict[str, Schema]:
                             amount={"type": "integer"},
                             currency={"type": "string"},
                         )
+                    )
+                    | {"headers": REPLAYED_HEADER},
+                    400: error(
+                        400, "`InvalidInput`: a body that does not validate, or a malformed Idempotency-Key."
                     ),
                     404: error(404, "`NotFound`: no such client_id or item."),
-                    409: error(409, "`Conflict`: no free order id was found; retry."),
+                    409: error(
+                        409,
+                        "`Conflict`: the Idempotency-Key was used with another body or its first "
+                        "request is still in flight; or no free order id was found (retry).",
+                    ),
                     429: error(429),
                     502: error(502),
                 },
