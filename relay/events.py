@@ -16,14 +16,36 @@ from redis.asyncio import Redis
 
 from relay import lua
 from relay.errors import InvalidInput
-from relay.models import Attempt, EventRecord, WebhookStatus, to_ms
+from relay.models import Attempt, DeadReason, EventRecord, WebhookStatus, iso_ms, to_ms
+from relay.retention import DEFAULT_LIFETIMES, Lifetimes
 from relay.schema import Keys
 
 MAX_ATTEMPT_LOG = 200
 
 
 def event_from_fields(fields: dict[str, str]) -> EventRecord:
-    return EventRecord.model_validate({key: (value or None) for key, value in fields.items()})
+    """An empty field is an unset one (its default)."""
+    return EventRecord.model_validate({key: value for key, value in fields.items() if value})
+
+
+@dataclass(frozen=True)
+class Alert:
+    """An operator's event to create in the same step (relay.alerts builds its body)."""
+
+    event_id: str
+    body: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What finishing an attempt did: ``applied`` False when a newer job owns the event;
+    ``disabled_since`` the endpoint's failing_since when this attempt disabled it."""
+
+    applied: bool
+    disabled_since: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.applied
 
 
 @dataclass(frozen=True)
@@ -33,9 +55,10 @@ class DeadLetterPage:
 
 
 class EventStore:
-    def __init__(self, redis: Redis, *, prefix: str) -> None:
+    def __init__(self, redis: Redis, *, prefix: str, lifetimes: Lifetimes = DEFAULT_LIFETIMES) -> None:
         self.redis = redis
         self.keys = Keys(prefix)
+        self.lifetimes = lifetimes
         self._finish = redis.register_script(lua.source("finish"))
         self._requeue = redis.register_script(lua.source("requeue"))
         self._purge = redis.register_script(lua.source("purge_dead_letter"))
@@ -71,11 +94,20 @@ class EventStore:
         attempt: Attempt | None,
         state: WebhookStatus,
         now: datetime,
-    ) -> bool:
-        """Log ``attempt`` and move the event to ``state``; False if a newer job owns the event."""
+        reason: DeadReason | None = None,
+        endpoint: str | None = None,
+        alert: Alert | None = None,
+        disabled_alert: Alert | None = None,
+    ) -> Finished:
+        """Log ``attempt`` and move the event to ``state`` (finish.lua). ``endpoint``: the URL the
+        attempt went to, whose health it updates (None when nothing was sent). The operator's
+        alerts are created in the same step: ``alert`` (message.attempt.exhausted) when the event
+        is dead-lettered, ``disabled_alert`` (endpoint.disabled) when this attempt disables the
+        endpoint."""
         due = attempt.next_attempt_at if attempt else None
         score = to_ms(due) if state is WebhookStatus.RETRYING and due else to_ms(now)
-        applied = await self._finish(
+        health = self.keys.endpoint(event.project_id, endpoint) if endpoint else ""
+        result = await self._finish(
             keys=[
                 self.keys.event(event.id),
                 self.keys.attempts(event.id),
@@ -83,6 +115,11 @@ class EventStore:
                 self.keys.outbox,
                 self.keys.dead_letters,
                 self.keys.project_dead_letters(event.project_id),
+                self.keys.retention,
+                health,
+                self.keys.project_endpoints(event.project_id),
+                self.keys.event(alert.event_id) if alert else "",
+                self.keys.event(disabled_alert.event_id) if disabled_alert else "",
             ],
             args=[
                 event.id,
@@ -93,9 +130,23 @@ class EventStore:
                 due.isoformat() if due else "",
                 now.isoformat() if state is WebhookStatus.FAILED else "",
                 MAX_ATTEMPT_LOG,
+                to_ms(now),
+                iso_ms(now),
+                to_ms(now + self.lifetimes.retention),
+                to_ms(now + self.lifetimes.dead_letter_retention),
+                reason.value if reason and state is WebhookStatus.FAILED else "",
+                endpoint or "",
+                self.keys.endpoint_digest(endpoint) if endpoint else "",
+                (attempt.error or "") if attempt else "",
+                int(self.lifetimes.endpoint_disable_after.total_seconds() * 1000),
+                alert.event_id if alert else "",
+                alert.body if alert else "",
+                disabled_alert.event_id if disabled_alert else "",
+                disabled_alert.body if disabled_alert else "",
             ],
         )
-        return bool(applied)
+        applied, disabled = int(result[0]), int(result[1])
+        return Finished(bool(applied), str(result[2]) if disabled else None)
 
     async def postpone(self, event: EventRecord, *, seq: int, until: datetime) -> bool:
         """Schedule the event's next job at ``until`` (seq + 1) without logging an attempt."""
@@ -114,15 +165,22 @@ class EventStore:
                 self.keys.outbox,
                 self.keys.dead_letters,
                 self.keys.project_dead_letters(event.project_id),
+                self.keys.retention,
             ],
             args=[event.id, to_ms(now)],
         )
         return None if int(seq) < 0 else int(seq)
 
-    async def purge_dead_letter(self, event: EventRecord) -> bool:
+    async def purge_dead_letter(self, event: EventRecord, *, now: datetime) -> bool:
+        """Remove a dead letter; its order is then deleted RELAY_RETENTION from ``now``."""
         removed = await self._purge(
-            keys=[self.keys.dead_letters, self.keys.project_dead_letters(event.project_id)],
-            args=[event.id],
+            keys=[
+                self.keys.dead_letters,
+                self.keys.project_dead_letters(event.project_id),
+                self.keys.event(event.id),
+                self.keys.retention,
+            ],
+            args=[event.id, to_ms(now + self.lifetimes.retention)],
         )
         return bool(removed)
 

@@ -54,6 +54,31 @@ class Metrics:
             buckets=(1, 2, 3, 4, 5, 6, 8, 10, 15, 20),
             registry=self.registry,
         )
+        self.expired = Counter(
+            "relay_purchases_expired_total",
+            "Purchases that stayed pending for RELAY_PURCHASE_EXPIRY and expired.",
+            registry=self.registry,
+        )
+        self.deleted = Counter(
+            "relay_retention_deleted_total",
+            "Records deleted by retention: finished orders (with their events and attempts), and "
+            "the operator's alert events.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.endpoints_disabled = Counter(
+            "relay_endpoints_disabled_total",
+            "Endpoints disabled after every delivery failed for RELAY_ENDPOINT_DISABLE_AFTER.",
+            registry=self.registry,
+        )
+        self.alerts = Counter(
+            "relay_operator_alerts_total",
+            "Operator webhooks created (message.attempt.exhausted, endpoint.disabled).",
+            registry=self.registry,
+        )
+        self.retained_orders = Gauge(
+            "relay_retained_orders", "Orders (purchases) stored in Redis.", registry=self.registry
+        )
         self.queue_depth = Gauge(
             "relay_queue_depth", "Jobs in the arq queue, due or deferred.", registry=self.registry
         )
@@ -78,12 +103,14 @@ class Metrics:
                 pipe.zcard(keys.outbox)
                 pipe.zcard(keys.dead_letters)
                 pipe.zrange(keys.outbox, 0, 0, withscores=True)
-                queued, outbox, dead, oldest = await pipe.execute()
+                pipe.hget(keys.stats, "orders")
+                queued, outbox, dead, oldest, orders = await pipe.execute()
         except (RedisError, OSError):
             return generate_latest(self.registry)
         self.queue_depth.set(queued)
         self.outbox_size.set(outbox)
         self.dead_letters.set(dead)
+        self.retained_orders.set(int(orders or 0))
         overdue = now.timestamp() - oldest[0][1] / 1000 if oldest else 0.0
         self.oldest_pending_age.set(max(0.0, overdue))
         return generate_latest(self.registry)

@@ -270,13 +270,33 @@ class Purchase(Record):
     updated_at: datetime
 
 
+class EventKind(StrEnum):
+    MERCHANT = "merchant"  # to a project's endpoint, about one of its orders
+    OPERATOR = "operator"  # the relay's own alert, to RELAY_OPERATOR_WEBHOOK_URL
+
+
+# The project id of the operator's events: no project can have it (ids start alphanumeric).
+OPERATOR_PROJECT = "_operator"
+
+
+class DeadReason(StrEnum):
+    """Why an event was dead-lettered."""
+
+    EXHAUSTED = "exhausted"  # every attempt of the retry schedule failed
+    PERMANENT = "permanent"  # the endpoint answered 410 Gone, or the target is refused
+    ENDPOINT_DISABLED = "endpoint_disabled"  # its endpoint is disabled: nothing was sent
+    SECRET_UNDECRYPTABLE = "secret_undecryptable"  # noqa: S105 (a reason, not a secret): no key decrypts it
+
+
 class EventRecord(Record):
-    """An event and its delivery state; ``body`` is the exact signed JSON, fixed at creation."""
+    """An event and its delivery state; ``body`` is the exact signed JSON, fixed at creation. An
+    operator's event has no order or item (empty)."""
 
     id: str
+    kind: EventKind = EventKind.MERCHANT
     project_id: str
-    order_id: str
-    item_id: str
+    order_id: str = ""
+    item_id: str = ""
     body: str
     state: WebhookStatus = WebhookStatus.PENDING
     seq: int = 0
@@ -284,6 +304,7 @@ class EventRecord(Record):
     created_at: datetime
     next_attempt_at: datetime | None = None
     dead_at: datetime | None = None
+    dead_reason: DeadReason | None = None
 
 
 @dataclass(frozen=True)
@@ -311,12 +332,14 @@ class DeadLetter(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_id: str
+    kind: EventKind
     project_id: str
     order_id: str
     item_id: str
     attempts: int
     created_at: str
     dead_at: str | None
+    reason: DeadReason | None
     last_attempt: Attempt | None
 
 

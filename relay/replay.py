@@ -167,12 +167,14 @@ class Operations:
             views.append(
                 DeadLetter(
                     event_id=event.id,
+                    kind=event.kind,
                     project_id=event.project_id,
                     order_id=event.order_id,
                     item_id=event.item_id,
                     attempts=event.attempts,
                     created_at=dumped["created_at"],
                     dead_at=dumped["dead_at"],
+                    reason=event.dead_reason,
                     last_attempt=last.get(event.id),
                 )
             )
@@ -181,7 +183,7 @@ class Operations:
     async def purge_dead_letter(self, event_id: str) -> None:
         """Remove one dead letter for good (the purchase keeps its attempt log)."""
         event = await self.events.get(event_id)
-        if event is None or not await self.events.purge_dead_letter(event):
+        if event is None or not await self.events.purge_dead_letter(event, now=self.clock()):
             raise not_found("dead letter", event_id)
 
     async def purge(self, event_ids: Iterable[str], *, progress: Progress | None = None) -> int:
@@ -190,7 +192,7 @@ class Operations:
         for event_id in dict.fromkeys(event_ids):
             event = await self.events.get(event_id)
             if event is not None:
-                done += await self.events.purge_dead_letter(event)
+                done += await self.events.purge_dead_letter(event, now=self.clock())
             if progress is not None:
                 progress.update(1)
         return done

@@ -19,6 +19,14 @@ ingest script and arq's in-progress keys in the claim script, so it must agree w
     {p}:project:{id}:purchases           ZSET    order id -> created at (ms)                 relay.store
     {p}:unmatched                        LIST    JSON callbacks for unknown orders, newest   relay.store
                                                  first, capped
+    {p}:expiry                           ZSET    order id -> when it expires if unpaid (ms)  create_purchase,
+                                                                                             expire.lua
+    {p}:retention                        ZSET    o:{order id} | e:{event id} -> when it is   finish, ingest,
+                                                 deleted (ms); only finished ones            expire, requeue,
+                                                                                             purge_dead_letter
+    {p}:stats                            HASH    orders: purchases stored (a gauge)          create_purchase,
+                                                                                             delete_finished
+    {p}:project:{id}:events              ZSET    event id -> created at (ms)                 ingest.lua
     {p}:event:{id}                       HASH    EventRecord; ``seq`` fences delivery jobs   ingest, finish,
                                                                                              requeue, postpone
     {p}:event:{id}:attempts              LIST    JSON Attempt, oldest first, capped          finish.lua
@@ -26,6 +34,11 @@ ingest script and arq's in-progress keys in the claim script, so it must agree w
                                                                                              requeue, postpone
     {p}:dlq                              ZSET    event id -> dead-lettered at (ms)           finish, requeue,
     {p}:project:{id}:dlq                 ZSET    the same, one project's                     purge_dead_letter
+    {p}:endpoint:{project}:{sha256(url)} HASH    an endpoint's health: url, last_success_at, finish.lua,
+                                                 failing_since, last_error, disabled_at      relay.endpoints
+    {p}:project:{id}:endpoints           SET     the digests of the project's endpoints      finish.lua
+    {p}:idempotency:{scope}:{sha256}     STRING  a creating POST's first response, or its    relay.idempotency
+                                                 claim while in flight; expires after 24 h
     {p}:console:session:{sha256(sid)}    HASH    csrf, created_at; expires after 8 h         relay.sessions
     {p}:console:session:{sha256}:flash   STRING  the next page's notice; expires after 60 s  relay.sessions
     {p}:sandbox:key                      STRING  the sandbox checkout's random signing key   relay.api.sandbox
@@ -61,6 +74,9 @@ class Keys:
         self.outbox = f"{prefix}:outbox"
         self.dead_letters = f"{prefix}:dlq"
         self.unmatched = f"{prefix}:unmatched"
+        self.expiry = f"{prefix}:expiry"
+        self.retention = f"{prefix}:retention"
+        self.stats = f"{prefix}:stats"
 
     # --- catalogue ---------------------------------------------------------------------------------
 
@@ -97,12 +113,39 @@ class Keys:
     def attempts(self, event_id: str) -> str:
         return f"{self.prefix}:event:{event_id}:attempts"
 
+    def project_events(self, project_id: str) -> str:
+        return f"{self.prefix}:project:{project_id}:events"
+
     def project_dead_letters(self, project_id: str) -> str:
         return f"{self.prefix}:project:{project_id}:dlq"
 
     def dead_letters_of(self, project_id: str | None) -> str:
         """One project's dead-letter set, or everyone's."""
         return self.project_dead_letters(project_id) if project_id else self.dead_letters
+
+    # --- endpoint health ------------------------------------------------------------------------------
+
+    @staticmethod
+    def endpoint_digest(url: str) -> str:
+        return hashlib.sha256(url.encode()).hexdigest()[:32]
+
+    def endpoint(self, project_id: str, url: str) -> str:
+        return self.endpoint_at(project_id, self.endpoint_digest(url))
+
+    def endpoint_at(self, project_id: str, digest: str) -> str:
+        """The health of the endpoint whose URL has this digest (a member of project_endpoints)."""
+        return f"{self.prefix}:endpoint:{project_id}:{digest}"
+
+    def project_endpoints(self, project_id: str) -> str:
+        return f"{self.prefix}:project:{project_id}:endpoints"
+
+    # --- idempotency keys ----------------------------------------------------------------------------
+
+    def idempotency(self, scope: str, route: str, key: str) -> str:
+        """A creating POST's record: per scope (a client or project id) and route; the client's
+        key is hashed, so any text it sends makes a key name of fixed length."""
+        digest = hashlib.sha256(f"{route}\n{key}".encode()).hexdigest()
+        return f"{self.prefix}:idempotency:{scope}:{digest}"
 
     # --- console sessions and rate limits ----------------------------------------------------------
 

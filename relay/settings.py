@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import difflib
 import math
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
 from pydantic import (
+    AfterValidator,
+    BeforeValidator,
     Field,
     IPvAnyNetwork,
     SecretStr,
@@ -22,6 +26,35 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from relay.gateways.custom import CustomSourceConfig, parse_sources
+from relay.retention import Lifetimes
+
+
+def _duration(value: object) -> object:
+    """Seconds (``90``, ``0.5``) or an ISO 8601 duration (``P30D``, ``PT24H``), left to pydantic."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            return text
+        if not math.isfinite(seconds):
+            raise ValueError("must be a number of seconds or an ISO 8601 duration such as P30D")
+        return timedelta(seconds=seconds)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    return value
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be longer than zero")
+    if value > timedelta(days=36500):
+        raise ValueError("must be at most 100 years")
+    return value
+
+
+# A length of time in a setting: seconds or ISO 8601, above zero.
+Duration = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_positive)]
 
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 MIDTRANS_SANDBOX_API = "https://api.sandbox.midtrans.com"
@@ -62,6 +95,17 @@ class Settings(BaseSettings):
     # Prometheus scrapes the pod).
     worker_metrics_host: str = "127.0.0.1"
     sweep_interval: int = Field(default=30, ge=1, le=60)
+    # How long finished orders (and their events and attempt logs) are kept; dead-lettered ones,
+    # and how long an unpaid purchase waits before it expires (Midtrans Snap's default, 24 h).
+    retention: Duration = timedelta(days=30)
+    dead_letter_retention: Duration = timedelta(days=90)
+    purchase_expiry: Duration = timedelta(hours=24)
+    # An endpoint whose every delivery failed for this long is disabled (relay.endpoints).
+    endpoint_disable_after: Duration = timedelta(days=5)
+    # Where the relay's own alerts go (message.attempt.exhausted, endpoint.disabled), signed with
+    # the whsec_ secret like a merchant's webhook.
+    operator_webhook_url: str | None = None
+    operator_webhook_secret: SecretStr | None = None
 
     @field_validator("redis_url")
     @classmethod
@@ -133,6 +177,41 @@ class Settings(BaseSettings):
             raise ValueError("has too little entropy: use at least 10 distinct characters (a random string)")
         return value
 
+    @field_validator("operator_webhook_url")
+    @classmethod
+    def _operator_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an http(s) URL")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials")
+        return value
+
+    @field_validator("operator_webhook_secret")
+    @classmethod
+    def _operator_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        secret = value.get_secret_value().strip()
+        try:
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except ValueError:
+            key = b""
+        if not secret.startswith("whsec_") or len(key) < 16:
+            raise ValueError("must be a whsec_ secret: whsec_ and at least 16 bytes in base64")
+        return SecretStr(secret)
+
+    @model_validator(mode="after")
+    def _operator_webhook_pair(self) -> Settings:
+        if (self.operator_webhook_url is None) != (self.operator_webhook_secret is None):
+            raise ValueError(
+                "RELAY_OPERATOR_WEBHOOK_URL and RELAY_OPERATOR_WEBHOOK_SECRET: set both (the alerts are "
+                "signed), or neither"
+            )
+        return self
+
     @model_validator(mode="after")
     def _sandbox_with_a_real_key(self) -> Settings:
         if self.sandbox and self.midtrans_server_key is not None:
@@ -153,6 +232,15 @@ class Settings(BaseSettings):
                 "https://sandbox.duitku.com for a test merchant); only RELAY_SANDBOX=true runs without"
             )
         return self
+
+    @property
+    def lifetimes(self) -> Lifetimes:
+        return Lifetimes(
+            retention=self.retention,
+            dead_letter_retention=self.dead_letter_retention,
+            purchase_expiry=self.purchase_expiry,
+            endpoint_disable_after=self.endpoint_disable_after,
+        )
 
     @property
     def fernet_keys(self) -> list[str]:

@@ -19,6 +19,7 @@ from relay.crypto import SecretBox
 from relay.event_body import BODY_END, METADATA_JOIN, event_body_head, metadata_json
 from relay.jsonutil import dumps
 from relay.models import RANK, Item, PaymentOutcome, Project, Purchase, WebhookStatus, iso_z, to_ms
+from relay.retention import DEFAULT_LIFETIMES, Lifetimes
 from relay.schema import Keys
 
 if TYPE_CHECKING:  # the job's writes are built by the queue's owner, workers.arq_compat
@@ -97,10 +98,13 @@ def _short(text: str) -> str:
 class Store:
     """Projects, items and purchases. ``redis`` must decode responses to ``str``."""
 
-    def __init__(self, redis: Redis, *, prefix: str, box: SecretBox) -> None:
+    def __init__(
+        self, redis: Redis, *, prefix: str, box: SecretBox, lifetimes: Lifetimes = DEFAULT_LIFETIMES
+    ) -> None:
         self.redis = redis
         self.keys = Keys(prefix)
         self.box = box
+        self.lifetimes = lifetimes
         self._ingest = redis.register_script(ingest_script())
         self._create_purchase = redis.register_script(lua.source("create_purchase"))
 
@@ -196,14 +200,21 @@ class Store:
 
     async def create_purchase(self, purchase: Purchase) -> bool:
         """Store a new purchase, only if its order id is not taken (create_purchase.lua, one atomic
-        step): False, and nothing written, when it is. A stored purchase is never overwritten."""
+        step): False, and nothing written, when it is. A stored purchase is never overwritten. It
+        expires RELAY_PURCHASE_EXPIRY after it was made unless paid by then (relay.retention)."""
         state = purchase.model_dump(mode="json", include=set(PURCHASE_STATE_FIELDS))
         fields = purchase_template(purchase) | {key: value or "" for key, value in state.items()}
         created = await self._create_purchase(
-            keys=[self.keys.purchase(purchase.order_id), self.keys.project_purchases(purchase.project_id)],
+            keys=[
+                self.keys.purchase(purchase.order_id),
+                self.keys.project_purchases(purchase.project_id),
+                self.keys.expiry,
+                self.keys.stats,
+            ],
             args=[
                 purchase.order_id,
                 to_ms(purchase.created_at),
+                to_ms(purchase.created_at + self.lifetimes.purchase_expiry),
                 *(part for pair in fields.items() for part in pair),
             ],
         )
@@ -261,6 +272,7 @@ class Store:
                 job.job_key if job else "-",
                 job.result_key if job else "-",
                 job.queue if job else "-",
+                self.keys.retention,
             ],
             args=[
                 outcome.gateway,
@@ -273,6 +285,8 @@ class Store:
                 outcome.currency or "",
                 to_ms(now),
                 *job_args,
+                to_ms(now + self.lifetimes.retention),
+                self.keys.project(""),
             ],
         )
         return str(code), str(detail)

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from relay.crypto import SecretBox
+from relay.endpoints import Endpoints
 from relay.events import EventStore
 from relay.ratelimit import FailedAuth, PurchaseLimit
+from relay.retention import Retention
 from relay.schema import Keys
 from relay.sessions import SessionStore
 from relay.settings import Settings
@@ -20,6 +22,8 @@ class Stores:
     keys: Keys
     store: Store  # projects, items, purchases, and the ingest script
     events: EventStore  # events, attempts, the outbox, the dead-letter queue
+    retention: Retention  # purchase expiry and the deletion of finished orders
+    endpoints: Endpoints  # endpoint health: failing since, disabled
     sessions: SessionStore  # console sessions
     purchase_limit: PurchaseLimit  # public purchases per client and address (RELAY_PURCHASE_RATE_LIMIT)
     failed_auth: FailedAuth  # failed bearer tokens and console logins per address
@@ -28,11 +32,13 @@ class Stores:
 def make_stores(redis: Redis, settings: Settings) -> Stores:
     """The stores over ``redis``, which must answer ``str`` (``decode_responses``); it is borrowed,
     not owned: its owner closes it."""
-    prefix = settings.key_prefix
+    prefix, lifetimes = settings.key_prefix, settings.lifetimes
     return Stores(
         keys=Keys(prefix),
-        store=Store(redis, prefix=prefix, box=SecretBox(settings.fernet_keys)),
-        events=EventStore(redis, prefix=prefix),
+        store=Store(redis, prefix=prefix, box=SecretBox(settings.fernet_keys), lifetimes=lifetimes),
+        events=EventStore(redis, prefix=prefix, lifetimes=lifetimes),
+        retention=Retention(redis, prefix=prefix, lifetimes=lifetimes),
+        endpoints=Endpoints(redis, prefix=prefix),
         sessions=SessionStore(redis, prefix=prefix),
         purchase_limit=PurchaseLimit(redis, prefix=prefix, limit=settings.purchase_rate_limit),
         failed_auth=FailedAuth(redis, prefix=prefix),

@@ -39,7 +39,7 @@ async def test_finish_attempt_with_a_stale_seq_writes_nothing(stores: Backend) -
     applied = await stores.events.finish_attempt(
         event, seq=1, attempt=attempt(next_attempt_at=due), state=WebhookStatus.RETRYING, now=T0
     )
-    assert applied is False
+    assert not applied
     assert await stores.events.get(event.id) == event
     assert await attempt_log(stores, event.id) == []
     assert await outbox_scores(stores) == {event.id: to_ms(T0)}
@@ -71,7 +71,7 @@ async def test_finish_attempt_retrying_moves_the_outbox_and_bumps_seq(stores: Ba
     again = await stores.events.finish_attempt(
         event, seq=0, attempt=logged, state=WebhookStatus.DELIVERED, now=T0
     )
-    assert again is False
+    assert not again
     assert await attempt_log(stores, event.id) == [logged]
 
 
@@ -173,8 +173,8 @@ async def test_postpone_moves_the_next_attempt_without_making_one(stores: Backen
 async def test_purge_dead_letter(stores: Backend) -> None:
     event = await paid_event(stores, "order-1")
     await stores.events.finish_attempt(event, seq=0, attempt=attempt(), state=WebhookStatus.FAILED, now=T0)
-    assert await stores.events.purge_dead_letter(event) is True
-    assert await stores.events.purge_dead_letter(event) is False
+    assert await stores.events.purge_dead_letter(event, now=T0) is True
+    assert await stores.events.purge_dead_letter(event, now=T0) is False
     assert await zset(stores, stores.events.keys.dead_letters) == {}
     assert await zset(stores, stores.events.keys.project_dead_letters("shop")) == {}
     assert await stores.events.get(event.id) is not None

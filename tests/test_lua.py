@@ -99,11 +99,15 @@ async def test_postpone_applies_only_at_the_events_seq(connections: Connections)
 async def test_purge_dead_letter_removes_it_from_both_sets_once(connections: Connections) -> None:
     redis = connections.redis
     purge = redis.register_script(lua.source("purge_dead_letter"))
-    keys = [KEYS.dead_letters, KEYS.project_dead_letters("shop")]
+    keys = [KEYS.dead_letters, KEYS.project_dead_letters("shop"), KEYS.event("evt_1"), KEYS.retention]
     await redis.zadd(KEYS.dead_letters, {"evt_1": 1000, "evt_2": 2000})
     await redis.zadd(KEYS.project_dead_letters("shop"), {"evt_1": 1000})
+    await redis.hset(KEYS.event("evt_1"), mapping={"order_id": "ord_1", "project_id": "shop"})
+    await redis.zadd(KEYS.retention, {"o:ord_1": 9000})  # the dead-letter retention's deadline
 
-    assert await purge(keys=keys, args=["evt_1"]) == 1
-    assert await purge(keys=keys, args=["evt_1"]) == 0
+    assert await purge(keys=keys, args=["evt_1", 5000]) == 1
+    assert await purge(keys=keys, args=["evt_1", 7000]) == 0
     assert await redis.zrange(KEYS.dead_letters, 0, -1) == ["evt_2"]
     assert await redis.zrange(KEYS.project_dead_letters("shop"), 0, -1) == []
+    # The order now follows the ordinary retention, from the purge.
+    assert await redis.zrange(KEYS.retention, 0, -1, withscores=True) == [("o:ord_1", 5000.0)]

@@ -1,14 +1,16 @@
 -- Create a purchase (relay.store.Store.create_purchase), only if its order id is new: the check and
 -- the writes are one step, so a colliding order id can never overwrite a purchase (a paid one
--- turned back to pending).
+-- turned back to pending). The purchase goes on the expiry schedule (expire.lua) and is counted.
 --
--- KEYS[1] purchase        KEYS[2] the project's purchases
--- ARGV[1] order id        ARGV[2] created at (ms)
--- ARGV[3..] the purchase hash, field and value after field and value
+-- KEYS[1] purchase        KEYS[2] the project's purchases    KEYS[3] expiry    KEYS[4] stats
+-- ARGV[1] order id        ARGV[2] created at (ms)    ARGV[3] expires at (ms)
+-- ARGV[4..] the purchase hash, field and value after field and value
 --
 -- Returns 1 when created, 0 when the order id is taken (nothing written).
 
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('HINCRBY', KEYS[4], 'orders', 1)
 return 1

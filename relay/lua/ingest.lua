@@ -13,13 +13,14 @@
 -- stays refunded. A purchase with an event never gets a second one.
 --
 -- KEYS[1] purchase        KEYS[2] event             KEYS[3] outbox
--- KEYS[4] arq job key     KEYS[5] arq result key    KEYS[6] arq queue
+-- KEYS[4] arq job key     KEYS[5] arq result key    KEYS[6] arq queue    KEYS[7] retention
 -- ARGV[1] gateway         ARGV[2] new status        ARGV[3] now (ISO 8601)
 -- ARGV[4] amount as integer text ('' matches nothing)            ARGV[5] amount rule: exact | at_least
 -- ARGV[6] event id        ARGV[7] paid_at (ISO 8601 UTC to the second, with Z; at most now)
 -- ARGV[8] the currency the callback states ('' when it states none)
 -- ARGV[9] outbox score (ms)
 -- ARGV[10] job id ('' for none)   ARGV[11] job payload   ARGV[12] job score (ms)   ARGV[13] job expiry (ms)
+-- ARGV[14] the retention deadline (ms)    ARGV[15] the project key prefix (``{p}:project:``)
 --
 -- Returns {code, detail}: {'applied', status} | {'unknown_order', ''} | {'other_gateway', gateway}
 --   | {'currency_mismatch', stored currency} | {'amount_mismatch', stored amount}
@@ -47,7 +48,12 @@ local head, tail, metadata = found[4], found[5], found[6]
 if settles and not (head and (tail or metadata)) then return {'no_template', ''} end
 if RANK[ARGV[2]] > RANK[status] then status = ARGV[2] end
 redis.call('HSET', KEYS[1], 'status', status, 'updated_at', ARGV[3])
-if not settles then return {'applied', status} end
+if not settles then
+  if status ~= 'pending' and (not found[3] or found[3] == '') then
+    redis.call('ZADD', KEYS[7], ARGV[14], 'o:' .. doc.order_id)
+  end
+  return {'applied', status}
+end
 
 local code, paid_at = 'applied', ARGV[7]
 local created = string.sub(doc.created_at, 1, 19) .. 'Z'  -- the same form, so they compare as text
@@ -65,6 +71,8 @@ redis.call('HSET', KEYS[2], 'id', event_id, 'project_id', doc.project_id, 'order
   'item_id', doc.item_id, 'body', body, 'state', 'pending',
   'seq', '0', 'attempts', '0', 'created_at', ARGV[3], 'next_attempt_at', '', 'dead_at', '')
 redis.call('ZADD', KEYS[3], ARGV[9], event_id)
+redis.call('ZADD', ARGV[15] .. doc.project_id .. ':events', ARGV[9], event_id)
+redis.call('ZREM', KEYS[7], 'o:' .. doc.order_id)
 if ARGV[10] ~= '' and redis.call('EXISTS', KEYS[4], KEYS[5]) == 0 then
   redis.call('PSETEX', KEYS[4], ARGV[13], ARGV[11])
   redis.call('ZADD', KEYS[6], ARGV[12], ARGV[10])

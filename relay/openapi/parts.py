@@ -67,7 +67,9 @@ def component_schemas() -> dict[str, Schema]:
     schemas = {name: generated[name] for name in ("ProjectIn", "ItemIn", "PurchaseIn", "ReplayIn")}
     # An AfterValidator leaves no trace in the generated schema: state the rule it checks.
     schemas["PurchaseIn"]["properties"]["buyer_email"]["pattern"] = EMAIL_RE.pattern
-    schemas |= {name: generated[name] for name in ("PurchaseStatus", "WebhookStatus")}
+    schemas |= {
+        name: generated[name] for name in ("PurchaseStatus", "WebhookStatus", "EventKind", "DeadReason")
+    }
     project = _output(generated["Project"], exclude=SECRET_FIELDS)
     secret = {"type": "string", "pattern": "^whsec_", "description": "Shown on create and rotate only."}
     schemas["Project"] = project

@@ -1,0 +1,66 @@
+-- Delete finished records (relay.retention.Retention.delete_due): take up to ARGV[3] retention
+-- entries that are due and delete what each names, with every index entry pointing at it:
+--   o:{order id}  the purchase, its event and attempt log, and their entries in the project's
+--                 purchases and events, the outbox, the dead-letter sets and the expiry schedule;
+--   e:{event id}  an event of the operator's (a relay alert) and its attempt log.
+-- Each is checked again first: an order whose event is pending or retrying (a replay, a late
+-- settlement) or that is still pending itself is not finished; it only leaves the schedule (it
+-- comes back when it finishes). One atomic step, so a callback for the order sees it whole or
+-- not at all (then the callback is recorded as unmatched).
+--
+-- Key names are built here from ids, as relay.schema.Keys builds them under the prefix ARGV[1]
+-- (``{p}:``); relay runs on one Redis, no cluster.
+--
+-- KEYS[1] retention    KEYS[2] outbox    KEYS[3] dead letters    KEYS[4] expiry    KEYS[5] stats
+-- ARGV[1] the key prefix with its colon    ARGV[2] now (ms)    ARGV[3] most entries to take
+--
+-- Returns {entries taken, orders deleted, operator events deleted}.
+
+local p = ARGV[1]
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
+local orders, alerts = 0, 0
+
+local function unfinished(state)
+  return state == 'pending' or state == 'retrying'
+end
+
+local function drop_event(event_id, project_id)
+  redis.call('DEL', p .. 'event:' .. event_id, p .. 'event:' .. event_id .. ':attempts')
+  redis.call('ZREM', KEYS[2], event_id)
+  redis.call('ZREM', KEYS[3], event_id)
+  redis.call('ZREM', p .. 'project:' .. project_id .. ':dlq', event_id)
+  redis.call('ZREM', p .. 'project:' .. project_id .. ':events', event_id)
+end
+
+for _, member in ipairs(due) do
+  redis.call('ZREM', KEYS[1], member)
+  local kind, id = string.sub(member, 1, 1), string.sub(member, 3)
+  if kind == 'o' then
+    local key = p .. 'purchase:' .. id
+    local found = redis.call('HMGET', key, 'status', 'event_id', 'doc')
+    local event_id = found[2]
+    if event_id == '' then event_id = false end
+    local finished
+    if event_id then
+      finished = not unfinished(redis.call('HGET', p .. 'event:' .. event_id, 'state'))
+    else
+      finished = found[1] and found[1] ~= 'pending'
+    end
+    if finished then
+      local project_id = cjson.decode(found[3]).project_id
+      if event_id then drop_event(event_id, project_id) end
+      redis.call('DEL', key)
+      redis.call('ZREM', p .. 'project:' .. project_id .. ':purchases', id)
+      redis.call('ZREM', KEYS[4], id)
+      redis.call('HINCRBY', KEYS[5], 'orders', -1)
+      orders = orders + 1
+    end
+  elseif kind == 'e' then
+    local found = redis.call('HMGET', p .. 'event:' .. id, 'state', 'project_id')
+    if found[1] and not unfinished(found[1]) then
+      drop_event(id, found[2])
+      alerts = alerts + 1
+    end
+  end
+end
+return {#due, orders, alerts}

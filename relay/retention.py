@@ -1,0 +1,110 @@
+"""How long the relay keeps what it writes, and the sweep that lets it go.
+
+Nothing the relay writes stays in Redis for ever. A purchase still pending ``purchase_expiry``
+after it was made becomes expired (``relay/lua/expire.lua``). An order is *finished* when its
+event is delivered or had no endpoint, or when it ended failed, expired or refunded without a
+payment; it is deleted with its event and attempt log ``retention`` after it finished, or
+``dead_letter_retention`` after its event was dead-lettered (unless replayed or purged first). The
+operator's own alerts follow the same rule as events of their own.
+
+Every script that finishes a record puts it on one schedule, ``{p}:retention`` (a sorted set:
+``o:{order id}`` or ``e:{event id}`` -> when it is deleted), and every script that un-finishes it
+(a replay, a late settlement) takes it off, in the same atomic step. The sweep then takes what is
+due, a bounded batch at a time, and ``relay/lua/delete_finished.lua`` checks each again and deletes
+it together with every index entry that points at it: no scan of the keyspace, ever.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+from redis.asyncio import Redis
+
+from relay import lua
+from relay.models import iso_ms, to_ms
+from relay.schema import Keys
+
+log = structlog.get_logger("relay.retention")
+
+BATCH = 500  # records one script run takes: a bounded pause of Redis (about a millisecond or two)
+MAX_BATCHES = 20  # batches one sweep runs of each kind; the rest waits for the next sweep
+
+
+@dataclass(frozen=True)
+class Lifetimes:
+    """RELAY_RETENTION, RELAY_DEAD_LETTER_RETENTION, RELAY_PURCHASE_EXPIRY and
+    RELAY_ENDPOINT_DISABLE_AFTER (``relay.settings``), with their defaults."""
+
+    retention: timedelta = timedelta(days=30)
+    dead_letter_retention: timedelta = timedelta(days=90)
+    purchase_expiry: timedelta = timedelta(hours=24)
+    endpoint_disable_after: timedelta = timedelta(days=5)
+
+
+DEFAULT_LIFETIMES = Lifetimes()
+
+
+@dataclass(frozen=True)
+class Swept:
+    expired: int = 0
+    deleted_orders: int = 0
+    deleted_alerts: int = 0
+
+
+class Retention:
+    def __init__(self, redis: Redis, *, prefix: str, lifetimes: Lifetimes) -> None:
+        self.redis = redis
+        self.keys = Keys(prefix)
+        self.lifetimes = lifetimes
+        self._expire = redis.register_script(lua.source("expire"))
+        self._delete = redis.register_script(lua.source("delete_finished"))
+
+    async def expire(self, *, now: datetime, limit: int = BATCH) -> tuple[int, int]:
+        """Expire the purchases due by ``now``, at most ``limit``: (entries taken, expired)."""
+        taken, expired = await self._expire(
+            keys=[self.keys.expiry, self.keys.retention],
+            args=[
+                self.keys.purchase(""),
+                to_ms(now),
+                iso_ms(now),
+                limit,
+                to_ms(now + self.lifetimes.retention),
+            ],
+        )
+        return int(taken), int(expired)
+
+    async def delete_due(self, *, now: datetime, limit: int = BATCH) -> tuple[int, int, int]:
+        """Delete what is due by ``now``, at most ``limit`` entries: (taken, orders, alerts)."""
+        taken, orders, alerts = await self._delete(
+            keys=[
+                self.keys.retention,
+                self.keys.outbox,
+                self.keys.dead_letters,
+                self.keys.expiry,
+                self.keys.stats,
+            ],
+            args=[self.keys.prefix + ":", to_ms(now), limit],
+        )
+        return int(taken), int(orders), int(alerts)
+
+    async def sweep(self, *, now: datetime) -> Swept:
+        """Expire, then delete, in batches until nothing is due or MAX_BATCHES of each ran."""
+        expired = orders = alerts = 0
+        for _ in range(MAX_BATCHES):
+            taken, count = await self.expire(now=now)
+            expired += count
+            if taken < BATCH:
+                break
+        for _ in range(MAX_BATCHES):
+            taken, deleted, deleted_alerts = await self.delete_due(now=now)
+            orders, alerts = orders + deleted, alerts + deleted_alerts
+            if taken < BATCH:
+                break
+        if expired or orders or alerts:
+            log.info("retention_swept", expired=expired, deleted_orders=orders, deleted_alerts=alerts)
+        return Swept(expired, orders, alerts)
+
+    async def retained_orders(self) -> int:
+        return int(await self.redis.hget(self.keys.stats, "orders") or 0)  # type: ignore[misc]
