@@ -54,6 +54,7 @@ async def deps(redis: Redis, redis_url: str, clock: FakeClock) -> AsyncIterator[
         yield Deps(
             store=stores.store,
             events=stores.events,
+            endpoints=stores.endpoints,
             arq=arq,
             http=http,
             settings=settings,

@@ -22,10 +22,12 @@ import structlog
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
+from relay import alerts
+from relay.endpoints import Endpoints
 from relay.errors import PermanentDelivery, RetryableDelivery, SecretUndecryptable
-from relay.events import EventStore
+from relay.events import Alert, EventStore
 from relay.metrics import Metrics
-from relay.models import Attempt, EventRecord, WebhookStatus
+from relay.models import Attempt, DeadReason, EventKind, EventRecord, WebhookStatus
 from relay.settings import Settings
 from relay.signing import webhook_headers
 from relay.store import Store
@@ -54,6 +56,7 @@ class Deps:
 
     store: Store
     events: EventStore
+    endpoints: Endpoints
     arq: ArqRedis
     http: aiohttp.ClientSession
     settings: Settings
@@ -117,6 +120,7 @@ async def deliver(event_id: str, seq: int, *, deps: Deps) -> Outcome:
             url=None,
             error="secret_undecryptable: no configured key decrypts the project's signing secret",
             permanent=True,
+            reason=DeadReason.SECRET_UNDECRYPTABLE,
             now=deps.clock(),
         )
     except (RedisError, OSError):
@@ -131,24 +135,66 @@ async def deliver(event_id: str, seq: int, *, deps: Deps) -> Outcome:
 
 
 async def _attempt(event: EventRecord, seq: int, deps: Deps) -> Outcome:
+    if event.kind is EventKind.OPERATOR:
+        return await _attempt_alert(event, seq, deps)
     project, item = await deps.store.get_project_and_item(event.project_id, event.item_id)
     url = (item.webhook_url if item else None) or (project.webhook_url if project else None)
     now = deps.clock()
     if project is None or url is None:
-        applied = await deps.events.finish_attempt(
-            event, seq=seq, attempt=None, state=WebhookStatus.NO_ENDPOINT, now=now
+        return await _no_endpoint(event, seq, deps, now=now)
+    disabled, failing_since = await deps.endpoints.disabled(project.id, url)
+    if disabled:
+        return await _record(
+            event,
+            seq,
+            deps,
+            url=url,
+            error="endpoint_disabled: every delivery to this endpoint failed for too long; enable it again",
+            permanent=True,
+            reason=DeadReason.ENDPOINT_DISABLED,
+            track=False,
+            now=now,
         )
-        log.info("delivery", outcome=Outcome.NO_ENDPOINT.value)
-        return Outcome.NO_ENDPOINT if applied else Outcome.STALE
+    return await _send_in_turn(
+        event, seq, deps, url=url, secrets_=project.signing_secrets(now), failing_since=failing_since
+    )
 
+
+async def _attempt_alert(event: EventRecord, seq: int, deps: Deps) -> Outcome:
+    """An operator's alert (relay.alerts): to RELAY_OPERATOR_WEBHOOK_URL with its secret."""
+    settings = deps.settings
+    if settings.operator_webhook_url is None or settings.operator_webhook_secret is None:
+        return await _no_endpoint(event, seq, deps, now=deps.clock())
+    secret = settings.operator_webhook_secret.get_secret_value()
+    return await _send_in_turn(event, seq, deps, url=settings.operator_webhook_url, secrets_=[secret])
+
+
+async def _no_endpoint(event: EventRecord, seq: int, deps: Deps, *, now: datetime) -> Outcome:
+    finished = await deps.events.finish_attempt(
+        event, seq=seq, attempt=None, state=WebhookStatus.NO_ENDPOINT, now=now
+    )
+    log.info("delivery", outcome=Outcome.NO_ENDPOINT.value)
+    return Outcome.NO_ENDPOINT if finished else Outcome.STALE
+
+
+async def _send_in_turn(
+    event: EventRecord,
+    seq: int,
+    deps: Deps,
+    *,
+    url: str,
+    secrets_: list[str],
+    failing_since: str | None = None,
+) -> Outcome:
+    """Send once the endpoint has a free slot (else postpone), signed with ``secrets_``."""
     host = endpoint(url)
     token = await deps.limiter.acquire(host)
     if token is None:
-        return await _postpone(event, seq, deps, host=host, now=now)
+        return await _postpone(event, seq, deps, host=host, now=deps.clock())
     try:
         now = deps.clock()  # it may have waited for the slot
         return await _send_and_record(
-            event, seq, deps, url=url, secrets_=project.signing_secrets(now), now=now
+            event, seq, deps, url=url, secrets_=secrets_, now=now, failing_since=failing_since
         )
     finally:
         deps.limiter.release(host, token)
@@ -168,7 +214,14 @@ async def _postpone(event: EventRecord, seq: int, deps: Deps, *, host: str, now:
 
 
 async def _send_and_record(
-    event: EventRecord, seq: int, deps: Deps, *, url: str, secrets_: list[str], now: datetime
+    event: EventRecord,
+    seq: int,
+    deps: Deps,
+    *,
+    url: str,
+    secrets_: list[str],
+    now: datetime,
+    failing_since: str | None,
 ) -> Outcome:
     headers = webhook_headers(secrets_, msg_id=event.id, timestamp=now, body=event.body)
     started = time.perf_counter()
@@ -200,6 +253,7 @@ async def _send_and_record(
         permanent=permanent,
         retry_after=retry_after,
         duration=duration,
+        failing_since=failing_since,
         now=now,
     )
 
@@ -216,9 +270,13 @@ async def _record(
     permanent: bool = False,
     retry_after: float | None = None,
     duration: float = 0.0,
+    reason: DeadReason | None = None,
+    track: bool = True,
+    failing_since: str | None = None,
 ) -> Outcome:
     """Log the attempt and move the event on: delivered, the next attempt, or the dead-letter
-    queue when the schedule is spent or the failure is permanent."""
+    queue when the schedule is spent or the failure is permanent. ``track``: the attempt counts
+    for the health of its endpoint (it was sent to a merchant's endpoint)."""
     next_at = None
     if error is None:
         state, outcome = WebhookStatus.DELIVERED, Outcome.DELIVERED
@@ -229,6 +287,7 @@ async def _record(
             delay = next_delay(schedule, event.attempts + 1, rng=deps.rng, retry_after=retry_after)
         if delay is None:
             state, outcome = WebhookStatus.FAILED, Outcome.DEAD
+            reason = reason or (DeadReason.PERMANENT if permanent else DeadReason.EXHAUSTED)
         else:
             state, outcome = WebhookStatus.RETRYING, Outcome.RETRYING
             next_at = now + timedelta(seconds=delay)
@@ -240,7 +299,30 @@ async def _record(
         duration_ms=round(duration * 1000),
         next_attempt_at=next_at,
     )
-    applied = await deps.events.finish_attempt(event, seq=seq, attempt=attempt, state=state, now=now)
+    track = track and url is not None and event.kind is EventKind.MERCHANT
+    exhausted, disabled = _alerts(
+        event,
+        deps,
+        state=state,
+        reason=reason,
+        url=url,
+        error=error,
+        status_code=status_code,
+        track=track,
+        failing_since=failing_since,
+        now=now,
+    )
+    finished = await deps.events.finish_attempt(
+        event,
+        seq=seq,
+        attempt=attempt,
+        state=state,
+        now=now,
+        reason=reason,
+        endpoint=url if track else None,
+        alert=exhausted,
+        disabled_alert=disabled,
+    )
     status_class = f"{status_code // 100}xx" if status_code else "none"
     deps.metrics.deliveries.labels(outcome.value, status_class).inc()
     if outcome in (Outcome.DELIVERED, Outcome.DEAD):
@@ -256,11 +338,53 @@ async def _record(
         duration_ms=attempt.duration_ms,
         next_attempt_at=attempt.model_dump(mode="json")["next_attempt_at"],
     )
-    if not applied:
+    if not finished:
         return Outcome.STALE
+    if finished.disabled_since is not None:
+        deps.metrics.endpoints_disabled.inc()
+        log.warning(
+            "endpoint_disabled", host=urlsplit(url or "").hostname, failing_since=finished.disabled_since
+        )
     if next_at is not None:
         await enqueue_delivery(deps.arq, event.id, seq + 1, at=next_at)
+    created = [exhausted if state is WebhookStatus.FAILED else None]
+    created.append(disabled if finished.disabled_since is not None else None)
+    for alert in created:
+        if alert is not None:  # the sweeper sends it if this is lost
+            deps.metrics.alerts.inc()
+            await enqueue_delivery(deps.arq, alert.event_id, 0)
     return outcome
+
+
+def _alerts(
+    event: EventRecord,
+    deps: Deps,
+    *,
+    state: WebhookStatus,
+    reason: DeadReason | None,
+    url: str | None,
+    error: str | None,
+    status_code: int | None,
+    track: bool,
+    failing_since: str | None,
+    now: datetime,
+) -> tuple[Alert | None, Alert | None]:
+    """The operator's alerts this attempt may raise, when the relay has an operator webhook: the
+    event's exhaustion when it is dead-lettered (not for a disabled endpoint: endpoint.disabled
+    said it once), and the endpoint's disabling, used if the finish step disables it."""
+    if deps.settings.operator_webhook_url is None or event.kind is EventKind.OPERATOR:
+        return None, None
+    exhausted = None
+    if state is WebhookStatus.FAILED and reason is not DeadReason.ENDPOINT_DISABLED:
+        exhausted = alerts.attempt_exhausted(
+            event, reason=str(reason), url=url, error=error, status_code=status_code, now=now
+        )
+    disabled = None
+    if track and error is not None and url is not None:
+        disabled = alerts.endpoint_disabled(
+            event.project_id, url=url, failing_since=failing_since, error=error, now=now
+        )
+    return exhausted, disabled
 
 
 async def sweep(deps: Deps, *, limit: int = 1000) -> int:

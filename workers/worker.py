@@ -40,6 +40,7 @@ from workers.isolation import HostLimiter
 log = structlog.get_logger("relay.worker")
 
 DEPS = "relay_deps"
+RETENTION = "relay_retention"
 PIPELINED = "relay_pipelined_redis"
 
 
@@ -53,11 +54,23 @@ async def deliver_task(ctx: dict[str, Any], event_id: str, seq: int) -> str:
 
 
 async def sweep_task(ctx: dict[str, Any]) -> int:
+    """The timed work, every RELAY_SWEEP_INTERVAL: re-enqueue what lost its job, expire unpaid
+    purchases and delete finished orders (relay.retention), each in bounded batches."""
+    deps: Deps = ctx[DEPS]
+    enqueued = 0
     try:
-        return await sweep(ctx[DEPS])
+        enqueued = await sweep(deps)
     except (RedisError, OSError) as error:
         log.warning("sweep_failed", error=type(error).__name__)
-        return 0
+    try:
+        swept = await ctx[RETENTION].sweep(now=deps.clock())
+    except (RedisError, OSError) as error:
+        log.warning("retention_sweep_failed", error=type(error).__name__)
+    else:
+        deps.metrics.expired.inc(swept.expired)
+        deps.metrics.deleted.labels("order").inc(swept.deleted_orders)
+        deps.metrics.deleted.labels("alert").inc(swept.deleted_alerts)
+    return enqueued
 
 
 def arq_settings(settings: Settings) -> dict[str, Any]:
@@ -103,9 +116,11 @@ def create_worker(
         # Up to max_jobs deliveries make their small reads and writes at once: pipeline them.
         ctx[PIPELINED] = redis = AutoPipelineRedis(connections.redis.connection_pool)
         stores = make_stores(redis, settings)
+        ctx[RETENTION] = stores.retention
         ctx[DEPS] = Deps(
             store=stores.store,
             events=stores.events,
+            endpoints=stores.endpoints,
             arq=connections.arq,
             http=http,
             settings=settings,
