@@ -3,7 +3,9 @@ arrived (monotonic clock, comparable across processes on Linux). ``--hang`` neve
 
     python -m tests.perf.merchant --port 9001 [--host 127.0.0.1] [--hang]
 
-GET /stats -> {"count", "first", "last"}; GET /receipts -> {order_id: time}; POST /reset.
+GET /stats -> {"count", "first", "last", "gone"}; GET /receipts -> {order_id: time}; POST /reset.
+POST /gone/... answers 410 Gone (relay dead-letters at once), counted in "gone" only; POST
+/snap/v1/transactions plays Midtrans Snap (RELAY_MIDTRANS_API_BASE pointed here), counted nowhere.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class State:
 
     def reset(self) -> None:
         self.count = 0
+        self.gone = 0
         self.first = 0.0
         self.last = 0.0
         self.receipts: dict[str, float] = {}
@@ -49,8 +52,19 @@ def build(hang: bool) -> web.Application:
             state.receipts[json.loads(body)["order_id"]] = now
         return web.Response(text="ok")
 
+    async def gone(request: web.Request) -> web.Response:
+        await request.read()
+        state.gone += 1
+        return web.Response(status=410, text="gone")
+
+    async def snap(request: web.Request) -> web.Response:
+        order_id = (await request.json())["transaction_details"]["order_id"]
+        return web.json_response({"token": order_id, "redirect_url": f"http://snap.invalid/{order_id}"})
+
     async def stats(request: web.Request) -> web.Response:
-        return web.json_response({"count": state.count, "first": state.first, "last": state.last})
+        return web.json_response(
+            {"count": state.count, "first": state.first, "last": state.last, "gone": state.gone}
+        )
 
     async def receipts(request: web.Request) -> web.Response:
         return web.json_response(state.receipts)
@@ -61,6 +75,8 @@ def build(hang: bool) -> web.Application:
 
     app = web.Application()
     app.router.add_post("/reset", reset)
+    app.router.add_post("/gone/{tail:.*}", gone)
+    app.router.add_post("/snap/v1/transactions", snap)
     app.router.add_post("/{tail:.*}", hook)
     app.router.add_get("/stats", stats)
     app.router.add_get("/receipts", receipts)
