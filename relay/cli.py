@@ -9,7 +9,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -341,6 +341,80 @@ def purchases_retry(project_id: str, purchase_id: str) -> None:
         return str(purchase.event_id)
 
     click.echo(f"queued {run_async(retry)} for {purchase_id}")
+
+
+@main.group()
+def events() -> None:
+    """Send a window of events again (needs RELAY_REDIS_URL)."""
+
+
+@events.command("replay")
+@click.option("--project", "project_id", required=True, help="The project's id.")
+@click.option("--since", type=IsoTime(), required=True, help="Events created from this time on.")
+@click.option("--until", type=IsoTime(), help="Events created up to this time (default: now).")
+@click.option(
+    "--webhook-status",
+    type=click.Choice(["pending", "delivered", "retrying", "failed", "no_endpoint"]),
+    help="Only events whose webhook is in this state (default: all, delivered ones too).",
+)
+def events_replay(
+    project_id: str, since: datetime, until: datetime | None, webhook_status: str | None
+) -> None:
+    """Send every event of a project created in [--since, --until] again, delivered ones too (a
+    merchant restored a backup), each with its own webhook-id and a fresh retry budget."""
+    from relay.models import WebhookStatus
+
+    if until is not None and until < since:
+        fail("--until is before --since")
+    settings = operator_settings("events replay")
+    status = WebhookStatus(webhook_status) if webhook_status else None
+
+    async def replay() -> int:
+        async with operations(settings) as ops:
+            ids = await ops.window(project_id, since=since, until=until, webhook_status=status)
+            with click.progressbar(length=len(ids), label="replaying", file=sys.stderr) as bar:
+                return (await ops.replay(ids, progress=bar)).count
+
+    click.echo(f"replayed {run_async(replay)}")
+
+
+@main.command("export")
+@click.option("--since", type=IsoTime(), required=True, help="Orders created from this time on.")
+@click.option("--until", type=IsoTime(), help="Orders created up to this time (default: now).")
+@click.option("--project", "project_id", help="Only this project's orders (default: every project's).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.File("w", encoding="utf-8", lazy=True),
+    default="-",
+    help="Write to this file (default: standard output).",
+)
+def export(since: datetime, until: datetime | None, project_id: str | None, output: TextIO) -> None:
+    """Write orders with their events and attempt logs as JSON lines, one order per line, to
+    archive them before RELAY_RETENTION deletes them. A progress bar shows on a terminal."""
+    from relay.archive import export_orders, order_count
+
+    if until is not None and until < since:
+        fail("--until is before --since")
+    settings = operator_settings("export")
+
+    async def write() -> int:
+        async with operations(settings) as ops:
+            project_ids = (
+                [(await ops.project(project_id)).id] if project_id else await ops.store.project_ids()
+            )
+            total = await order_count(ops.store, project_ids, since=since, until=until)
+            written = 0
+            with click.progressbar(length=total, label="exporting", file=sys.stderr) as bar:
+                async for line in export_orders(ops.store, ops.events, project_ids, since=since, until=until):
+                    output.write(json.dumps(line, ensure_ascii=False) + "\n")
+                    written += 1
+                    bar.update(1)
+            output.flush()
+        return written
+
+    written = run_async(write)
+    click.echo(f"exported {written} orders", err=True)
 
 
 @main.group()

@@ -75,6 +75,16 @@ class EventStore:
             rows = await pipe.execute()
         return [event_from_fields(fields) for fields in rows if fields]
 
+    async def states(self, event_ids: list[str]) -> dict[str, WebhookStatus]:
+        """Each existing event's state, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event_id in event_ids:
+                pipe.hget(self.keys.event(event_id), "state")
+            rows = await pipe.execute()
+        return {
+            event_id: WebhookStatus(state) for event_id, state in zip(event_ids, rows, strict=True) if state
+        }
+
     async def attempts(self, event_ids: list[str]) -> dict[str, list[Attempt]]:
         """Each event's attempt log, oldest first, in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -110,7 +110,13 @@ def _metadata(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+def _utc_when_naive(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 WebhookUrl = Annotated[str | None, AfterValidator(_webhook_url)]
+# A time filter: any ISO 8601 instant, UTC when it names no offset.
+Instant = Annotated[datetime, AfterValidator(_utc_when_naive)]
 Currency = Annotated[str, AfterValidator(_currency)]
 Amount = Annotated[StrictInt, Field(gt=0, le=10**15)]
 Identifier = Annotated[str, Field(pattern=ID_PATTERN)]

@@ -9,6 +9,7 @@ what these return and what they raise (``NotFound``, ``Conflict``) in their own 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,14 +17,18 @@ from typing import Any, Protocol
 
 from arq.connections import ArqRedis
 
-from relay.errors import Conflict, NotFound, not_found
+from relay.endpoints import EndpointHealth
+from relay.errors import Conflict, InvalidInput, NotFound, not_found
 from relay.events import DeadLetterPage
 from relay.metrics import Metrics
 from relay.models import DeadLetter, EventRecord, Project, Purchase, WebhookStatus, utcnow
+from relay.ranges import scored_members
 from relay.stores import Stores
 from workers.arq_compat import enqueue_delivery
 
 PAGE = 500  # dead letters read per round trip when walking them all
+REPLAY_AT_ONCE = 50  # resends in flight at once in a bulk replay
+MAX_WINDOW_REPLAY = 10_000  # events one API call may replay; the CLI takes any number
 
 
 class Progress(Protocol):
@@ -49,6 +54,7 @@ class Operations:
     ) -> None:
         self.store = stores.store
         self.events = stores.events
+        self.endpoints = stores.endpoints
         self.arq = arq
         self.clock = clock
         self.metrics = metrics
@@ -116,22 +122,84 @@ class Operations:
                 raise not_found("event", event_id)
 
     async def replay(self, event_ids: Iterable[str], *, progress: Progress | None = None) -> Replayed:
-        """Resend each event (each id once); the ones that do not exist are skipped and named."""
-        count, missing = 0, []
-        for event_id in dict.fromkeys(event_ids):
+        """Resend each event (each id once), REPLAY_AT_ONCE at a time; the ones that do not exist
+        are skipped and named."""
+        ids = list(dict.fromkeys(event_ids))
+        missing: list[str] = []
+
+        async def one(event_id: str) -> None:
             try:
                 await self.resend(event_id)
-                count += 1
             except NotFound:
                 missing.append(event_id)
+
+        for start in range(0, len(ids), REPLAY_AT_ONCE):
+            chunk = ids[start : start + REPLAY_AT_ONCE]
+            await asyncio.gather(*(one(event_id) for event_id in chunk))
             if progress is not None:
-                progress.update(1)
-        return Replayed(count, missing)
+                progress.update(len(chunk))
+        return Replayed(len(ids) - len(missing), sorted(missing, key=ids.index))
+
+    async def window(
+        self,
+        project_id: str,
+        *,
+        since: datetime,
+        until: datetime | None,
+        webhook_status: WebhookStatus | None = None,
+    ) -> list[str]:
+        """The ids of the project's events created in [since, until], oldest first; with
+        ``webhook_status``, only those in that state now."""
+        project = await self.project(project_id)
+        key = self.events.keys.project_events(project.id)
+        ids = [
+            event_id async for event_id, _ in scored_members(self.events.redis, key, since=since, until=until)
+        ]
+        if webhook_status is None:
+            return ids
+        states = await self.events.states(ids)
+        return [event_id for event_id in ids if states.get(event_id) == webhook_status]
+
+    async def replay_window(
+        self,
+        project_id: str,
+        *,
+        since: datetime,
+        until: datetime | None,
+        webhook_status: WebhookStatus | None = None,
+        limit: int | None = None,
+        progress: Progress | None = None,
+    ) -> Replayed:
+        """Resend every event of the window, delivered ones too (a merchant restored a backup),
+        with their own webhook-id. More than ``limit`` of them is refused, before anything is sent."""
+        ids = await self.window(project_id, since=since, until=until, webhook_status=webhook_status)
+        if limit is not None and len(ids) > limit:
+            raise InvalidInput(
+                f"the window holds {len(ids)} events, more than {limit} one call replays: narrow it "
+                "with until, or run `relay events replay`"
+            )
+        return await self.replay(ids, progress=progress)
 
     async def replay_dead_letters(self, *, project_id: str | None, since: datetime | None) -> int:
         """Resend every dead letter matching the filter; how many."""
         ids = await self.dead_letter_ids(project_id=project_id, since=since)
         return (await self.replay(ids)).count
+
+    # --- endpoints ----------------------------------------------------------------------------
+
+    async def endpoint_health(self, project_id: str) -> list[EndpointHealth]:
+        """The health of every endpoint the project's events went to."""
+        project = await self.project(project_id)
+        return await self.endpoints.of_project(project.id)
+
+    async def enable_endpoint(self, project_id: str, url: str) -> EndpointHealth:
+        """Enable a disabled endpoint (idempotent); its dead letters are then the caller's to
+        replay. NotFound when no event of the project ever went to ``url``."""
+        project = await self.project(project_id)
+        health = await self.endpoints.enable(project.id, url)
+        if health is None:
+            raise not_found("endpoint", url)
+        return health
 
     # --- dead letters --------------------------------------------------------------------------
 

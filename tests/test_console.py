@@ -334,3 +334,44 @@ async def test_replay_all_replays_only_what_the_filter_shows(
         assert await shop.api.dead_letter_ids() == [theirs["event_id"]]
         attempts_before = 3 * (len(QUICK) + 1)  # three dead letters' attempts
         await wait_hits(merchant, attempts_before + len(mine))
+
+
+async def test_project_page_shows_endpoint_health_and_enables_a_disabled_endpoint(
+    start_relay: StartRelay, merchant: Merchant
+) -> None:
+    merchant.script[HOOK] = [503]
+    shop = await start_shop(start_relay, merchant, endpoint_disable_after=0.3, retry_schedule=(0.2, 0.2, 0.2))
+    order = await shop.order()
+    await shop.wait_status(order, "failed", timeout=15)
+    project_path = f"/console/projects/{shop.project['id']}"
+    url = f"{merchant.url}{HOOK}"
+    async with console_client(shop.api.url) as console:
+        await console.login()
+        page = await console.get(project_path)
+        assert 'id="endpoints"' in page
+        assert f'data-url="{url}"' in page
+        assert '<span class="badge disabled">disabled</span>' in page
+        assert "HTTP 503" in page
+
+        form = {"csrf_token": await console.csrf(project_path), "url": url}
+        await console.post(f"{project_path}/endpoints/enable", {"url": url}, expect=403)  # no CSRF token
+        response = await console.post(f"{project_path}/endpoints/enable", form)
+        assert response.headers["Location"] == project_path
+        page = await console.get(project_path)
+        assert '<span class="badge healthy">healthy</span>' in page
+        assert "enabled" in page  # the notice
+        form["url"] = "https://never.example/hook"
+        await console.post(f"{project_path}/endpoints/enable", form, expect=404)
+
+
+async def test_unmatched_callbacks_page_lists_them_escaped(start_relay: StartRelay) -> None:
+    running = await start_relay(worker=False)
+    api = running.api
+    assert await api.callback(api.notification("<b>nobody</b>", 1000)) == {"status": "ok"}
+    async with console_client(running.url) as console:
+        await console.get("/console/unmatched", expect=303)  # a session first
+        await console.login()
+        page = await console.get("/console/unmatched")
+        assert "&lt;b&gt;nobody&lt;/b&gt;" in page
+        assert "<b>nobody</b>" not in page
+        assert "settlement" in page

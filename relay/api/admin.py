@@ -1,17 +1,17 @@
-"""Admin API (bearer admin token): the dead-letter queue."""
+"""Admin API (bearer admin token): the dead-letter queue, replaying a window of events, and the
+callbacks for unknown orders."""
 
 from __future__ import annotations
-
-from datetime import datetime
 
 from aiohttp import web
 from pydantic import Field
 
 from relay.api.auth import admin_only
-from relay.api.context import OPERATIONS
+from relay.api.context import OPERATIONS, STORE
 from relay.api.parsing import parse_since, query_int, read_model
 from relay.errors import InvalidInput
-from relay.models import Identifier, Input
+from relay.models import Identifier, Input, Instant, WebhookStatus
+from relay.replay import MAX_WINDOW_REPLAY
 
 routes = web.RouteTableDef()
 
@@ -20,7 +20,14 @@ class ReplayIn(Input):
     event_ids: list[str] = Field(default_factory=list, max_length=10000)
     all: bool = False
     project_id: Identifier | None = None
-    since: datetime | None = None
+    since: Instant | None = None
+
+
+class WindowReplayIn(Input):
+    project_id: Identifier
+    since: Instant
+    until: Instant | None = None
+    webhook_status: WebhookStatus | None = None
 
 
 @routes.get("/api/admin/dead-letters")
@@ -57,3 +64,30 @@ async def delete_dead_letter(request: web.Request) -> web.Response:
     event_id = request.match_info["event_id"]
     await request.app[OPERATIONS].purge_dead_letter(event_id)
     return web.json_response({"deleted": event_id})
+
+
+@routes.post("/api/admin/events/replay")
+@admin_only
+async def replay_window(request: web.Request) -> web.Response:
+    """Send again every event of a project created in [since, until], delivered ones too, with
+    their own webhook-id: a merchant that lost what it received (a restored backup) gets it again."""
+    body = await read_model(request, WindowReplayIn)
+    if body.until is not None and body.until < body.since:
+        raise InvalidInput("until is before since")
+    replayed = await request.app[OPERATIONS].replay_window(
+        body.project_id,
+        since=body.since,
+        until=body.until,
+        webhook_status=body.webhook_status,
+        limit=MAX_WINDOW_REPLAY,
+    )
+    return web.json_response({"replayed": replayed.count})
+
+
+@routes.get("/api/admin/unmatched-callbacks")
+@admin_only
+async def unmatched_callbacks(request: web.Request) -> web.Response:
+    """Correctly signed callbacks for orders the relay does not know (never made here, or deleted
+    by retention), newest first: a bounded summary of each, the newest 1000."""
+    limit = query_int(request, "limit", default=100, low=1, high=1000)
+    return web.json_response({"callbacks": await request.app[STORE].unmatched(limit)})

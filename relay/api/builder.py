@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from aiohttp import web
+from pydantic import Field
 
 from relay.api.auth import admin_only
 from relay.api.context import CLOCK, OPERATIONS, SETTINGS, STORE
 from relay.api.parsing import parse, parse_webhook_status, query_int, read_model, required_query
 from relay.errors import Conflict, InvalidInput, not_found
-from relay.models import Item, ItemIn, Project, ProjectIn, new_client_id, new_id
+from relay.models import Input, Item, ItemIn, Project, ProjectIn, new_client_id, new_id
 from relay.settings import Settings
 from relay.signing import new_webhook_secret
 from relay.store import Store
@@ -82,6 +83,28 @@ async def rotate_secret(request: web.Request) -> web.Response:
             "previous_secret_expires_at": rotated.previous_secrets[0].model_dump(mode="json")["expires_at"],
         }
     )
+
+
+class EndpointIn(Input):
+    url: str = Field(min_length=1, max_length=2048)
+
+
+@routes.get("/api/platform/projects/{project_id}/endpoints")
+@admin_only
+async def endpoint_health(request: web.Request) -> web.Response:
+    """Each endpoint the project's events went to: last success, failing since, disabled."""
+    found = await request.app[OPERATIONS].endpoint_health(request.match_info["project_id"])
+    return web.json_response({"endpoints": [health.model_dump(mode="json") for health in found]})
+
+
+@routes.post("/api/platform/projects/{project_id}/endpoints/enable")
+@admin_only
+async def enable_endpoint(request: web.Request) -> web.Response:
+    """Enable an endpoint disabled after failing too long (a no-op on an enabled one). Its dead
+    letters (reason endpoint_disabled) are replayed with the dead-letter replay."""
+    data = await read_model(request, EndpointIn)
+    health = await request.app[OPERATIONS].enable_endpoint(request.match_info["project_id"], data.url)
+    return web.json_response({"endpoint": health.model_dump(mode="json")})
 
 
 @routes.put("/api/platform/items")

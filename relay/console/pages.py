@@ -1,4 +1,5 @@
-"""The operator console's pages: log in, projects, purchases and their attempts, dead letters.
+"""The operator console's pages: log in, projects with their endpoints' health, purchases and their
+attempts, dead letters, callbacks for unknown orders.
 
 Reads and actions go through the same use cases as the API (``relay.replay.Operations``): "Retry"
 and "Replay" are ``retry-webhook`` and the dead-letter replay, so the event keeps its
@@ -9,7 +10,7 @@ one-line notice. Routes are relative to the console's mount point, ``/console``.
 from __future__ import annotations
 
 from datetime import datetime
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import structlog
 from aiohttp import web
@@ -36,6 +37,7 @@ log = structlog.get_logger("relay.console")
 routes = web.RouteTableDef()
 
 DEAD_LETTER_PAGE = 100
+UNMATCHED_PAGE = 200
 
 
 @routes.get("/console.css")
@@ -131,6 +133,8 @@ async def project_page(request: web.Request, session: Session) -> web.StreamResp
         session=session,
         project=project,
         items=await request.config_dict[STORE].list_items(project.id),
+        endpoints=await operations.endpoint_health(project.id),
+        disable_after=request.config_dict[SETTINGS].endpoint_disable_after,
         purchases=await operations.purchases(project.id, webhook_status=status, limit=limit),
         webhook_status=status.value if status else "",
         statuses=[choice.value for choice in WebhookStatus],
@@ -169,6 +173,26 @@ async def retry_purchase(request: web.Request, session: Session) -> web.StreamRe
     await request.config_dict[SESSIONS].flash(session, f"Webhook of {purchase.order_id} queued again.")
     back = local_path((await request.post()).get("back"), default=f"/console/projects/{project.id}")
     return see_other(back)
+
+
+@routes.post("/projects/{project_id}/endpoints/enable")
+@operator_page
+async def enable_endpoint(request: web.Request, session: Session) -> web.StreamResponse:
+    project_id = request.match_info["project_id"]
+    url = _text((await request.post()).get("url"))
+    health = await request.config_dict[OPERATIONS].enable_endpoint(project_id, url)
+    log.info("console_enable_endpoint", project_id=project_id)
+    await request.config_dict[SESSIONS].flash(
+        session, f"Endpoint {health.url} enabled. Replay its dead letters to send what it missed."
+    )
+    return see_other(f"/console/projects/{quote(project_id, safe='')}")
+
+
+@routes.get("/unmatched")
+@operator_page
+async def unmatched_page(request: web.Request, session: Session) -> web.StreamResponse:
+    callbacks = await request.config_dict[STORE].unmatched(UNMATCHED_PAGE)
+    return await render(request, "unmatched.html", session=session, callbacks=callbacks)
 
 
 # --- dead letters ---------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from relay.api.admin import ReplayIn
+from relay.api.admin import ReplayIn, WindowReplayIn
+from relay.api.builder import EndpointIn
+from relay.endpoints import EndpointHealth
 from relay.gateways.registry import BUILT_IN
 from relay.models import (
     EMAIL_RE,
@@ -60,11 +62,12 @@ def _with(schema: Schema, title: str, **properties: Schema) -> Schema:
 
 def component_schemas() -> dict[str, Schema]:
     models: list[type[BaseModel]] = [ProjectIn, ItemIn, PurchaseIn, ReplayIn, Project, Item, Purchase]
-    models += [Attempt, DeadLetter]
+    models += [Attempt, DeadLetter, WindowReplayIn, EndpointIn, EndpointHealth]
     modes: list[tuple[type[BaseModel], Literal["validation"]]] = [(model, "validation") for model in models]
     _, defs = models_json_schema(modes, ref_template=REF)
     generated: dict[str, Schema] = defs["$defs"]
-    schemas = {name: generated[name] for name in ("ProjectIn", "ItemIn", "PurchaseIn", "ReplayIn")}
+    inputs = ("ProjectIn", "ItemIn", "PurchaseIn", "ReplayIn", "WindowReplayIn", "EndpointIn")
+    schemas = {name: generated[name] for name in inputs}
     # An AfterValidator leaves no trace in the generated schema: state the rule it checks.
     schemas["PurchaseIn"]["properties"]["buyer_email"]["pattern"] = EMAIL_RE.pattern
     schemas |= {
@@ -80,6 +83,23 @@ def component_schemas() -> dict[str, Schema]:
     attempts = {"type": "array", "items": ref("Attempt")}
     schemas["Purchase"] = _with(_output(generated["Purchase"]), "Purchase", attempts=attempts)
     schemas["DeadLetter"] = _output(generated["DeadLetter"])
+    schemas["EndpointState"] = generated["EndpointState"]
+    schemas["EndpointHealth"] = _output(generated["EndpointHealth"])
+    text = {"type": ["string", "null"], "maxLength": 128}
+    schemas["UnmatchedCallback"] = {
+        "type": "object",
+        "description": "A correctly signed callback for an order the relay does not know (never made "
+        "here, or deleted by retention): a summary, each text cut to 128 characters.",
+        "required": ["gateway", "order_id", "status", "amount", "received_at"],
+        "properties": {
+            "gateway": {"type": "string"},
+            "order_id": text,
+            "status": text,
+            "amount": {"type": "string"},
+            "reference": text,
+            "received_at": {"type": "string", "format": "date-time"},
+        },
+    }
     schemas["Error"] = {
         "type": "object",
         "description": "Every 4xx/5xx answer: the error's class name and a human sentence.",

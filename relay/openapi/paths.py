@@ -174,6 +174,34 @@ def builder_paths() -> dict[str, Schema]:
                 },
             )
         },
+        "/api/platform/projects/{project_id}/endpoints": {
+            "get": operation(
+                "listEndpoints",
+                "The health of each endpoint the project's events went to",
+                tag="builder",
+                admin=True,
+                parameters=[PROJECT_ID],
+                responses={
+                    200: ok(obj(endpoints={"type": "array", "items": ref("EndpointHealth")})),
+                    404: error(404),
+                },
+            )
+        },
+        "/api/platform/projects/{project_id}/endpoints/enable": {
+            "post": operation(
+                "enableEndpoint",
+                "Enable an endpoint disabled after failing too long; then replay its dead letters",
+                tag="builder",
+                admin=True,
+                parameters=[PROJECT_ID],
+                body=json_body(ref("EndpointIn")),
+                responses={
+                    200: ok(obj(endpoint=ref("EndpointHealth"))),
+                    400: error(400),
+                    404: error(404, "`NotFound`: no such project, or no event of it went to this URL."),
+                },
+            )
+        },
         "/api/platform/items": {
             "put": operation(
                 "putItem",
@@ -354,6 +382,34 @@ def admin_paths() -> dict[str, Schema]:
                 responses={
                     200: ok(obj(replayed={"type": "integer", "minimum": 0})),
                     404: error(404, "`NotFound`: an event id does not exist."),
+                },
+            )
+        },
+        "/api/admin/events/replay": {
+            "post": operation(
+                "replayEvents",
+                "Send again every event of a project created in a window, delivered ones too "
+                "(same webhook-id, fresh retry budget)",
+                tag="admin",
+                admin=True,
+                body=json_body(ref("WindowReplayIn"), "The project, the window, and optionally a state."),
+                responses={
+                    200: ok(obj(replayed={"type": "integer", "minimum": 0})),
+                    400: error(400, "`InvalidInput`: a bad time, or more than 10,000 events in the window."),
+                    404: error(404, "`NotFound`: no such project."),
+                },
+            )
+        },
+        "/api/admin/unmatched-callbacks": {
+            "get": operation(
+                "listUnmatchedCallbacks",
+                "Correctly signed callbacks for unknown orders, newest first (the newest 1000 are kept)",
+                tag="admin",
+                admin=True,
+                parameters=[query_param("limit", "At most this many.", LIMIT)],
+                responses={
+                    200: ok(obj(callbacks={"type": "array", "items": ref("UnmatchedCallback")})),
+                    400: error(400),
                 },
             )
         },
