@@ -418,6 +418,29 @@ def export(since: datetime, until: datetime | None, project_id: str | None, outp
 
 
 @main.group()
+def retention() -> None:
+    """Retention of finished orders (RELAY_RETENTION and friends; needs RELAY_REDIS_URL)."""
+
+
+@retention.command("backfill")
+def retention_backfill() -> None:
+    """Put orders stored before this version on the expiry and retention schedules, so retention
+    deletes them too; run once after upgrading (running it again changes nothing)."""
+    settings = operator_settings("retention backfill")
+
+    async def backfill() -> tuple[int, int, int]:
+        async with operations(settings) as ops:
+            retention = ops.retention
+            project_ids = await ops.store.project_ids()
+            total = await retention.stored_orders(project_ids)
+            with click.progressbar(length=total, label="scheduling", file=sys.stderr) as bar:
+                return await retention.backfill_all(project_ids, clock=ops.clock, progress=bar)
+
+    expiring, retained, counted = run_async(backfill)
+    click.echo(f"scheduled {expiring} to expire and {retained} for deletion; {counted} orders stored")
+
+
+@main.group()
 def keys() -> None:
     """Encryption keys for secrets at rest (RELAY_ENCRYPTION_KEYS)."""
 

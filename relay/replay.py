@@ -55,6 +55,7 @@ class Operations:
         self.store = stores.store
         self.events = stores.events
         self.endpoints = stores.endpoints
+        self.retention = stores.retention
         self.arq = arq
         self.clock = clock
         self.metrics = metrics

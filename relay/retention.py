@@ -16,20 +16,27 @@ it together with every index entry that points at it: no scan of the keyspace, e
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import structlog
 from redis.asyncio import Redis
 
 from relay import lua
 from relay.models import iso_ms, to_ms
+from relay.ranges import scored_members
 from relay.schema import Keys
 
 log = structlog.get_logger("relay.retention")
 
 BATCH = 500  # records one script run takes: a bounded pause of Redis (about a millisecond or two)
 MAX_BATCHES = 20  # batches one sweep runs of each kind; the rest waits for the next sweep
+
+
+class Progress(Protocol):
+    def update(self, n_steps: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,7 @@ class Retention:
         self.lifetimes = lifetimes
         self._expire = redis.register_script(lua.source("expire"))
         self._delete = redis.register_script(lua.source("delete_finished"))
+        self._backfill = redis.register_script(lua.source("backfill"))
 
     async def expire(self, *, now: datetime, limit: int = BATCH) -> tuple[int, int]:
         """Expire the purchases due by ``now``, at most ``limit``: (entries taken, expired)."""
@@ -105,6 +113,64 @@ class Retention:
         if expired or orders or alerts:
             log.info("retention_swept", expired=expired, deleted_orders=orders, deleted_alerts=alerts)
         return Swept(expired, orders, alerts)
+
+    async def backfill(self, project_id: str, order_ids: list[str], *, now: datetime) -> tuple[int, int]:
+        """Put a page of a project's orders stored before retention existed on the schedules
+        (backfill.lua): (put on the expiry schedule, put on the retention schedule)."""
+        if not order_ids:
+            return 0, 0
+        lifetimes = self.lifetimes
+        expiring, retained = await self._backfill(
+            keys=[self.keys.expiry, self.keys.retention, self.keys.project_purchases(project_id)],
+            args=[
+                self.keys.prefix + ":",
+                to_ms(now + lifetimes.retention),
+                to_ms(now + lifetimes.dead_letter_retention),
+                int(lifetimes.purchase_expiry.total_seconds() * 1000),
+                *order_ids,
+            ],
+        )
+        return int(expiring), int(retained)
+
+    async def backfill_all(
+        self, project_ids: list[str], *, clock: Callable[[], datetime], progress: Progress | None = None
+    ) -> tuple[int, int, int]:
+        """Backfill every order of ``project_ids``, a page at a time, then recount the gauge:
+        (put on the expiry schedule, on the retention schedule, orders stored)."""
+        expiring = retained = 0
+
+        async def run(project_id: str, page: list[str]) -> None:
+            nonlocal expiring, retained
+            done = await self.backfill(project_id, page, now=clock())
+            expiring, retained = expiring + done[0], retained + done[1]
+            if progress is not None:
+                progress.update(len(page))
+
+        for project_id in project_ids:
+            page: list[str] = []
+            key = self.keys.project_purchases(project_id)
+            async for order_id, _ in scored_members(self.redis, key, since=None, until=None):
+                page.append(order_id)
+                if len(page) == BATCH:
+                    await run(project_id, page)
+                    page = []
+            await run(project_id, page)
+        return expiring, retained, await self.recount(project_ids)
+
+    async def stored_orders(self, project_ids: list[str]) -> int:
+        """The orders the projects' indexes hold."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for project_id in project_ids:
+                pipe.zcard(self.keys.project_purchases(project_id))
+            counts = await pipe.execute()
+        return sum(int(count) for count in counts)
+
+    async def recount(self, project_ids: list[str]) -> int:
+        """Set the stored-orders gauge to the orders the projects' indexes hold (after a backfill:
+        orders stored before the gauge existed were never counted)."""
+        total = await self.stored_orders(project_ids)
+        await self.redis.hset(self.keys.stats, "orders", str(total))  # type: ignore[misc]
+        return total
 
     async def retained_orders(self) -> int:
         return int(await self.redis.hget(self.keys.stats, "orders") or 0)  # type: ignore[misc]

@@ -14,7 +14,7 @@ from relay.crypto import SecretBox, generate_key
 from relay.endpoints import Endpoints
 from relay.events import EventStore
 from relay.ingest import Ingested, apply_outcome
-from relay.models import Attempt, EventRecord, PurchaseStatus, WebhookStatus
+from relay.models import Attempt, EventRecord, PurchaseStatus, WebhookStatus, to_ms
 from relay.retention import Lifetimes, Retention
 from relay.schema import Keys
 from relay.store import Store
@@ -242,3 +242,37 @@ async def test_settlements_racing_the_deletion_see_the_order_whole_or_not_at_all
     assert await kept.backend.redis.hget(kept.keys.stats, "orders") == str(
         sum(outcome is Ingested.PAID for outcome in outcomes.values())
     )
+
+
+async def test_orders_stored_before_retention_are_put_on_its_schedules_once(kept: Kept) -> None:
+    """As an older relay left them: on no schedule, not counted."""
+    redis, keys = kept.backend.redis, kept.keys
+    delivered = await paid_event(kept, "delivered")
+    await kept.events.finish_attempt(delivered, seq=0, attempt=None, state=WebhookStatus.DELIVERED, now=T0)
+    dead = await paid_event(kept, "dead")
+    await kept.events.finish_attempt(dead, seq=0, attempt=None, state=WebhookStatus.FAILED, now=T0)
+    await paid_event(kept, "in-flight")
+    await kept.store.create_purchase(make_purchase("unpaid", created_at=T0 - timedelta(seconds=5)))
+    await kept.store.create_purchase(make_purchase("failed"))
+    await apply_outcome(
+        kept.store, kept.backend.arq, make_outcome("failed", PurchaseStatus.FAILED), clock=lambda: T0
+    )
+    await redis.delete(keys.expiry, keys.retention, keys.stats)
+
+    later = T0 + timedelta(hours=1)
+    done = await kept.retention.backfill_all(["shop"], clock=lambda: later)
+    assert done == (1, 3, 5)
+    assert await redis.zrange(keys.expiry, 0, -1, withscores=True) == [
+        ("unpaid", float(to_ms(T0 - timedelta(seconds=5) + LIFETIMES.purchase_expiry)))
+    ]
+    assert dict(await redis.zrange(keys.retention, 0, -1, withscores=True)) == {
+        "o:delivered": to_ms(later + LIFETIMES.retention),
+        "o:failed": to_ms(later + LIFETIMES.retention),
+        "o:dead": to_ms(later + LIFETIMES.dead_letter_retention),
+    }
+    assert await kept.backend.redis.hget(keys.stats, "orders") == "5"
+    assert await kept.retention.backfill_all(["shop"], clock=lambda: later) == (0, 0, 5)
+
+    swept = await kept.retention.sweep(now=later + timedelta(days=1))
+    assert (swept.expired, swept.deleted_orders) == (1, 3)
+    assert await kept.store.get_purchase("in-flight") is not None

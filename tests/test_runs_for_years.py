@@ -222,3 +222,24 @@ async def test_cli_events_replay_sends_a_window_again(
     missing = await cli("events", "replay", "--project", "no-such", "--since", start.isoformat())
     assert missing.code == 1
     assert "no-such" in missing.err
+
+
+async def test_cli_retention_backfill_schedules_orders_an_older_relay_left(
+    cli: Any,  # noqa: F811
+    start_relay: StartRelay,
+    merchant: Merchant,
+    redis: Redis,
+) -> None:
+    shop = await start_shop(start_relay, merchant, **FAST)
+    delivered = await shop.order()
+    unpaid = await shop.order(pay=False)
+    await shop.wait_status(delivered, "delivered")
+    await redis.delete("relay:expiry", "relay:retention", "relay:stats")  # as an older relay left them
+
+    result = await cli("retention", "backfill")
+    assert result.code == 0, result.err
+    assert "scheduled 1 to expire and 1 for deletion; 2 orders stored" in result.out
+    assert await redis.zscore("relay:expiry", unpaid["order_id"]) is not None
+    assert await redis.zscore("relay:retention", f"o:{delivered['order_id']}") is not None
+    again = await cli("retention", "backfill")
+    assert "scheduled 0 to expire and 0 for deletion; 2 orders stored" in again.out
