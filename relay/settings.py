@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from relay.gateways.custom import CustomSourceConfig, parse_sources
 from relay.retention import Lifetimes
+from relay.targets import check_webhook_url
 
 
 def _duration(value: object) -> object:
@@ -210,6 +211,19 @@ class Settings(BaseSettings):
                 "RELAY_OPERATOR_WEBHOOK_URL and RELAY_OPERATOR_WEBHOOK_SECRET: set both (the alerts are "
                 "signed), or neither"
             )
+        if self.operator_webhook_url is not None:
+            # The alerts go through the same egress rules as webhooks: refuse at start what every
+            # delivery would refuse.
+            try:
+                check_webhook_url(
+                    self.operator_webhook_url,
+                    allow_private=self.allow_private_targets,
+                    require_https=self.require_https,
+                    allowlist=self.allowed_target_cidrs,
+                )
+            except ValueError as error:
+                reason = str(error).removeprefix("webhook_url ")
+                raise ValueError(f"RELAY_OPERATOR_WEBHOOK_URL: {reason}") from None
         return self
 
     @model_validator(mode="after")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from cryptography.fernet import Fernet
 from pydantic import ValidationError
@@ -285,3 +287,61 @@ def test_duitku_needs_its_status_api_outside_a_sandbox() -> None:
     assert describe_validation_error(raised.value).startswith("RELAY_DUITKU_API_BASE: ")
     assert Settings(**keys, duitku_api_base="https://passport.duitku.com").duitku_api_base
     assert Settings(**keys, sandbox=True).duitku_api_base is None  # test setups
+
+
+def test_lifetimes_default_to_the_contract() -> None:
+    settings = Settings()
+    assert settings.retention == timedelta(days=30)
+    assert settings.dead_letter_retention == timedelta(days=90)
+    assert settings.purchase_expiry == timedelta(hours=24)
+    assert settings.endpoint_disable_after == timedelta(days=5)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("90", timedelta(seconds=90)),
+        ("0.5", timedelta(milliseconds=500)),
+        ("P30D", timedelta(days=30)),
+        ("PT24H", timedelta(hours=24)),
+        (" PT1M30S ", timedelta(seconds=90)),
+    ],
+)
+def test_durations_take_seconds_or_iso_8601(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: timedelta
+) -> None:
+    for name in ("RETENTION", "DEAD_LETTER_RETENTION", "PURCHASE_EXPIRY", "ENDPOINT_DISABLE_AFTER"):
+        monkeypatch.setenv(f"RELAY_{name}", value)
+    settings = Settings()
+    assert settings.lifetimes.retention == expected
+    assert settings.lifetimes.dead_letter_retention == expected
+    assert settings.lifetimes.purchase_expiry == expected
+    assert settings.lifetimes.endpoint_disable_after == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon", "inf", "nan", "P-1D"])
+def test_a_duration_must_be_a_positive_length_of_time(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("RELAY_RETENTION", value)
+    with pytest.raises(ValidationError) as raised:
+        Settings()
+    assert describe_validation_error(raised.value).startswith("RELAY_RETENTION: ")
+
+
+WHSEC = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"
+
+
+def test_the_operator_webhook_needs_its_secret_and_the_egress_rules() -> None:
+    settings = Settings(operator_webhook_url="https://ops.example.com/alerts", operator_webhook_secret=WHSEC)
+    assert settings.operator_webhook_url == "https://ops.example.com/alerts"
+    with pytest.raises(ValidationError, match="set both"):
+        Settings(operator_webhook_url="https://ops.example.com/alerts")
+    with pytest.raises(ValidationError, match="whsec_"):
+        Settings(operator_webhook_url="https://ops.example.com/alerts", operator_webhook_secret="s3cret")
+    with pytest.raises(ValidationError, match="RELAY_OPERATOR_WEBHOOK_URL: points at a loopback"):
+        Settings(operator_webhook_url="http://127.0.0.1:9/alerts", operator_webhook_secret=WHSEC)
+    local = Settings(
+        operator_webhook_url="http://127.0.0.1:9/alerts",
+        operator_webhook_secret=WHSEC,
+        allow_private_targets=True,
+    )
+    assert local.operator_webhook_url == "http://127.0.0.1:9/alerts"
