@@ -1,6 +1,10 @@
-"""Walking a time-ordered sorted set (score: Unix ms) in pages, without ``OFFSET`` costs growing
-with the position: each page starts at the last score seen, skipping the members already returned
-at that score (members sharing a score come back in the same order, by member)."""
+"""Walking a time-ordered sorted set (score: Unix ms) in pages while other clients change it (the
+retention sweep deletes what export, backfill and the window replay walk).
+
+The cursor is the last (score, member) returned, not a position: members sharing a score come back
+ordered by member, so a page starts at the last score and drops what sorts up to the last member.
+Deleting or adding members elsewhere cannot make the walk skip or repeat a member that stays.
+"""
 
 from __future__ import annotations
 
@@ -17,20 +21,30 @@ PAGE = 500
 async def scored_members(
     redis: Redis, key: str, *, since: datetime | None, until: datetime | None, page: int = PAGE
 ) -> AsyncIterator[tuple[str, int]]:
-    """(member, score) with score in [since, until], oldest first."""
+    """(member, score) with score in [since, until], oldest first, each member once."""
     low: int | str = to_ms(since) if since else "-inf"
     high: int | str = to_ms(until) if until else "+inf"
-    skip = 0
+    after: tuple[int, str] | None = None
     while True:
-        rows = await redis.zrangebyscore(key, low, high, start=skip, num=page, withscores=True)
-        for member, score in rows:
-            yield member, int(score)
+        rows: list[tuple[str, float]] = []
+        fresh: list[tuple[str, int]] = []
+        offset = 0
+        while not fresh:  # past a run of members at the cursor's score already returned
+            rows = await redis.zrangebyscore(key, low, high, start=offset, num=page, withscores=True)
+            offset += len(rows)
+            fresh = [
+                (member, int(score))
+                for member, score in rows
+                if after is None or (int(score), member) > after
+            ]
+            if len(rows) < page:
+                break
+        for member, score in fresh:
+            yield member, score
         if len(rows) < page:
             return
-        last = int(rows[-1][1])
-        tied = sum(1 for _, score in rows if int(score) == last)
-        skip = skip + tied if last == low else tied
-        low = last
+        after = (fresh[-1][1], fresh[-1][0])
+        low = after[0]
 
 
 async def count_between(redis: Redis, key: str, *, since: datetime | None, until: datetime | None) -> int:
