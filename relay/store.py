@@ -107,6 +107,7 @@ class Store:
         self.lifetimes = lifetimes
         self._ingest = redis.register_script(ingest_script())
         self._create_purchase = redis.register_script(lua.source("create_purchase"))
+        self._add_template = redis.register_script(lua.source("add_template"))
 
     # --- projects ---------------------------------------------------------------------------
 
@@ -292,15 +293,15 @@ class Store:
         return str(code), str(detail)
 
     async def add_event_template(self, order_id: str) -> None:
-        """Give a purchase made before purchases carried their event template (and that has no
-        event yet) today's layout: doc without metadata, the metadata once, the body's head."""
+        """Give a purchase without an event template (made before purchases carried one, or
+        expired, which drops it) today's layout: doc without metadata, the metadata once, the
+        body's head (add_template.lua: only while it exists and has no event)."""
         purchase = await self.get_purchase(order_id)
         if purchase is not None and purchase.event_id is None:
-            key = self.keys.purchase(order_id)
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping=purchase_template(purchase))
-                pipe.hdel(key, "event_tail")
-                await pipe.execute()
+            template = purchase_template(purchase)
+            await self._add_template(
+                keys=[self.keys.purchase(order_id)], args=[part for pair in template.items() for part in pair]
+            )
 
     async def record_unmatched(self, entry: dict[str, Any]) -> None:
         """Keep a bounded summary of a callback for an unknown order (the newest UNMATCHED_KEEP)."""
