@@ -35,6 +35,11 @@ BATCH = 500  # records one script run takes: a bounded pause of Redis (about a m
 MAX_BATCHES = 20  # batches one sweep runs of each kind; the rest waits for the next sweep
 
 
+def _ms(stored: str | None) -> int:
+    """A stored ISO 8601 time as Unix ms (0 when absent)."""
+    return to_ms(datetime.fromisoformat(stored)) if stored else 0
+
+
 class Progress(Protocol):
     def update(self, n_steps: int) -> None: ...
 
@@ -115,19 +120,34 @@ class Retention:
         return Swept(expired, orders, alerts)
 
     async def backfill(self, project_id: str, order_ids: list[str], *, now: datetime) -> tuple[int, int]:
-        """Put a page of a project's orders stored before retention existed on the schedules
-        (backfill.lua): (put on the expiry schedule, put on the retention schedule)."""
+        """Put a page of a project's orders stored before retention existed on the schedules, and
+        their events in the project's events (backfill.lua): (put on the expiry schedule, put on
+        the retention schedule)."""
         if not order_ids:
             return 0, 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for order_id in order_ids:
+                pipe.hget(self.keys.purchase(order_id), "event_id")
+            event_ids = [event_id or "" for event_id in await pipe.execute()]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event_id in event_ids:
+                pipe.hget(self.keys.event(event_id or "-"), "created_at")
+            created = [_ms(when) for when in await pipe.execute()]
+        triples = [part for row in zip(order_ids, event_ids, created, strict=True) for part in row]
         lifetimes = self.lifetimes
         expiring, retained = await self._backfill(
-            keys=[self.keys.expiry, self.keys.retention, self.keys.project_purchases(project_id)],
+            keys=[
+                self.keys.expiry,
+                self.keys.retention,
+                self.keys.project_purchases(project_id),
+                self.keys.project_events(project_id),
+            ],
             args=[
                 self.keys.prefix + ":",
                 to_ms(now + lifetimes.retention),
                 to_ms(now + lifetimes.dead_letter_retention),
                 int(lifetimes.purchase_expiry.total_seconds() * 1000),
-                *order_ids,
+                *triples,
             ],
         )
         return int(expiring), int(retained)
