@@ -22,13 +22,24 @@ from relay.errors import Conflict, InvalidInput, NotFound, not_found
 from relay.events import DeadLetterPage
 from relay.metrics import Metrics
 from relay.models import DeadLetter, EventRecord, Project, Purchase, WebhookStatus, utcnow
-from relay.ranges import scored_members
+from relay.ranges import PAGE as RANGE_PAGE
+from relay.ranges import count_between, scored_members
 from relay.stores import Stores
 from workers.arq_compat import enqueue_delivery
 
 PAGE = 500  # dead letters read per round trip when walking them all
 REPLAY_AT_ONCE = 50  # resends in flight at once in a bulk replay
 MAX_WINDOW_REPLAY = 10_000  # events one API call may replay; the CLI takes any number
+
+
+def _refuse_over(count: int, limit: int, *, more: bool = False) -> None:
+    """InvalidInput when a window holds more than ``limit`` events (``more``: at least ``count``)."""
+    if count > limit:
+        holds = f"more than {limit}" if more else f"{count}"
+        raise InvalidInput(
+            f"the window holds {holds} events; one call replays at most {limit}: narrow it with until, "
+            "or run `relay events replay`"
+        )
 
 
 class Progress(Protocol):
@@ -139,7 +150,8 @@ class Operations:
             await asyncio.gather(*(one(event_id) for event_id in chunk))
             if progress is not None:
                 progress.update(len(chunk))
-        return Replayed(len(ids) - len(missing), sorted(missing, key=ids.index))
+        position = {event_id: index for index, event_id in enumerate(ids)}
+        return Replayed(len(ids) - len(missing), sorted(missing, key=position.__getitem__))
 
     async def window(
         self,
@@ -148,18 +160,35 @@ class Operations:
         since: datetime,
         until: datetime | None,
         webhook_status: WebhookStatus | None = None,
+        limit: int | None = None,
     ) -> list[str]:
         """The ids of the project's events created in [since, until], oldest first; with
-        ``webhook_status``, only those in that state now."""
+        ``webhook_status``, only those in that state now. More than ``limit`` of them is an
+        InvalidInput, found before the ids are all read."""
         project = await self.project(project_id)
         key = self.events.keys.project_events(project.id)
-        ids = [
-            event_id async for event_id, _ in scored_members(self.events.redis, key, since=since, until=until)
-        ]
-        if webhook_status is None:
-            return ids
-        states = await self.events.states(ids)
-        return [event_id for event_id in ids if states.get(event_id) == webhook_status]
+        redis = self.events.redis
+        if limit is not None and webhook_status is None:
+            _refuse_over(await count_between(redis, key, since=since, until=until), limit)
+        ids: list[str] = []
+        page: list[str] = []
+        async for event_id, _ in scored_members(redis, key, since=since, until=until):
+            page.append(event_id)
+            if len(page) == RANGE_PAGE:
+                ids += await self._in_state(page, webhook_status)
+                page = []
+                if limit is not None:
+                    _refuse_over(len(ids), limit, more=True)
+        ids += await self._in_state(page, webhook_status)
+        if limit is not None:
+            _refuse_over(len(ids), limit)
+        return ids
+
+    async def _in_state(self, event_ids: list[str], webhook_status: WebhookStatus | None) -> list[str]:
+        if webhook_status is None or not event_ids:
+            return event_ids
+        states = await self.events.states(event_ids)
+        return [event_id for event_id in event_ids if states.get(event_id) == webhook_status]
 
     async def replay_window(
         self,
@@ -173,12 +202,9 @@ class Operations:
     ) -> Replayed:
         """Resend every event of the window, delivered ones too (a merchant restored a backup),
         with their own webhook-id. More than ``limit`` of them is refused, before anything is sent."""
-        ids = await self.window(project_id, since=since, until=until, webhook_status=webhook_status)
-        if limit is not None and len(ids) > limit:
-            raise InvalidInput(
-                f"the window holds {len(ids)} events, more than {limit} one call replays: narrow it "
-                "with until, or run `relay events replay`"
-            )
+        ids = await self.window(
+            project_id, since=since, until=until, webhook_status=webhook_status, limit=limit
+        )
         return await self.replay(ids, progress=progress)
 
     async def replay_dead_letters(self, *, project_id: str | None, since: datetime | None) -> int:
