@@ -29,6 +29,8 @@ from relay.gateways.custom import CustomSourceConfig, parse_sources
 from relay.retention import Lifetimes
 from relay.targets import check_webhook_url
 
+MAX_DURATION = timedelta(days=36500)
+
 
 def _duration(value: object) -> object:
     """Seconds (``90``, ``0.5``) or an ISO 8601 duration (``P30D``, ``PT24H``), left to pydantic."""
@@ -40,16 +42,18 @@ def _duration(value: object) -> object:
             return text
         if not math.isfinite(seconds):
             raise ValueError("must be a number of seconds or an ISO 8601 duration such as P30D")
+        if abs(seconds) > MAX_DURATION.total_seconds():
+            raise ValueError("must be at most 100 years")
         return timedelta(seconds=seconds)
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
+        return _duration(str(value))
     return value
 
 
 def _positive(value: timedelta) -> timedelta:
     if value <= timedelta(0):
         raise ValueError("must be longer than zero")
-    if value > timedelta(days=36500):
+    if value > MAX_DURATION:
         raise ValueError("must be at most 100 years")
     return value
 
