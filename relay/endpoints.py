@@ -5,7 +5,8 @@ The delivery step keeps it (``relay/lua/finish.lua``, in the step that logs the 
 clears ``failing_since``; a failure sets it when unset, and the first failure once it is older
 than RELAY_ENDPOINT_DISABLE_AFTER disables the endpoint. A disabled endpoint is sent nothing: its
 new events go to the dead-letter queue at once (reason ``endpoint_disabled``) until an operator or
-the merchant enables it again and replays them.
+the merchant enables it again and replays them. A success (one already in flight when the
+endpoint was disabled) enables it again too.
 """
 
 from __future__ import annotations
@@ -60,12 +61,14 @@ class Endpoints:
         values = await self.redis.hmget(self.keys.endpoint(project_id, url), FIELDS)  # type: ignore[misc]
         return _health(values)
 
-    async def disabled(self, project_id: str, url: str) -> tuple[bool, str | None]:
-        """Whether the endpoint is disabled, and since when it has been failing (one HMGET: this
-        is on every delivery's path)."""
-        key = self.keys.endpoint(project_id, url)
-        disabled_at, failing_since = await self.redis.hmget(key, ["disabled_at", "failing_since"])  # type: ignore[misc]
-        return bool(disabled_at), failing_since
+    async def disabled_digests(self, project_id: str) -> set[str]:
+        """The digests (``Keys.endpoint_digest``) of the project's disabled endpoints: read on every
+        delivery, together with the project, in the same round trip."""
+        return set(await self.redis.smembers(self.keys.project_disabled_endpoints(project_id)))  # type: ignore[misc]
+
+    async def failing_since(self, project_id: str, url: str) -> str | None:
+        value = await self.redis.hget(self.keys.endpoint(project_id, url), "failing_since")  # type: ignore[misc]
+        return None if value is None else str(value)
 
     async def of_project(self, project_id: str) -> list[EndpointHealth]:
         """Every endpoint the project's events went to, by URL."""
@@ -83,6 +86,7 @@ class Endpoints:
         key = self.keys.endpoint(project_id, url)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hdel(key, "disabled_at", "failing_since", "failing_since_ms")
+            pipe.srem(self.keys.project_disabled_endpoints(project_id), self.keys.endpoint_digest(url))
             pipe.hmget(key, FIELDS)
-            _, values = await pipe.execute()
+            _, _, values = await pipe.execute()
         return _health(values)

@@ -130,6 +130,7 @@ class EventStore:
                 self.keys.project_endpoints(event.project_id),
                 self.keys.event(alert.event_id) if alert else "",
                 self.keys.event(disabled_alert.event_id) if disabled_alert else "",
+                self.keys.project_disabled_endpoints(event.project_id),
             ],
             args=[
                 event.id,

@@ -37,6 +37,8 @@ ingest script and arq's in-progress keys in the claim script, so it must agree w
     {p}:endpoint:{project}:{sha256(url)} HASH    an endpoint's health: url, last_success_at, finish.lua,
                                                  failing_since, last_error, disabled_at      relay.endpoints
     {p}:project:{id}:endpoints           SET     the digests of the project's endpoints      finish.lua
+    {p}:project:{id}:disabled-endpoints  SET     the digests of its disabled endpoints       finish.lua,
+                                                 (read with the project on every delivery)   relay.endpoints
     {p}:idempotency:{scope}:{sha256}     STRING  a creating POST's first response, or its    relay.idempotency
                                                  claim while in flight; expires after 24 h
     {p}:console:session:{sha256(sid)}    HASH    csrf, created_at; expires after 8 h         relay.sessions
@@ -138,6 +140,9 @@ class Keys:
 
     def project_endpoints(self, project_id: str) -> str:
         return f"{self.prefix}:project:{project_id}:endpoints"
+
+    def project_disabled_endpoints(self, project_id: str) -> str:
+        return f"{self.prefix}:project:{project_id}:disabled-endpoints"
 
     # --- idempotency keys ----------------------------------------------------------------------------
 

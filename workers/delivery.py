@@ -10,6 +10,7 @@ logs and the sweeper repairs.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from relay.errors import PermanentDelivery, RetryableDelivery, SecretUndecryptab
 from relay.events import Alert, EventStore
 from relay.metrics import Metrics
 from relay.models import Attempt, DeadReason, EventKind, EventRecord, WebhookStatus
+from relay.schema import Keys
 from relay.settings import Settings
 from relay.signing import webhook_headers
 from relay.store import Store
@@ -137,13 +139,16 @@ async def deliver(event_id: str, seq: int, *, deps: Deps) -> Outcome:
 async def _attempt(event: EventRecord, seq: int, deps: Deps) -> Outcome:
     if event.kind is EventKind.OPERATOR:
         return await _attempt_alert(event, seq, deps)
-    project, item = await deps.store.get_project_and_item(event.project_id, event.item_id)
+    # One round trip: the project and item, and which of the project's endpoints are disabled.
+    (project, item), disabled = await asyncio.gather(
+        deps.store.get_project_and_item(event.project_id, event.item_id),
+        deps.endpoints.disabled_digests(event.project_id),
+    )
     url = (item.webhook_url if item else None) or (project.webhook_url if project else None)
     now = deps.clock()
     if project is None or url is None:
         return await _no_endpoint(event, seq, deps, now=now)
-    disabled, failing_since = await deps.endpoints.disabled(project.id, url)
-    if disabled:
+    if Keys.endpoint_digest(url) in disabled:
         return await _record(
             event,
             seq,
@@ -155,9 +160,7 @@ async def _attempt(event: EventRecord, seq: int, deps: Deps) -> Outcome:
             track=False,
             now=now,
         )
-    return await _send_in_turn(
-        event, seq, deps, url=url, secrets_=project.signing_secrets(now), failing_since=failing_since
-    )
+    return await _send_in_turn(event, seq, deps, url=url, secrets_=project.signing_secrets(now))
 
 
 async def _attempt_alert(event: EventRecord, seq: int, deps: Deps) -> Outcome:
@@ -184,7 +187,6 @@ async def _send_in_turn(
     *,
     url: str,
     secrets_: list[str],
-    failing_since: str | None = None,
 ) -> Outcome:
     """Send once the endpoint has a free slot (else postpone), signed with ``secrets_``."""
     host = endpoint(url)
@@ -193,9 +195,7 @@ async def _send_in_turn(
         return await _postpone(event, seq, deps, host=host, now=deps.clock())
     try:
         now = deps.clock()  # it may have waited for the slot
-        return await _send_and_record(
-            event, seq, deps, url=url, secrets_=secrets_, now=now, failing_since=failing_since
-        )
+        return await _send_and_record(event, seq, deps, url=url, secrets_=secrets_, now=now)
     finally:
         deps.limiter.release(host, token)
 
@@ -221,7 +221,6 @@ async def _send_and_record(
     url: str,
     secrets_: list[str],
     now: datetime,
-    failing_since: str | None,
 ) -> Outcome:
     headers = webhook_headers(secrets_, msg_id=event.id, timestamp=now, body=event.body)
     started = time.perf_counter()
@@ -253,7 +252,6 @@ async def _send_and_record(
         permanent=permanent,
         retry_after=retry_after,
         duration=duration,
-        failing_since=failing_since,
         now=now,
     )
 
@@ -272,7 +270,6 @@ async def _record(
     duration: float = 0.0,
     reason: DeadReason | None = None,
     track: bool = True,
-    failing_since: str | None = None,
 ) -> Outcome:
     """Log the attempt and move the event on: delivered, the next attempt, or the dead-letter
     queue when the schedule is spent or the failure is permanent. ``track``: the attempt counts
@@ -300,7 +297,7 @@ async def _record(
         next_attempt_at=next_at,
     )
     track = track and url is not None and event.kind is EventKind.MERCHANT
-    exhausted, disabled = _alerts(
+    exhausted, disabled = await _alerts(
         event,
         deps,
         state=state,
@@ -309,7 +306,6 @@ async def _record(
         error=error,
         status_code=status_code,
         track=track,
-        failing_since=failing_since,
         now=now,
     )
     finished = await deps.events.finish_attempt(
@@ -356,7 +352,7 @@ async def _record(
     return outcome
 
 
-def _alerts(
+async def _alerts(
     event: EventRecord,
     deps: Deps,
     *,
@@ -366,7 +362,6 @@ def _alerts(
     error: str | None,
     status_code: int | None,
     track: bool,
-    failing_since: str | None,
     now: datetime,
 ) -> tuple[Alert | None, Alert | None]:
     """The operator's alerts this attempt may raise, when the relay has an operator webhook: the
@@ -381,6 +376,7 @@ def _alerts(
         )
     disabled = None
     if track and error is not None and url is not None:
+        failing_since = await deps.endpoints.failing_since(event.project_id, url)
         disabled = alerts.endpoint_disabled(
             event.project_id, url=url, failing_since=failing_since, error=error, now=now
         )

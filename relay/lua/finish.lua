@@ -5,13 +5,16 @@
 -- retention schedule (delivered or without endpoint: RELAY_RETENTION; dead-lettered:
 -- RELAY_DEAD_LETTER_RETENTION), and keeps the health of the endpoint the attempt went to: a
 -- success clears failing_since; a failure sets it when unset and disables the endpoint once it is
--- older than the window. An operator's event (kind 'operator', the relay's own alerts) touches no
+-- older than the window (and adds it to the project's disabled endpoints, which every delivery
+-- reads with its project). A success also enables a disabled endpoint again: one already in
+-- flight when another worker disabled it proves it answers. An operator's event (kind 'operator', the relay's own alerts) touches no
 -- order and no endpoint health, and is retained as itself ('e:' member).
 --
 -- KEYS[1] event    KEYS[2] attempts    KEYS[3] purchase    KEYS[4] outbox
 -- KEYS[5] dead letters    KEYS[6] the project's dead letters    KEYS[7] retention
 -- KEYS[8] the endpoint's health ('' when the attempt sent nothing)    KEYS[9] the project's endpoints
 -- KEYS[10] the exhausted alert's event ('' for none)    KEYS[11] the disabled alert's event ('' for none)
+-- KEYS[12] the project's disabled endpoints
 -- ARGV[1] event id    ARGV[2] seq    ARGV[3] attempt JSON ('' to log none)    ARGV[4] new state
 -- ARGV[5] score: when the next attempt is due (retrying) or now (failed), in ms
 -- ARGV[6] next_attempt_at (ISO or '')    ARGV[7] dead_at (ISO or '')    ARGV[8] attempt log length kept
@@ -66,7 +69,8 @@ if operator or KEYS[8] == '' then return {1, 0} end
 redis.call('SADD', KEYS[9], ARGV[15])
 if ARGV[16] == '' then
   redis.call('HSET', KEYS[8], 'url', ARGV[14], 'last_success_at', ARGV[10])
-  redis.call('HDEL', KEYS[8], 'failing_since', 'failing_since_ms')
+  redis.call('HDEL', KEYS[8], 'failing_since', 'failing_since_ms', 'disabled_at')
+  redis.call('SREM', KEYS[12], ARGV[15])
   return {1, 0}
 end
 redis.call('HSET', KEYS[8], 'url', ARGV[14], 'last_failure_at', ARGV[10], 'last_error', ARGV[16])
@@ -76,6 +80,7 @@ end
 local health = redis.call('HMGET', KEYS[8], 'failing_since_ms', 'disabled_at', 'failing_since')
 if not health[2] and tonumber(ARGV[9]) - tonumber(health[1]) >= tonumber(ARGV[17]) then
   redis.call('HSET', KEYS[8], 'disabled_at', ARGV[10])
+  redis.call('SADD', KEYS[12], ARGV[15])
   if ARGV[20] ~= '' then create_alert(KEYS[11], ARGV[20], ARGV[21]) end
   return {1, 1, health[3]}
 end
