@@ -20,7 +20,7 @@ from redis.asyncio import ConnectionPool, Redis
 
 from relay.endpoints import EndpointState
 from relay.metrics import Metrics
-from relay.models import DeadReason, EventKind, EventRecord, Project, WebhookStatus
+from relay.models import Attempt, DeadReason, EventKind, EventRecord, Project, WebhookStatus
 from relay.replay import Operations
 from relay.stores import make_stores
 from tests.helpers import HOOK, FakeClock, Merchant, make_settings, verify
@@ -234,3 +234,41 @@ async def test_without_an_operator_webhook_no_alert_is_made(
         assert await deliver(event.id, 0, deps=deps) is Outcome.DEAD
         assert await outbox_alerts(deps) == []
     await arq.aclose(close_connection_pool=True)
+
+
+async def test_a_success_in_flight_when_the_endpoint_was_disabled_enables_it_again(
+    deps: Deps, clock: FakeClock, merchant: Merchant, shop: Project
+) -> None:
+    url = f"{merchant.url}{HOOK}"
+    first, second = await paid_event(deps, "order-1"), await paid_event(deps, "order-2")
+    failure = Attempt(at=clock(), url=url, status_code=503, error="HTTP 503", duration_ms=5)
+    await deps.events.finish_attempt(
+        first, seq=0, attempt=failure, state=WebhookStatus.FAILED, now=clock(), endpoint=url
+    )
+    clock.advance(WINDOW)
+    later = failure.model_copy(update={"at": clock()})
+    third = await paid_event(deps, "order-3")
+    await deps.events.finish_attempt(
+        third, seq=0, attempt=later, state=WebhookStatus.FAILED, now=clock(), endpoint=url
+    )
+    assert url in {
+        health.url
+        for health in await deps.endpoints.of_project(shop.id)
+        if health.state is EndpointState.DISABLED
+    }
+
+    # Another worker's request, sent before the disable, succeeds now.
+    clock.advance(1)
+    ok = Attempt(at=clock(), url=url, status_code=200, duration_ms=900)
+    await deps.events.finish_attempt(
+        second, seq=0, attempt=ok, state=WebhookStatus.DELIVERED, now=clock(), endpoint=url
+    )
+    health = await deps.endpoints.get(shop.id, url)
+    assert health is not None
+    assert (health.state, health.disabled_at, health.last_success_at) == (
+        EndpointState.HEALTHY,
+        None,
+        clock(),
+    )
+    fourth = await paid_event(deps, "order-4")
+    assert await deliver(fourth.id, 0, deps=deps) is Outcome.DELIVERED  # sent, not dead-lettered

@@ -120,3 +120,60 @@ async def test_the_ingress_metrics_need_the_admin_token(start_relay: StartRelay)
 
 def test_the_worker_metrics_listen_on_loopback_unless_told() -> None:
     assert make_settings().worker_metrics_host == "127.0.0.1"
+
+
+@pytest.mark.timeout(90)
+async def test_retention_expiry_and_disabling_are_counted(
+    processes: Processes, merchant: Merchant, redis_url: str
+) -> None:
+    port, metrics_port = free_port(), free_port()
+    processes.env = processes.env | {
+        "RELAY_RETRY_SCHEDULE": "0.3,0.3,0.3",
+        "RELAY_RETENTION": "1",
+        "RELAY_DEAD_LETTER_RETENTION": "P1D",
+        "RELAY_PURCHASE_EXPIRY": "1",
+        "RELAY_ENDPOINT_DISABLE_AFTER": "0.5",
+        "RELAY_SWEEP_INTERVAL": "1",
+        "RELAY_WORKER_METRICS_PORT": str(metrics_port),
+        "RELAY_WORKER_METRICS_HOST": "127.0.0.1",
+    }
+    await processes.start("serve", "serve", "--port", str(port))
+    await processes.start("worker", "worker")
+    worker = f"http://127.0.0.1:{metrics_port}/metrics"
+    async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http:
+
+        async def up() -> bool:
+            try:
+                await scrape(http, worker)
+            except aiohttp.ClientError:
+                return False
+            return True
+
+        await eventually(up, timeout=20, what="the worker's metrics")
+        settings = make_settings(redis_url=redis_url)
+        api = Api(
+            http,
+            settings,
+            f"http://127.0.0.1:{port}",
+            midtrans_key=await midtrans_key_of(redis_url, settings),
+        )
+        merchant.script["/down"] = [503]
+        project = await api.project(webhook_url=f"{merchant.url}/ok")
+        fine = await api.item(project["id"])
+        down = await api.item(project["id"], webhook_url=f"{merchant.url}/down")
+        await api.pay(await api.buy(project["client_id"], fine["id"]))
+        await api.pay(await api.buy(project["client_id"], down["id"]))
+        await api.buy(project["client_id"], fine["id"])  # never paid: it expires
+
+        async def counted() -> bool:
+            text = await scrape(http, worker)
+            return (
+                sample(text, "relay_retention_deleted_total", kind="order") >= 2
+                and sample(text, "relay_endpoints_disabled_total") == 1
+            )
+
+        await eventually(counted, timeout=40, what="the expiry, deletions and disabling counted")
+        text = await scrape(http, worker)
+    assert sample(text, "relay_purchases_expired_total") == 1
+    # Left: the dead-lettered order (kept a day); the delivered and the expired ones are deleted.
+    assert sample(text, "relay_retained_orders") == 1

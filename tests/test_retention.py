@@ -12,13 +12,16 @@ import pytest
 
 from relay.crypto import SecretBox, generate_key
 from relay.endpoints import Endpoints
+from relay.errors import InvalidInput, NotFound
 from relay.events import EventStore
 from relay.ingest import Ingested, apply_outcome
-from relay.models import Attempt, EventRecord, PurchaseStatus, WebhookStatus, to_ms
+from relay.models import Attempt, EventRecord, Project, Purchase, PurchaseStatus, WebhookStatus, to_ms
+from relay.replay import Operations
 from relay.retention import Lifetimes, Retention
 from relay.schema import Keys
 from relay.store import Store
-from tests.helpers import KEY_PREFIX, T0, Backend, make_outcome, make_purchase
+from relay.stores import make_stores
+from tests.helpers import KEY_PREFIX, T0, Backend, make_outcome, make_purchase, make_settings
 
 LIFETIMES = Lifetimes(
     retention=timedelta(seconds=60),
@@ -276,3 +279,62 @@ async def test_orders_stored_before_retention_are_put_on_its_schedules_once(kept
     swept = await kept.retention.sweep(now=later + timedelta(days=1))
     assert (swept.expired, swept.deleted_orders) == (1, 3)
     assert await kept.store.get_purchase("in-flight") is not None
+
+
+async def test_backfill_indexes_older_events_for_the_window_replay(kept: Kept) -> None:
+    event = await paid_event(kept, "old-order")
+    await kept.backend.redis.delete(kept.keys.project_events("shop"), kept.keys.expiry, kept.keys.retention)
+
+    await kept.retention.backfill_all(["shop"], clock=lambda: T0 + timedelta(hours=1))
+
+    events = await kept.backend.redis.zrange(kept.keys.project_events("shop"), 0, -1, withscores=True)
+    assert events == [(event.id, float(to_ms(event.created_at)))]
+
+
+async def test_a_late_settlement_racing_the_deletion_leaves_no_fragment(
+    kept: Kept, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An expired order (template dropped) is paid as the sweep deletes it: the template is
+    rebuilt only while the order exists, so nothing of it is brought back."""
+    await kept.store.create_purchase(make_purchase("late"))
+    await kept.retention.sweep(now=T0 + timedelta(seconds=10))
+    due = T0 + timedelta(seconds=10) + LIFETIMES.retention
+    read = kept.store.get_purchase
+
+    async def read_then_sweep(order_id: str) -> Purchase | None:
+        found = await read(order_id)
+        await kept.retention.sweep(now=due)  # the worker's sweep, between the read and the write
+        return found
+
+    monkeypatch.setattr(kept.store, "get_purchase", read_then_sweep)
+    assert await pay(kept, "late", at=due - T0) is Ingested.UNKNOWN_ORDER
+    assert await kept.backend.redis.hgetall(kept.keys.purchase("late")) == {}
+
+
+async def test_a_window_over_the_limit_is_refused_before_anything_is_sent(kept: Kept) -> None:
+    settings = make_settings(key_prefix=KEY_PREFIX, redis_url=None)
+    operations = Operations(make_stores(kept.backend.redis, settings), kept.backend.arq, clock=lambda: T0)
+    await operations.store.put_project(
+        Project(
+            id="shop",
+            name="Shop",
+            client_id="cl_shop",
+            webhook_secret="whsec_x",
+            created_at=T0,
+            updated_at=T0,
+        )
+    )
+    events = [await paid_event(kept, f"order-{number}") for number in range(3)]
+    since = T0 - timedelta(seconds=1)
+
+    for webhook_status in (None, WebhookStatus.PENDING):
+        with pytest.raises(InvalidInput, match="holds 3 events; one call replays at most 2"):
+            await operations.replay_window(
+                "shop", since=since, until=None, webhook_status=webhook_status, limit=2
+            )
+    assert {event.seq for event in await kept.events.get_many([event.id for event in events])} == {0}
+    replayed = await operations.replay_window("shop", since=since, until=None, limit=3)
+    assert replayed.count == 3
+    assert {event.seq for event in await kept.events.get_many([event.id for event in events])} == {1}
+    with pytest.raises(NotFound):
+        await operations.replay_window("nobody", since=since, until=None)
