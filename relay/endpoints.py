@@ -5,7 +5,9 @@ The delivery step keeps it (``relay/lua/finish.lua``, in the step that logs the 
 clears ``failing_since``; a failure sets it when unset, and the first failure once it is older
 than RELAY_ENDPOINT_DISABLE_AFTER disables the endpoint. A disabled endpoint is sent nothing: its
 new events go to the dead-letter queue at once (reason ``endpoint_disabled``) until an operator or
-the merchant enables it again and replays them. A success (one already in flight when the
+the merchant enables it again and replays them. Which of a project's endpoints are disabled is
+also kept as one short string per project, read in the same MGET as the project and item on every
+delivery (``relay.store.Store.delivery_target``). A success (one already in flight when the
 endpoint was disabled) enables it again too.
 """
 
@@ -17,6 +19,7 @@ from enum import StrEnum
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
+from relay import lua
 from relay.schema import Keys
 
 FIELDS = ["url", "last_success_at", "last_failure_at", "failing_since", "disabled_at", "last_error"]
@@ -56,15 +59,11 @@ class Endpoints:
     def __init__(self, redis: Redis, *, prefix: str) -> None:
         self.redis = redis
         self.keys = Keys(prefix)
+        self._enable = redis.register_script(lua.source("enable_endpoint"))
 
     async def get(self, project_id: str, url: str) -> EndpointHealth | None:
         values = await self.redis.hmget(self.keys.endpoint(project_id, url), FIELDS)  # type: ignore[misc]
         return _health(values)
-
-    async def disabled_digests(self, project_id: str) -> set[str]:
-        """The digests (``Keys.endpoint_digest``) of the project's disabled endpoints: read on every
-        delivery, together with the project, in the same round trip."""
-        return set(await self.redis.smembers(self.keys.project_disabled_endpoints(project_id)))  # type: ignore[misc]
 
     async def failing_since(self, project_id: str, url: str) -> str | None:
         value = await self.redis.hget(self.keys.endpoint(project_id, url), "failing_since")  # type: ignore[misc]
@@ -83,10 +82,8 @@ class Endpoints:
     async def enable(self, project_id: str, url: str) -> EndpointHealth | None:
         """Enable the endpoint again (it stays enabled if it was); None when no event of the
         project ever went to it. Its failing streak starts over."""
-        key = self.keys.endpoint(project_id, url)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(key, "disabled_at", "failing_since", "failing_since_ms")
-            pipe.srem(self.keys.project_disabled_endpoints(project_id), self.keys.endpoint_digest(url))
-            pipe.hmget(key, FIELDS)
-            _, _, values = await pipe.execute()
-        return _health(values)
+        values = await self._enable(
+            keys=[self.keys.endpoint(project_id, url), self.keys.project_disabled_endpoints(project_id)],
+            args=[self.keys.endpoint_digest(url)],
+        )
+        return _health([value or None for value in values])

@@ -37,8 +37,9 @@ ingest script and arq's in-progress keys in the claim script, so it must agree w
     {p}:endpoint:{project}:{sha256(url)} HASH    an endpoint's health: url, last_success_at, finish.lua,
                                                  failing_since, last_error, disabled_at      relay.endpoints
     {p}:project:{id}:endpoints           SET     the digests of the project's endpoints      finish.lua
-    {p}:project:{id}:disabled-endpoints  SET     the digests of its disabled endpoints       finish.lua,
-                                                 (read with the project on every delivery)   relay.endpoints
+    {p}:project:{id}:disabled-endpoints  STRING  the digests of its disabled endpoints,      finish.lua,
+                                                 comma-separated (read in the MGET of every  enable_endpoint
+                                                 delivery's project and item)
     {p}:idempotency:{scope}:{sha256}     STRING  a creating POST's first response, or its    relay.idempotency
                                                  claim while in flight; expires after 24 h
     {p}:console:session:{sha256(sid)}    HASH    csrf, created_at; expires after 8 h         relay.sessions
@@ -59,6 +60,7 @@ A delivery job's id is the event id for the first attempt and ``{event_id}:{seq}
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from arq.constants import default_queue_name, in_progress_key_prefix, job_key_prefix, result_key_prefix
@@ -128,7 +130,9 @@ class Keys:
     # --- endpoint health ------------------------------------------------------------------------------
 
     @staticmethod
+    @functools.lru_cache(maxsize=4096)
     def endpoint_digest(url: str) -> str:
+        """A fixed-length name for an endpoint URL (cached: every delivery asks for its own)."""
         return hashlib.sha256(url.encode()).hexdigest()[:32]
 
     def endpoint(self, project_id: str, url: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_FLOOR
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,20 @@ if TYPE_CHECKING:  # the job's writes are built by the queue's owner, workers.ar
 
 UNMATCHED_KEEP = 1000
 UNMATCHED_TEXT = 128  # characters kept of each text field of an unknown-order record
+
+
+@dataclass(frozen=True)
+class DeliveryTarget:
+    project: Project | None
+    item: Item | None
+    disabled: frozenset[str]  # the digests (Keys.endpoint_digest) of the project's disabled endpoints
+
+    @property
+    def url(self) -> str | None:
+        """The item's webhook URL, else the project's."""
+        return (self.item.webhook_url if self.item else None) or (
+            self.project.webhook_url if self.project else None
+        )
 
 
 def _lua_string(text: str) -> str:
@@ -170,12 +185,20 @@ class Store:
         raw = await self.redis.get(self.keys.item(item_id))
         return None if raw is None else Item.model_validate_json(raw)
 
-    async def get_project_and_item(self, project_id: str, item_id: str) -> tuple[Project | None, Item | None]:
-        """Both in one round trip (MGET): what a delivery attempt resolves its URL and secret from."""
-        keys = [self.keys.project(project_id), self.keys.item(item_id)]
-        raw_project, raw_item = await self.redis.mget(keys)
-        project = None if raw_project is None else self._open(raw_project)
-        return project, None if raw_item is None else Item.model_validate_json(raw_item)
+    async def delivery_target(self, project_id: str, item_id: str) -> DeliveryTarget:
+        """What a delivery attempt resolves its URL and secret from, in one MGET: the project, the
+        item, and the digests of the project's disabled endpoints (relay.endpoints)."""
+        keys = [
+            self.keys.project(project_id),
+            self.keys.item(item_id),
+            self.keys.project_disabled_endpoints(project_id),
+        ]
+        raw_project, raw_item, disabled = await self.redis.mget(keys)
+        return DeliveryTarget(
+            project=None if raw_project is None else self._open(raw_project),
+            item=None if raw_item is None else Item.model_validate_json(raw_item),
+            disabled=frozenset(disabled.split(",")) if disabled else frozenset(),
+        )
 
     async def put_item(self, item: Item) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -10,7 +10,6 @@ logs and the sweeper repairs.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -139,16 +138,12 @@ async def deliver(event_id: str, seq: int, *, deps: Deps) -> Outcome:
 async def _attempt(event: EventRecord, seq: int, deps: Deps) -> Outcome:
     if event.kind is EventKind.OPERATOR:
         return await _attempt_alert(event, seq, deps)
-    # One round trip: the project and item, and which of the project's endpoints are disabled.
-    (project, item), disabled = await asyncio.gather(
-        deps.store.get_project_and_item(event.project_id, event.item_id),
-        deps.endpoints.disabled_digests(event.project_id),
-    )
-    url = (item.webhook_url if item else None) or (project.webhook_url if project else None)
+    target = await deps.store.delivery_target(event.project_id, event.item_id)
+    project, url = target.project, target.url
     now = deps.clock()
     if project is None or url is None:
         return await _no_endpoint(event, seq, deps, now=now)
-    if Keys.endpoint_digest(url) in disabled:
+    if Keys.endpoint_digest(url) in target.disabled:
         return await _record(
             event,
             seq,

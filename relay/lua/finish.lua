@@ -14,7 +14,8 @@
 -- KEYS[5] dead letters    KEYS[6] the project's dead letters    KEYS[7] retention
 -- KEYS[8] the endpoint's health ('' when the attempt sent nothing)    KEYS[9] the project's endpoints
 -- KEYS[10] the exhausted alert's event ('' for none)    KEYS[11] the disabled alert's event ('' for none)
--- KEYS[12] the project's disabled endpoints
+-- KEYS[12] the project's disabled endpoints (a STRING: their digests, comma-separated, so that a
+-- delivery reads it in the same MGET as its project and item)
 -- ARGV[1] event id    ARGV[2] seq    ARGV[3] attempt JSON ('' to log none)    ARGV[4] new state
 -- ARGV[5] score: when the next attempt is due (retrying) or now (failed), in ms
 -- ARGV[6] next_attempt_at (ISO or '')    ARGV[7] dead_at (ISO or '')    ARGV[8] attempt log length kept
@@ -35,6 +36,14 @@ local function create_alert(key, alert_id, body)
   redis.call('HSET', key, 'id', alert_id, 'kind', 'operator', 'project_id', '_operator',
     'body', body, 'state', 'pending', 'seq', '0', 'attempts', '0', 'created_at', ARGV[10])
   redis.call('ZADD', KEYS[4], ARGV[9], alert_id)
+end
+
+local function without(list, digest)
+  local kept = {}
+  for each in string.gmatch(list, '[^,]+') do
+    if each ~= digest then kept[#kept + 1] = each end
+  end
+  return table.concat(kept, ',')
 end
 
 local event_id = ARGV[1]
@@ -69,8 +78,10 @@ if operator or KEYS[8] == '' then return {1, 0} end
 redis.call('SADD', KEYS[9], ARGV[15])
 if ARGV[16] == '' then
   redis.call('HSET', KEYS[8], 'url', ARGV[14], 'last_success_at', ARGV[10])
-  redis.call('HDEL', KEYS[8], 'failing_since', 'failing_since_ms', 'disabled_at')
-  redis.call('SREM', KEYS[12], ARGV[15])
+  if redis.call('HDEL', KEYS[8], 'failing_since', 'failing_since_ms', 'disabled_at') > 0 then
+    local rest = without(redis.call('GET', KEYS[12]) or '', ARGV[15])
+    if rest == '' then redis.call('DEL', KEYS[12]) else redis.call('SET', KEYS[12], rest) end
+  end
   return {1, 0}
 end
 redis.call('HSET', KEYS[8], 'url', ARGV[14], 'last_failure_at', ARGV[10], 'last_error', ARGV[16])
@@ -80,7 +91,8 @@ end
 local health = redis.call('HMGET', KEYS[8], 'failing_since_ms', 'disabled_at', 'failing_since')
 if not health[2] and tonumber(ARGV[9]) - tonumber(health[1]) >= tonumber(ARGV[17]) then
   redis.call('HSET', KEYS[8], 'disabled_at', ARGV[10])
-  redis.call('SADD', KEYS[12], ARGV[15])
+  local list = without(redis.call('GET', KEYS[12]) or '', ARGV[15])
+  redis.call('SET', KEYS[12], list == '' and ARGV[15] or (list .. ',' .. ARGV[15]))
   if ARGV[20] ~= '' then create_alert(KEYS[11], ARGV[20], ARGV[21]) end
   return {1, 1, health[3]}
 end

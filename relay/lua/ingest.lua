@@ -72,7 +72,7 @@ redis.call('HSET', KEYS[2], 'id', event_id, 'project_id', doc.project_id, 'order
   'seq', '0', 'attempts', '0', 'created_at', ARGV[3], 'next_attempt_at', '', 'dead_at', '')
 redis.call('ZADD', KEYS[3], ARGV[9], event_id)
 redis.call('ZADD', ARGV[15] .. doc.project_id .. ':events', ARGV[9], event_id)
-redis.call('ZREM', KEYS[7], 'o:' .. doc.order_id)
+if found[1] ~= 'pending' then redis.call('ZREM', KEYS[7], 'o:' .. doc.order_id) end  -- it was finished
 if ARGV[10] ~= '' and redis.call('EXISTS', KEYS[4], KEYS[5]) == 0 then
   redis.call('PSETEX', KEYS[4], ARGV[13], ARGV[11])
   redis.call('ZADD', KEYS[6], ARGV[12], ARGV[10])

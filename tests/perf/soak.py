@@ -228,6 +228,7 @@ class Soak:
             "t": round(t, 1),
             "used_memory": await used_memory(self.redis),
             "dbsize": int(await self.redis.dbsize()),
+            "stored": int(await self.redis.hget("relay:stats", "orders") or 0),
             "queued": int(await self.redis.zcard(default_queue_name)),
             "worker_rss_kib": vm(self.worker.pid, "VmRSS"),
             "serve_rss_kib": vm(self.serve.pid, "VmRSS"),
@@ -254,6 +255,7 @@ class Soak:
 def line(row: dict[str, Any]) -> str:
     return (
         f"t={row['t']:5.0f}s  used_memory {row['used_memory'] / 1e6:7.2f} MB  keys {row['dbsize']:>8,}  "
+        f"orders stored {row['stored']:>6,}  "
         f"queued {row['queued']:>5,}  worker {row['worker_rss_kib'] / 1024:6.1f} MiB  "
         f"serve {row['serve_rss_kib'] / 1024:6.1f} MiB  created {row['created']:>7,}  "
         f"paid {row['paid']:>7,}  receipts {row['receipts']:>7,}  gone {row['gone']:>5,}  "
@@ -301,9 +303,11 @@ def judge(
     verdict["worker_plateau"] = verdict["worker_rss_kib"]["plateau"]
     verdict["pass"] = verdict["redis_plateau"] and verdict["worker_plateau"] and held >= LOAD_HELD
     if "last_median" in verdict["used_memory"]:
-        verdict["bytes_per_order_rate"] = (
-            verdict["used_memory"]["last_median"] - baseline["used_memory"]
-        ) / rate
+        grown = verdict["used_memory"]["last_median"] - baseline["used_memory"]
+        verdict["bytes_per_order_rate"] = grown / rate
+        stored = statistics.median(row["stored"] for row in samples[-max(1, len(samples) // 3) :])
+        verdict["stored_orders"] = stored
+        verdict["bytes_per_stored_order"] = grown / stored if stored else None
     return verdict
 
 
@@ -326,6 +330,8 @@ def render(
 
     per_rate = verdict.get("bytes_per_order_rate")
     per_rate_text = "n/a" if per_rate is None else f"{per_rate:,.0f}"
+    per_order = verdict.get("bytes_per_stored_order")
+    per_order_text = "n/a" if per_order is None else f"{per_order:,.0f}"
     held = verdict["load_held"]
     failures = ", ".join(f"{name}: {n}" for name, n in sorted(tally.failures.items())) or "none"
     lifetimes = ", ".join(f"{k}={v}" for k, v in LIFETIMES.items() if k != "RELAY_ALLOW_PRIVATE_TARGETS")
@@ -344,6 +350,8 @@ def render(
             f"| Redis keys (DBSIZE) | {figure('dbsize', 'keys', 1, 0)} |",
             f"| bytes per (order/s) of load: (plateau - baseline {baseline['used_memory']:,} B) / rate "
             f"| {per_rate_text} | |",
+            f"| orders stored at plateau (relay_retained_orders), Redis bytes per stored order "
+            f"| {verdict.get('stored_orders', 0):,.0f} orders, {per_order_text} B each | |",
             f"| worker RSS | {figure('worker_rss_kib', 'MiB', 1024, 1)} |",
             f"| serve RSS (reported, not judged) | {figure('serve_rss_kib', 'MiB', 1024, 1)} |",
             f"| orders offered / created / paid / left unpaid "
