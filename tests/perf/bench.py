@@ -574,8 +574,19 @@ async def main_async(args: argparse.Namespace) -> int:
     report = render(bench, command, elapsed)
     print("\n" + report)
     if not args.only:
-        (HERE / ("RESULTS.md" if not args.product else "RESULTS-product.md")).write_text(report)
+        results = HERE / ("RESULTS.md" if not args.product else "RESULTS-product.md")
+        results.write_text(report + kept_soak_section(results))
     return 0
+
+
+SOAK_SECTION = "## Soak: memory plateau"  # written by tests.perf.soak, kept when the table is rewritten
+
+
+def kept_soak_section(results: Path) -> str:
+    """The soak's section of ``results``, to keep below a rewritten table ("" when it has none)."""
+    text = results.read_text() if results.exists() else ""
+    at = text.find(SOAK_SECTION)
+    return "" if at < 0 else "\n" + text[at:]
 
 
 def render(bench: Bench, command: str, elapsed: float) -> str:

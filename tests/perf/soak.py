@@ -53,9 +53,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from relay.gateways.midtrans import JAKARTA, sign_notification
 from tests.perf import harness
-from tests.perf.bench import machine, used_memory, vm
+from tests.perf.bench import SOAK_SECTION, machine, used_memory, vm
 from tests.perf.harness import (
     ADMIN_TOKEN,
+    PREFIX,
     PYTHON,
     RELAY,
     SERVER_KEY,
@@ -228,7 +229,7 @@ class Soak:
             "t": round(t, 1),
             "used_memory": await used_memory(self.redis),
             "dbsize": int(await self.redis.dbsize()),
-            "stored": int(await self.redis.hget("relay:stats", "orders") or 0),
+            "stored": int(await self.redis.hget(f"{PREFIX}:stats", "orders") or 0),
             "queued": int(await self.redis.zcard(default_queue_name)),
             "worker_rss_kib": vm(self.worker.pid, "VmRSS"),
             "serve_rss_kib": vm(self.serve.pid, "VmRSS"),
@@ -473,12 +474,21 @@ async def main_async(args: argparse.Namespace) -> int:
         "verdict": verdict,
     }
     args.out.write_text(json.dumps(out, indent=2) + "\n")
-    print(
-        "\n"
-        + render(command, plan, baseline, verdict, load.tally, ignored)
-        + f"\n\nSamples and verdict: {args.out}"
-    )
+    report = render(command, plan, baseline, verdict, load.tally, ignored)
+    print("\n" + report + f"\n\nSamples and verdict: {args.out}")
+    if not (args.quick or args.product):
+        write_results(report)
     return 0 if verdict["pass"] else 1
+
+
+def write_results(report: str) -> None:
+    """Replace the soak's section of tests/perf/RESULTS.md (the benchmark keeps it when it rewrites
+    its table)."""
+    results = HERE / "RESULTS.md"
+    text = results.read_text() if results.exists() else ""
+    at = text.find(SOAK_SECTION)
+    head = (text if at < 0 else text[:at]).rstrip("\n")
+    results.write_text(f"{head}\n\n{SOAK_SECTION}\n\n{report}\n")
 
 
 def main() -> None:
