@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from relay.events import EventStore
-from relay.ranges import PAGE, count_between, scored_members
+from relay.ranges import count_between, member_pages
 from relay.store import Store
 
 
@@ -39,22 +39,14 @@ async def export_orders(
     """Each order of ``project_ids`` created in [since, until], with its events and attempts."""
     for project_id in project_ids:
         key = store.keys.project_purchases(project_id)
-        page: list[str] = []
-        async for order_id, _ in scored_members(store.redis, key, since=since, until=until):
-            page.append(order_id)
-            if len(page) == PAGE:
-                for line in await _lines(store, events, page):
-                    yield line
-                page = []
-        for line in await _lines(store, events, page):
-            yield line
+        async for page in member_pages(store.redis, key, since=since, until=until):
+            for line in await _lines(store, events, page):
+                yield line
 
 
 async def _lines(store: Store, events: EventStore, order_ids: list[str]) -> list[dict[str, Any]]:
     """The export lines of one page of orders, in three round trips (an order deleted meanwhile is
     skipped)."""
-    if not order_ids:
-        return []
     purchases = await store.get_purchases(order_ids)
     event_ids = [purchase.event_id for purchase in purchases if purchase.event_id]
     records = {record.id: record for record in await events.get_many(event_ids)}

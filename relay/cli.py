@@ -363,6 +363,7 @@ def events_replay(
     """Send every event of a project created in [--since, --until] again, delivered ones too (a
     merchant restored a backup), each with its own webhook-id and a fresh retry budget."""
     from relay.models import WebhookStatus
+    from relay.replay import Window
 
     if until is not None and until < since:
         fail("--until is before --since")
@@ -371,7 +372,7 @@ def events_replay(
 
     async def replay() -> int:
         async with operations(settings) as ops:
-            ids = await ops.window(project_id, since=since, until=until, webhook_status=status)
+            ids = await ops.window(Window(project_id, since, until, status))
             with click.progressbar(length=len(ids), label="replaying", file=sys.stderr) as bar:
                 return (await ops.replay(ids, progress=bar)).count
 

@@ -47,6 +47,20 @@ async def scored_members(
         low = after[0]
 
 
+async def member_pages(
+    redis: Redis, key: str, *, since: datetime | None, until: datetime | None, page: int = PAGE
+) -> AsyncIterator[list[str]]:
+    """The members of ``scored_members`` in lists of at most ``page``, for a round trip per list."""
+    batch: list[str] = []
+    async for member, _ in scored_members(redis, key, since=since, until=until, page=page):
+        batch.append(member)
+        if len(batch) == page:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 async def count_between(redis: Redis, key: str, *, since: datetime | None, until: datetime | None) -> int:
     low = to_ms(since) if since else "-inf"
     high = to_ms(until) if until else "+inf"

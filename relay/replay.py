@@ -22,14 +22,24 @@ from relay.errors import Conflict, InvalidInput, NotFound, not_found
 from relay.events import DeadLetterPage
 from relay.metrics import Metrics
 from relay.models import DeadLetter, EventRecord, Project, Purchase, WebhookStatus, utcnow
-from relay.ranges import PAGE as RANGE_PAGE
-from relay.ranges import count_between, scored_members
+from relay.ranges import count_between, member_pages
 from relay.stores import Stores
 from workers.arq_compat import enqueue_delivery
 
 PAGE = 500  # dead letters read per round trip when walking them all
 REPLAY_AT_ONCE = 50  # resends in flight at once in a bulk replay
 MAX_WINDOW_REPLAY = 10_000  # events one API call may replay; the CLI takes any number
+
+
+@dataclass(frozen=True)
+class Window:
+    """A project's events created in [since, until]; with ``webhook_status``, only those in that
+    state now (the window replay's selection)."""
+
+    project_id: str
+    since: datetime
+    until: datetime | None = None
+    webhook_status: WebhookStatus | None = None
 
 
 def _refuse_over(count: int, limit: int, *, more: bool = False) -> None:
@@ -153,59 +163,31 @@ class Operations:
         position = {event_id: index for index, event_id in enumerate(ids)}
         return Replayed(len(ids) - len(missing), sorted(missing, key=position.__getitem__))
 
-    async def window(
-        self,
-        project_id: str,
-        *,
-        since: datetime,
-        until: datetime | None,
-        webhook_status: WebhookStatus | None = None,
-        limit: int | None = None,
-    ) -> list[str]:
-        """The ids of the project's events created in [since, until], oldest first; with
-        ``webhook_status``, only those in that state now. More than ``limit`` of them is an
+    async def window(self, window: Window, *, limit: int | None = None) -> list[str]:
+        """The ids of the window's events, oldest first. More than ``limit`` of them is an
         InvalidInput, found before the ids are all read."""
-        project = await self.project(project_id)
+        project = await self.project(window.project_id)
         key = self.events.keys.project_events(project.id)
-        redis = self.events.redis
-        if limit is not None and webhook_status is None:
+        redis, since, until = self.events.redis, window.since, window.until
+        if limit is not None and window.webhook_status is None:
             _refuse_over(await count_between(redis, key, since=since, until=until), limit)
         ids: list[str] = []
-        page: list[str] = []
-        async for event_id, _ in scored_members(redis, key, since=since, until=until):
-            page.append(event_id)
-            if len(page) == RANGE_PAGE:
-                ids += await self._in_state(page, webhook_status)
-                page = []
-                if limit is not None:
-                    _refuse_over(len(ids), limit, more=True)
-        ids += await self._in_state(page, webhook_status)
-        if limit is not None:
-            _refuse_over(len(ids), limit)
+        async for page in member_pages(redis, key, since=since, until=until):
+            ids += await self._in_state(page, window.webhook_status)
+            if limit is not None:
+                _refuse_over(len(ids), limit, more=True)
         return ids
 
     async def _in_state(self, event_ids: list[str], webhook_status: WebhookStatus | None) -> list[str]:
-        if webhook_status is None or not event_ids:
+        if webhook_status is None:
             return event_ids
         states = await self.events.states(event_ids)
         return [event_id for event_id in event_ids if states.get(event_id) == webhook_status]
 
-    async def replay_window(
-        self,
-        project_id: str,
-        *,
-        since: datetime,
-        until: datetime | None,
-        webhook_status: WebhookStatus | None = None,
-        limit: int | None = None,
-        progress: Progress | None = None,
-    ) -> Replayed:
+    async def replay_window(self, window: Window, *, limit: int | None = None) -> Replayed:
         """Resend every event of the window, delivered ones too (a merchant restored a backup),
         with their own webhook-id. More than ``limit`` of them is refused, before anything is sent."""
-        ids = await self.window(
-            project_id, since=since, until=until, webhook_status=webhook_status, limit=limit
-        )
-        return await self.replay(ids, progress=progress)
+        return await self.replay(await self.window(window, limit=limit))
 
     async def replay_dead_letters(self, *, project_id: str | None, since: datetime | None) -> int:
         """Resend every dead letter matching the filter; how many."""

@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 
 from relay import lua
 from relay.models import iso_ms, to_ms
-from relay.ranges import scored_members
+from relay.ranges import member_pages
 from relay.schema import Keys
 
 log = structlog.get_logger("relay.retention")
@@ -158,23 +158,13 @@ class Retention:
         """Backfill every order of ``project_ids``, a page at a time, then recount the gauge:
         (put on the expiry schedule, on the retention schedule, orders stored)."""
         expiring = retained = 0
-
-        async def run(project_id: str, page: list[str]) -> None:
-            nonlocal expiring, retained
-            done = await self.backfill(project_id, page, now=clock())
-            expiring, retained = expiring + done[0], retained + done[1]
-            if progress is not None:
-                progress.update(len(page))
-
         for project_id in project_ids:
-            page: list[str] = []
             key = self.keys.project_purchases(project_id)
-            async for order_id, _ in scored_members(self.redis, key, since=None, until=None):
-                page.append(order_id)
-                if len(page) == BATCH:
-                    await run(project_id, page)
-                    page = []
-            await run(project_id, page)
+            async for page in member_pages(self.redis, key, since=None, until=None, page=BATCH):
+                done = await self.backfill(project_id, page, now=clock())
+                expiring, retained = expiring + done[0], retained + done[1]
+                if progress is not None:
+                    progress.update(len(page))
         return expiring, retained, await self.recount(project_ids)
 
     async def stored_orders(self, project_ids: list[str]) -> int:

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 import pytest
@@ -30,6 +30,9 @@ from relay.schema import Keys
 from relay.settings import Settings
 from relay.store import Store
 from workers.arq_compat import SWEEP
+
+if TYPE_CHECKING:
+    from workers.delivery import Deps
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 TEST_ENCRYPTION_KEY = "Jx0m6nq2Gq9bT6b3VdOQ2i0xq3o8nXf3cXq8Yt1f2aQ="
@@ -538,3 +541,41 @@ async def midtrans_key_of(redis_url: str, settings: Settings) -> str:
         await client.aclose()
     assert key, "the relay has not made its sandbox key yet"
     return str(key)
+
+
+# --- a delivery's dependencies, for workers.delivery called directly --------------------------------
+
+
+@asynccontextmanager
+async def delivery_deps(
+    redis: Redis, settings: Settings, clock: Callable[[], datetime]
+) -> AsyncIterator[Deps]:
+    """What ``workers.delivery.deliver`` needs, on ``redis`` (the stores) and ``settings``' Redis
+    (arq), with ``clock`` and no jitter (``rng`` 0.5: each delay is exactly the schedule's)."""
+    from arq.connections import ArqRedis
+    from redis.asyncio import ConnectionPool
+
+    from relay.metrics import Metrics
+    from relay.stores import make_stores
+    from workers.delivery import Deps
+    from workers.isolation import HostLimiter
+
+    assert settings.redis_url is not None
+    stores = make_stores(redis, settings)
+    arq = ArqRedis(ConnectionPool.from_url(settings.redis_url))
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield Deps(
+                store=stores.store,
+                events=stores.events,
+                endpoints=stores.endpoints,
+                arq=arq,
+                http=http,
+                settings=settings,
+                metrics=Metrics(),
+                clock=clock,
+                rng=lambda: 0.5,
+                limiter=HostLimiter(10),
+            )
+    finally:
+        await arq.aclose(close_connection_pool=True)

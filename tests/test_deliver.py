@@ -10,17 +10,15 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
 import pytest
 from arq.connections import ArqRedis
 from arq.constants import default_queue_name, job_key_prefix
 from arq.jobs import deserialize_job
 from pydantic import SecretStr
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 
 from relay.crypto import generate_key
 from relay.ingest import Ingested, apply_outcome
-from relay.metrics import Metrics
 from relay.models import (
     EventRecord,
     Item,
@@ -30,9 +28,17 @@ from relay.models import (
 )
 from relay.signing import new_webhook_secret
 from relay.stores import make_stores
-from tests.helpers import HOOK, FakeClock, Merchant, make_outcome, make_purchase, make_settings, verify
+from tests.helpers import (
+    HOOK,
+    FakeClock,
+    Merchant,
+    delivery_deps,
+    make_outcome,
+    make_purchase,
+    make_settings,
+    verify,
+)
 from workers.delivery import Deps, Outcome, deliver, sweep
-from workers.isolation import HostLimiter
 
 SCHEDULE = (10.0, 20.0)  # three attempts in all
 
@@ -48,22 +54,8 @@ def clock() -> FakeClock:
 @pytest.fixture
 async def deps(redis: Redis, redis_url: str, clock: FakeClock) -> AsyncIterator[Deps]:
     settings = make_settings(redis_url=redis_url, retry_schedule=SCHEDULE)
-    stores = make_stores(redis, settings)
-    arq = ArqRedis(ConnectionPool.from_url(redis_url))
-    async with aiohttp.ClientSession() as http:
-        yield Deps(
-            store=stores.store,
-            events=stores.events,
-            endpoints=stores.endpoints,
-            arq=arq,
-            http=http,
-            settings=settings,
-            metrics=Metrics(),
-            clock=clock,
-            rng=lambda: 0.5,  # no jitter: each delay is exactly the schedule's
-            limiter=HostLimiter(10),
-        )
-    await arq.aclose(close_connection_pool=True)
+    async with delivery_deps(redis, settings, clock) as found:
+        yield found
 
 
 async def open_shop(deps: Deps, webhook_url: str | None) -> Project:

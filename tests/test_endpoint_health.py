@@ -13,20 +13,16 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
 import pytest
-from arq.connections import ArqRedis
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 
 from relay.endpoints import EndpointState
-from relay.metrics import Metrics
-from relay.models import Attempt, DeadReason, EventKind, EventRecord, Project, WebhookStatus
+from relay.models import DeadReason, EventKind, EventRecord, Project, WebhookStatus
 from relay.replay import Operations
 from relay.stores import make_stores
-from tests.helpers import HOOK, FakeClock, Merchant, make_settings, verify
+from tests.helpers import HOOK, FakeClock, Merchant, delivery_deps, make_settings, verify
 from tests.test_deliver import open_shop, paid_event, reread
 from workers.delivery import Deps, Outcome, deliver
-from workers.isolation import HostLimiter
 
 OPS = "/ops"
 WINDOW = 60.0  # RELAY_ENDPOINT_DISABLE_AFTER, seconds
@@ -48,22 +44,8 @@ async def deps(redis: Redis, redis_url: str, clock: FakeClock, merchant: Merchan
         operator_webhook_url=f"{merchant.url}{OPS}",
         operator_webhook_secret=OPERATOR_SECRET,
     )
-    stores = make_stores(redis, settings)
-    arq = ArqRedis(ConnectionPool.from_url(redis_url))
-    async with aiohttp.ClientSession() as http:
-        yield Deps(
-            store=stores.store,
-            events=stores.events,
-            endpoints=stores.endpoints,
-            arq=arq,
-            http=http,
-            settings=settings,
-            metrics=Metrics(),
-            clock=clock,
-            rng=lambda: 0.5,
-            limiter=HostLimiter(10),
-        )
-    await arq.aclose(close_connection_pool=True)
+    async with delivery_deps(redis, settings, clock) as deps:
+        yield deps
 
 
 @pytest.fixture
@@ -213,62 +195,9 @@ async def test_without_an_operator_webhook_no_alert_is_made(
     redis: Redis, redis_url: str, clock: FakeClock, merchant: Merchant
 ) -> None:
     settings = make_settings(redis_url=redis_url, retry_schedule=(10.0,))
-    stores = make_stores(redis, settings)
-    arq = ArqRedis(ConnectionPool.from_url(redis_url))
-    async with aiohttp.ClientSession() as http:
-        deps = Deps(
-            store=stores.store,
-            events=stores.events,
-            endpoints=stores.endpoints,
-            arq=arq,
-            http=http,
-            settings=settings,
-            metrics=Metrics(),
-            clock=clock,
-            rng=lambda: 0.5,
-            limiter=HostLimiter(10),
-        )
+    async with delivery_deps(redis, settings, clock) as deps:
         merchant.script[HOOK] = [410]
         await open_shop(deps, f"{merchant.url}{HOOK}")
         event = await paid_event(deps, "order-1")
         assert await deliver(event.id, 0, deps=deps) is Outcome.DEAD
         assert await outbox_alerts(deps) == []
-    await arq.aclose(close_connection_pool=True)
-
-
-async def test_a_success_in_flight_when_the_endpoint_was_disabled_enables_it_again(
-    deps: Deps, clock: FakeClock, merchant: Merchant, shop: Project
-) -> None:
-    url = f"{merchant.url}{HOOK}"
-    first, second = await paid_event(deps, "order-1"), await paid_event(deps, "order-2")
-    failure = Attempt(at=clock(), url=url, status_code=503, error="HTTP 503", duration_ms=5)
-    await deps.events.finish_attempt(
-        first, seq=0, attempt=failure, state=WebhookStatus.FAILED, now=clock(), endpoint=url
-    )
-    clock.advance(WINDOW)
-    later = failure.model_copy(update={"at": clock()})
-    third = await paid_event(deps, "order-3")
-    await deps.events.finish_attempt(
-        third, seq=0, attempt=later, state=WebhookStatus.FAILED, now=clock(), endpoint=url
-    )
-    assert url in {
-        health.url
-        for health in await deps.endpoints.of_project(shop.id)
-        if health.state is EndpointState.DISABLED
-    }
-
-    # Another worker's request, sent before the disable, succeeds now.
-    clock.advance(1)
-    ok = Attempt(at=clock(), url=url, status_code=200, duration_ms=900)
-    await deps.events.finish_attempt(
-        second, seq=0, attempt=ok, state=WebhookStatus.DELIVERED, now=clock(), endpoint=url
-    )
-    health = await deps.endpoints.get(shop.id, url)
-    assert health is not None
-    assert (health.state, health.disabled_at, health.last_success_at) == (
-        EndpointState.HEALTHY,
-        None,
-        clock(),
-    )
-    fourth = await paid_event(deps, "order-4")
-    assert await deliver(fourth.id, 0, deps=deps) is Outcome.DELIVERED  # sent, not dead-lettered

@@ -16,7 +16,7 @@ from relay.errors import InvalidInput, NotFound
 from relay.events import EventStore
 from relay.ingest import Ingested, apply_outcome
 from relay.models import Attempt, EventRecord, Project, Purchase, PurchaseStatus, WebhookStatus, to_ms
-from relay.replay import Operations
+from relay.replay import Operations, Window
 from relay.retention import Lifetimes, Retention
 from relay.schema import Keys
 from relay.store import Store
@@ -328,13 +328,11 @@ async def test_a_window_over_the_limit_is_refused_before_anything_is_sent(kept: 
     since = T0 - timedelta(seconds=1)
 
     for webhook_status in (None, WebhookStatus.PENDING):
-        with pytest.raises(InvalidInput, match="holds 3 events; one call replays at most 2"):
-            await operations.replay_window(
-                "shop", since=since, until=None, webhook_status=webhook_status, limit=2
-            )
+        with pytest.raises(InvalidInput, match="events; one call replays at most 2"):
+            await operations.replay_window(Window("shop", since, None, webhook_status), limit=2)
     assert {event.seq for event in await kept.events.get_many([event.id for event in events])} == {0}
-    replayed = await operations.replay_window("shop", since=since, until=None, limit=3)
+    replayed = await operations.replay_window(Window("shop", since), limit=3)
     assert replayed.count == 3
     assert {event.seq for event in await kept.events.get_many([event.id for event in events])} == {1}
     with pytest.raises(NotFound):
-        await operations.replay_window("nobody", since=since, until=None)
+        await operations.replay_window(Window("nobody", since))

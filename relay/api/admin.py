@@ -11,7 +11,7 @@ from relay.api.context import OPERATIONS, STORE
 from relay.api.parsing import parse_since, query_int, read_model
 from relay.errors import InvalidInput
 from relay.models import Identifier, Input, Instant, WebhookStatus
-from relay.replay import MAX_WINDOW_REPLAY
+from relay.replay import MAX_WINDOW_REPLAY, Window
 
 routes = web.RouteTableDef()
 
@@ -74,13 +74,8 @@ async def replay_window(request: web.Request) -> web.Response:
     body = await read_model(request, WindowReplayIn)
     if body.until is not None and body.until < body.since:
         raise InvalidInput("until is before since")
-    replayed = await request.app[OPERATIONS].replay_window(
-        body.project_id,
-        since=body.since,
-        until=body.until,
-        webhook_status=body.webhook_status,
-        limit=MAX_WINDOW_REPLAY,
-    )
+    window = Window(body.project_id, body.since, body.until, body.webhook_status)
+    replayed = await request.app[OPERATIONS].replay_window(window, limit=MAX_WINDOW_REPLAY)
     return web.json_response({"replayed": replayed.count})
 
 
