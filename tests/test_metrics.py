@@ -48,6 +48,18 @@ async def scrape(http: aiohttp.ClientSession, url: str) -> str:
         return await response.text()
 
 
+async def wait_scrapes(http: aiohttp.ClientSession, *urls: str) -> None:
+    async def up() -> bool:
+        try:
+            for url in urls:
+                await scrape(http, url)
+        except aiohttp.ClientError:
+            return False
+        return True
+
+    await eventually(up, timeout=20, what=f"metrics at {', '.join(urls)}")
+
+
 @pytest.mark.timeout(90)
 async def test_metrics_move_on_ingress_and_worker(
     processes: Processes, merchant: Merchant, redis_url: str
@@ -61,16 +73,7 @@ async def test_metrics_move_on_ingress_and_worker(
     await processes.start("worker", "worker")
     ingress, worker = f"http://127.0.0.1:{port}/metrics", f"http://127.0.0.1:{metrics_port}/metrics"
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http:
-
-        async def up() -> bool:
-            try:
-                await scrape(http, ingress)
-                await scrape(http, worker)
-            except aiohttp.ClientError:
-                return False
-            return True
-
-        await eventually(up, timeout=20, what="both metrics endpoints")
+        await wait_scrapes(http, ingress, worker)
         settings = make_settings(redis_url=redis_url)
         key = await midtrans_key_of(redis_url, settings)
         api = Api(http, settings, f"http://127.0.0.1:{port}", midtrans_key=key)
@@ -141,15 +144,7 @@ async def test_retention_expiry_and_disabling_are_counted(
     await processes.start("worker", "worker")
     worker = f"http://127.0.0.1:{metrics_port}/metrics"
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as http:
-
-        async def up() -> bool:
-            try:
-                await scrape(http, worker)
-            except aiohttp.ClientError:
-                return False
-            return True
-
-        await eventually(up, timeout=20, what="the worker's metrics")
+        await wait_scrapes(http, f"http://127.0.0.1:{port}/metrics", worker)
         settings = make_settings(redis_url=redis_url)
         api = Api(
             http,

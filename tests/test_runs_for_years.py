@@ -33,6 +33,17 @@ async def wait_delivered(shop: Shop, orders: list[dict[str, Any]]) -> None:
         await shop.wait_status(order, "delivered")
 
 
+async def delivered_shop(
+    start_relay: StartRelay, merchant: Merchant, paid: int
+) -> tuple[Shop, datetime, list[dict[str, Any]]]:
+    """A shop, the time just before its orders, and ``paid`` orders delivered."""
+    shop = await start_shop(start_relay, merchant, **FAST)
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    orders = [await shop.order() for _ in range(paid)]
+    await wait_delivered(shop, orders)
+    return shop, start, orders
+
+
 async def lasting_keys(redis: Redis) -> int:
     """Keys without an expiry: what would fill Redis if nothing deleted it (arq's claims, rate-limit
     windows and console sessions expire by themselves)."""
@@ -84,10 +95,7 @@ async def test_retention_in_seconds_brings_keys_and_memory_back_to_their_baselin
 async def test_a_window_of_events_is_sent_again_with_its_webhook_ids(
     start_relay: StartRelay, merchant: Merchant
 ) -> None:
-    shop = await start_shop(start_relay, merchant, **FAST)
-    before = datetime.now(UTC) - timedelta(seconds=1)
-    orders = [await shop.order() for _ in range(3)]
-    await wait_delivered(shop, orders)
+    shop, before, orders = await delivered_shop(start_relay, merchant, 3)
     event_ids = {(await shop.purchase(order))["event_id"] for order in orders}
     api, project_id = shop.api, shop.project["id"]
 
@@ -176,11 +184,8 @@ async def test_export_writes_each_order_with_its_events_and_attempts(
     start_relay: StartRelay,
     merchant: Merchant,
 ) -> None:
-    shop = await start_shop(start_relay, merchant, **FAST)
-    start = datetime.now(UTC) - timedelta(seconds=1)
-    paid = [await shop.order() for _ in range(3)]
+    shop, start, paid = await delivered_shop(start_relay, merchant, 3)
     unpaid = await shop.order(pay=False)
-    await wait_delivered(shop, paid)
 
     result = await cli("export", "--since", start.isoformat(), "--project", shop.project["id"])
     assert result.code == 0, result.err
@@ -206,10 +211,7 @@ async def test_cli_events_replay_sends_a_window_again(
     start_relay: StartRelay,
     merchant: Merchant,
 ) -> None:
-    shop = await start_shop(start_relay, merchant, **FAST)
-    start = datetime.now(UTC) - timedelta(seconds=1)
-    orders = [await shop.order() for _ in range(2)]
-    await wait_delivered(shop, orders)
+    shop, start, _ = await delivered_shop(start_relay, merchant, 2)
 
     result = await cli("events", "replay", "--project", shop.project["id"], "--since", start.isoformat())
     assert result.code == 0, result.err

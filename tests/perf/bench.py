@@ -620,6 +620,13 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=0, help="repetitions (default 3, --quick 1)")
     parser.add_argument("--only", default="", help="comma-separated subset: p1,p2,p4,p5,e2e (p2 includes P3)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/10", help="FLUSHED at start and end")
+    args = parse_with_product(parser)
+    sys.exit(asyncio.run(main_async(args)))
+
+
+def parse_with_product(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The arguments, with ``--product DIR``: the relay processes run from that copy of relay/ and
+    workers/ (a before/after run)."""
     parser.add_argument(
         "--product",
         default="",
@@ -628,7 +635,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.product:
         harness.PRODUCT[:] = [str(Path(args.product).resolve())]
-    sys.exit(asyncio.run(main_async(args)))
+    return args
 
 
 if __name__ == "__main__":

@@ -52,8 +52,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from relay.gateways.midtrans import JAKARTA, sign_notification
-from tests.perf import harness
-from tests.perf.bench import SOAK_SECTION, machine, used_memory, vm
+from tests.perf.bench import SOAK_SECTION, machine, parse_with_product, used_memory, vm
 from tests.perf.harness import (
     ADMIN_TOKEN,
     PREFIX,
@@ -510,14 +509,7 @@ def main() -> None:
     parser.add_argument(
         "--concurrency", type=int, default=200, help="orders in flight at most; more are shed"
     )
-    parser.add_argument(
-        "--product",
-        default="",
-        help="run the relay processes from this copy of relay/ and workers/ (a before/after run)",
-    )
-    args = parser.parse_args()
-    if args.product:
-        harness.PRODUCT[:] = [str(Path(args.product).resolve())]
+    args = parse_with_product(parser)
     sys.exit(asyncio.run(main_async(args)))
 
 
