@@ -277,12 +277,11 @@ class Purchase(Record):
 
 
 class EventKind(StrEnum):
+    """Whom an event is for. The operator's events (relay.alerts) carry the project id
+    ``_operator``, which no project can have (ids start alphanumeric), and no order or item."""
+
     MERCHANT = "merchant"  # to a project's endpoint, about one of its orders
     OPERATOR = "operator"  # the relay's own alert, to RELAY_OPERATOR_WEBHOOK_URL
-
-
-# The project id of the operator's events: no project can have it (ids start alphanumeric).
-OPERATOR_PROJECT = "_operator"
 
 
 class DeadReason(StrEnum):

@@ -181,6 +181,3 @@ class Retention:
         total = await self.stored_orders(project_ids)
         await self.redis.hset(self.keys.stats, "orders", str(total))  # type: ignore[misc]
         return total
-
-    async def retained_orders(self) -> int:
-        return int(await self.redis.hget(self.keys.stats, "orders") or 0)  # type: ignore[misc]
