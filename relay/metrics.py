@@ -80,7 +80,14 @@ class Metrics:
             "relay_retained_orders", "Orders (purchases) stored in Redis.", registry=self.registry
         )
         self.queue_depth = Gauge(
-            "relay_queue_depth", "Jobs in the arq queue, due or deferred.", registry=self.registry
+            "relay_queue_depth",
+            "Jobs waiting in the arq queue, due or deferred (running ones are in relay_jobs_running).",
+            registry=self.registry,
+        )
+        self.jobs_running = Gauge(
+            "relay_jobs_running",
+            "Jobs claimed by a worker and not finished (their leases).",
+            registry=self.registry,
         )
         self.outbox_size = Gauge(
             "relay_outbox_events", "Events waiting for a delivery attempt.", registry=self.registry
@@ -100,14 +107,16 @@ class Metrics:
         try:
             async with redis.pipeline(transaction=False) as pipe:
                 pipe.zcard(keys.arq_queue)
+                pipe.zcard(keys.arq_leases(keys.arq_queue))
                 pipe.zcard(keys.outbox)
                 pipe.zcard(keys.dead_letters)
                 pipe.zrange(keys.outbox, 0, 0, withscores=True)
                 pipe.hget(keys.stats, "orders")
-                queued, outbox, dead, oldest, orders = await pipe.execute()
+                queued, running, outbox, dead, oldest, orders = await pipe.execute()
         except (RedisError, OSError):
             return generate_latest(self.registry)
         self.queue_depth.set(queued)
+        self.jobs_running.set(running)
         self.outbox_size.set(outbox)
         self.dead_letters.set(dead)
         self.retained_orders.set(int(orders or 0))

@@ -51,6 +51,8 @@ ingest script and arq's in-progress keys in the claim script, so it must agree w
     arq:queue                            ZSET    job id -> due (ms)                          arq, ingest.lua
     arq:job:{job_id}                     STRING  arq's serialised job; expires               arq, ingest.lua
     arq:in-progress:{job_id}             STRING  a worker's claim; expires                   claim.lua, arq
+    arq:queue:leases                     ZSET    job id -> when its claim runs out (ms): the  claim.lua,
+                                                 jobs running, out of the queue              arq's finish
     arq:retry:{job_id}, arq:result:{..}  STRING  arq's try counter; a result (relay keeps    arq
                                                  none)
 
@@ -72,6 +74,12 @@ class Keys:
     # arq's names, as arq spells them.
     arq_queue = default_queue_name
     arq_in_progress_prefix = in_progress_key_prefix
+    arq_job_prefix = job_key_prefix
+
+    @staticmethod
+    def arq_leases(queue: str) -> str:
+        """The jobs of ``queue`` that are running: claimed, out of the queue (claim.lua)."""
+        return f"{queue}:leases"
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix

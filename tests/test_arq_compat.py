@@ -22,12 +22,14 @@ import pytest
 from arq.connections import ArqRedis
 from arq.constants import default_queue_name, in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.jobs import deserialize_job
-from arq.worker import Worker, func
+from arq.utils import timestamp_ms
+from arq.worker import Retry, Worker, func
 from fakeredis.aioredis import FakeAsyncRedisConnection
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ResponseError
 
 from relay.models import new_event_id
+from relay.schema import Keys
 from relay.stores import make_stores
 from tests.helpers import eventually, make_outcome, make_purchase, make_settings
 from workers.arq_compat import (
@@ -39,6 +41,7 @@ from workers.arq_compat import (
     job_write,
     missing_arq_internals,
 )
+from workers.lifetime import stop_task
 
 JOB = "job"
 
@@ -159,19 +162,66 @@ async def test_two_workers_never_run_the_same_job(
     assert runs == dict.fromkeys(ids, 1)
 
 
+async def run_until(
+    worker: BatchWorker, arq: ArqRedis, runs: Counter[str], expected: dict[str, int], *, what: str
+) -> float:
+    """Run ``worker`` (not in burst mode) until the jobs have run as ``expected`` and finished (no
+    lease left); the seconds it took."""
+    started = time.monotonic()
+    task = asyncio.ensure_future(worker.async_run())
+    try:
+
+        async def finished() -> bool:
+            return runs == expected and await arq.zcard(Keys.arq_leases(default_queue_name)) == 0
+
+        await eventually(finished, timeout=10, what=what)
+    finally:
+        await stop_task(task)
+    return time.monotonic() - started
+
+
 @pytest.mark.timeout(30)
-async def test_a_dead_workers_job_runs_once_its_in_progress_key_expires(
-    arq: ArqRedis, make_worker: MakeWorker
+@pytest.mark.parametrize("queued", [False, True], ids=["leased", "queued"])
+async def test_a_dead_workers_job_runs_once_its_claim_runs_out(
+    arq: ArqRedis, make_worker: MakeWorker, queued: bool
 ) -> None:
+    """What a SIGKILLed worker leaves: the job in its lease (or, put back meanwhile, in the queue),
+    its in-progress key counting down. Nobody runs it before that, and one worker runs it after."""
     runs, job = recorder()
     await enqueue(arq, "orphan")
-    # What a SIGKILLed worker leaves: the job still queued, its in-progress key counting down.
     await arq.set(in_progress_key_prefix + "orphan", b"1", px=500)
-    started = time.monotonic()
-    worker = make_worker(arq, job, burst=True)
-    await worker.async_run()
-    assert runs == {"orphan": 1}
-    assert time.monotonic() - started >= 0.45
+    if not queued:
+        await arq.zrem(default_queue_name, "orphan")
+        await arq.zadd(Keys.arq_leases(default_queue_name), {"orphan": timestamp_ms() + 500})
+    worker = make_worker(arq, job)
+    took = await run_until(worker, arq, runs, {"orphan": 1}, what="the orphan's run")
+    assert took >= 0.45
+
+
+async def test_a_running_job_is_out_of_the_queue_and_a_claim_reads_only_what_it_takes(
+    arq: ArqRedis, make_worker: MakeWorker
+) -> None:
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def slow(ctx: dict[str, Any], name: str) -> None:
+        started.append(name)
+        await release.wait()
+
+    await enqueue(arq, *(f"job-{n}" for n in range(5)))
+    worker = make_worker(arq, slow, max_jobs=3)
+    await worker.start_jobs([b"job-0"])
+    await eventually(lambda: _true(len(started) == 3), what="three jobs running")
+    leases = Keys.arq_leases(default_queue_name)
+    assert await arq.zcard(leases) == 3
+    assert sorted(await arq.zrange(default_queue_name, 0, -1)) == [b"job-3", b"job-4"]
+    release.set()
+    await asyncio.gather(*worker.tasks.values())
+    assert await arq.zcard(leases) == 0  # arq's finish cleared them
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 async def test_a_finished_job_leaves_no_keys(arq: ArqRedis, make_worker: MakeWorker) -> None:
@@ -379,3 +429,21 @@ async def test_without_embedded_arqs_info_at_start_fails_on_the_embedded_store(
     with pytest.raises(ResponseError, match="unknown command 'info'"):
         await make_worker(embedded_arq, job, burst=True).async_run()
     assert runs == {}
+
+
+async def test_a_job_arq_retries_goes_back_to_the_queue_and_leaves_no_lease(
+    arq: ArqRedis, make_worker: MakeWorker
+) -> None:
+    """arq's own retry (the job raises Retry: finish without finishing, ZINCRBY on the queue) puts
+    the job back in the queue; its lease goes in the same transaction."""
+    runs: Counter[str] = Counter()
+
+    async def flaky(ctx: dict[str, Any], name: str) -> None:
+        runs[name] += 1
+        if runs[name] == 1:
+            raise Retry(defer=0.05)
+
+    await enqueue(arq, "flaky")
+    worker = make_worker(arq, flaky)
+    await run_until(worker, arq, runs, {"flaky": 2}, what="the retried run")
+    assert await arq.zcard(default_queue_name) == 0

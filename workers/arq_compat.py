@@ -7,9 +7,12 @@ here, each held to arq's own behaviour by ``tests/test_arq_compat.py``:
   job (same keys, payload, score and expiry), so the ingest script can enqueue a callback's first
   delivery in the same atomic step that stores the event. The contract test compares the bytes
   with stock ``enqueue_job``.
-- **Claiming jobs in batches.** ``BatchWorker.start_jobs`` claims a poll's due jobs in one script
-  (``relay/lua/claim.lua``) with arq's checks and arq's in-progress keys, instead of four round
-  trips per job.
+- **Claiming jobs in batches, and leases.** ``BatchWorker.start_jobs`` claims a poll's due jobs in
+  one script (``relay/lua/claim.lua``) with arq's checks and arq's in-progress keys, instead of four
+  round trips per job, and moves each claimed job from the queue to its leases (``arq:queue:leases``)
+  so that the queue holds only waiting jobs and a claim costs the same however many are running.
+  arq's finish transaction clears the lease (``MergingPipeline``); a lease that runs out (its
+  worker died) puts the job back in the queue.
 - **Merged transactions.** arq starts and finishes each job in a MULTI/EXEC of its own;
   ``MergedTransactionsArqRedis`` sends those issued together as one MULTI/EXEC.
 - **Private attributes.** ``BatchWorker`` reads and sets attributes of arq's ``Worker`` that arq does
@@ -111,15 +114,33 @@ def job_write(arq: ArqRedis, event_id: str, seq: int, *, now_ms: int | None = No
 
 
 class MergingPipeline(Pipeline):
-    """A transaction whose commands, unless it WATCHes, join the next merged MULTI/EXEC."""
+    """A transaction whose commands, unless it WATCHes, join the next merged MULTI/EXEC. Where arq
+    takes a job out of the queue or puts it back (its finish: ``ZREM`` or ``ZINCRBY`` on the queue),
+    the job's lease is cleared in the same transaction."""
 
     def __init__(self, transactions: Batcher, client: ArqRedis, shard_hint: str | None) -> None:
         super().__init__(client.connection_pool, client.response_callbacks, True, shard_hint)
         self.transactions = transactions
+        self.queue = client.default_queue_name
+
+    def _clear_leases(self) -> None:
+        """Add a ``ZREM`` of the leases of the jobs arq's commands take out of the queue or put back."""
+        jobs: list[Any] = []
+        for args, _ in self.command_stack:
+            if len(args) < 3 or args[1] != self.queue:
+                continue
+            command = str(args[0]).upper()
+            if command == "ZREM":
+                jobs += args[2:]
+            elif command == "ZINCRBY" and len(args) >= 4:
+                jobs.append(args[3])
+        if jobs:
+            self.zrem(Keys.arq_leases(self.queue), *jobs)
 
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         if self.watching or self.explicit_transaction or self.scripts or not self.command_stack:
             return await super().execute(raise_on_error)
+        self._clear_leases()
         stack = self.command_stack
         try:
             replies = await self.transactions.execute(stack)
@@ -185,6 +206,9 @@ class MergedTransactionsArqRedis(ArqRedis):
 
 # How long one poll keeps claiming jobs as slots free (BatchWorker.start_jobs).
 CLAIM_WINDOW = 1.0
+# Run-out leases one claim puts back in the queue, and how often an idle worker looks for them.
+LEASES_SETTLED = 100
+LEASE_CHECK = 1.0
 
 
 def missing_arq_internals(worker: Worker) -> list[str]:
@@ -198,8 +222,10 @@ class BatchWorker(Worker):
 
     - ``start_jobs`` claims up to the free slots' worth of due jobs in one script (claim.lua): a
       job whose in-progress key exists (running elsewhere) is skipped, as is one no longer due; any
-      other gets its in-progress key for ``in_progress_timeout_s``, exactly the key arq sets. Two
-      workers never claim the same job; a SIGKILLed worker's key expires and the job runs again.
+      other gets its in-progress key for ``in_progress_timeout_s``, exactly the key arq sets, and
+      moves from the queue to its lease for as long. Two workers never claim the same job; a
+      SIGKILLed worker's lease runs out and the job goes back to the queue and runs again (an idle
+      worker checks for run-out leases every LEASE_CHECK seconds).
     - arq's own transactions go through ``MergedTransactionsArqRedis``.
 
     Takes arq's ``Worker`` arguments; ``redis_pool`` is required and borrowed, not owned.
@@ -212,6 +238,7 @@ class BatchWorker(Worker):
         if missing:
             raise RuntimeError(f"this arq no longer has what relay's worker relies on: {', '.join(missing)}")
         self._claim = self._merged.register_script(lua.source("claim"))
+        self._leases_settled = 0.0  # loop time of the last claim, which settles run-out leases
 
     async def close(self) -> None:
         try:
@@ -229,6 +256,10 @@ class BatchWorker(Worker):
         jobs as slots free). For at most ``CLAIM_WINDOW`` seconds, after which arq's poll iteration
         goes on (heartbeat, finished tasks); never once arq stops picking jobs (SIGTERM)."""
         if not job_ids:
+            # An idle poll: the queue may be empty because a dead worker's jobs sit in their
+            # leases. Settle run-out leases now and then (the claim settles them too).
+            if self.allow_pick_jobs and self.loop.time() - self._leases_settled >= LEASE_CHECK:
+                await self._claim_and_start(0)
             return
         window_ends = self.loop.time() + CLAIM_WINDOW
         while self.allow_pick_jobs:
@@ -250,15 +281,17 @@ class BatchWorker(Worker):
 
     async def _claim_and_start(self, free: int) -> int:
         """Claim up to ``free`` due jobs in one script and start them; how many were claimed.
-        Running jobs stay in the queue until they finish, so the script reads past this worker's."""
+        Claimed jobs leave the queue for their leases, so the script reads only what it takes."""
+        self._leases_settled = self.loop.time()
         claimed = await self._claim(
-            keys=[self.queue_name],
+            keys=[self.queue_name, Keys.arq_leases(self.queue_name)],
             args=[
                 Keys.arq_in_progress_prefix,
                 timestamp_ms(),
                 int(self.in_progress_timeout_s * 1000),
                 free,
-                self.queue_read_limit + self.job_counter,
+                Keys.arq_job_prefix,
+                LEASES_SETTLED,
             ],
         )
         for raw_id, raw_score in zip(claimed[::2], claimed[1::2], strict=True):

@@ -55,6 +55,9 @@ LOAD, SERVER = ("0", "1") if cores() else (None, None)
 # P2, P3, P5 and end-to-end measure one merchant taking everything: lift the per-endpoint cap to
 # max_jobs there (P2 also runs once with the default cap, and P4 measures the cap's purpose).
 UNCAPPED = {"RELAY_WORKER_HOST_CONCURRENCY": "100"}
+WORKER_COUNTS = (1, 2, 4)  # P6: workers draining the backlog
+# P6: the commands a delivery sends to Redis (scripts and transactions count what runs in them).
+OUTER_COMMANDS = ("evalsha", "eval", "exec", "hgetall", "mget")
 
 
 @dataclass
@@ -250,6 +253,54 @@ class Bench:
             self.add("p2_ratio_client", relay_rate / client_rate)
             self.add("p3_ratio", relay_rate / celery_rate)
 
+    # --- P6 Redis cost per delivery, by the number of workers -------------------------------------
+
+    async def p6(self) -> None:
+        """Redis's own cost of delivering a backlog with 1, 2 and 4 `relay worker` processes: its
+        main thread's CPU time (INFO cpu) and its command statistics (INFO commandstats, reset
+        before the drain) per delivered event."""
+        n = self.plan.p2_events
+        print(f"P6 Redis cost per delivery: {n} queued events drained by 1, 2 and 4 workers", flush=True)
+        redis = self.data.redis
+        for rep in range(self.plan.reps):
+            for count in WORKER_COUNTS:
+                self.busy()
+                await self.data.flush()
+                catalogue = await self.data.catalogue([f"{self.merchant}/hook"])
+                await self.data.ingest(await self.data.purchases(catalogue.items, n))
+                await post(f"{self.merchant}/reset")
+                await redis.config_resetstat()
+                cpu_before = redis_cpu(await redis.info("cpu"))
+                workers = [
+                    (await self.start_relay("worker", name=f"p6-{count}-{index}-{rep}", **UNCAPPED))[0]
+                    for index in range(count)
+                ]
+                await self.wait_merchant(n, process=workers[0], timeout=180)
+                cpu = redis_cpu(await redis.info("cpu")) - cpu_before
+                stats = await redis.info("commandstats")
+                for worker in workers:
+                    await self.procs.stop(worker)
+                usec = sum(int(row["usec"]) for row in stats.values())
+                scripts = sum(
+                    int(stats[name]["usec"]) for name in ("cmdstat_evalsha", "cmdstat_eval") if name in stats
+                )
+                exists = int(stats.get("cmdstat_exists", {}).get("calls", 0))
+                top = sorted(stats.items(), key=lambda row: -int(row[1]["usec"]))[:10]
+                breakdown = ", ".join(
+                    f"{name.removeprefix('cmdstat_')} {int(row['calls']) / n:.2f}x "
+                    f"{int(row['usec']) / n:.1f} us"
+                    for name, row in top
+                )
+                print(f"    {count} worker(s), per delivery: {breakdown}", flush=True)
+                # Each command once: scripts and transactions with what runs inside them, and the
+                # delivery's reads sent on their own (the event, its project and item).
+                outer = sum(int(stats.get(f"cmdstat_{name}", {}).get("usec", 0)) for name in OUTER_COMMANDS)
+                self.add(f"p6_outer_us_{count}w", outer / n)
+                self.add(f"p6_cpu_us_{count}w", cpu * 1e6 / n)
+                self.add(f"p6_commandstats_us_{count}w", usec / n)
+                self.add(f"p6_script_us_{count}w", scripts / n)
+                self.add(f"p6_exists_calls_{count}w", exists / n)
+
     async def arq_noop(self, n: int, rep: int) -> float:
         pool = self.data.arq
         for start in range(0, n, 200):
@@ -402,6 +453,13 @@ class Bench:
         self.add("e2e_p99_ms", percentile(latencies, 99))
 
 
+def redis_cpu(info: dict[str, Any]) -> float:
+    """Seconds of CPU Redis's main thread has used (where commands run)."""
+    user = info.get("used_cpu_user_main_thread", info["used_cpu_user"])
+    system = info.get("used_cpu_sys_main_thread", info["used_cpu_sys"])
+    return float(user) + float(system)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
@@ -510,6 +568,26 @@ def table(bench: Bench) -> str:
             f"| P5 worker RSS draining a {bench.plan.p5_events:,} backlog (MiB, peak) "
             f"| {m('p5_worker_rss_mib'):.0f} | | | report | |"
         )
+    if "p6_cpu_us_1w" in have:
+        one, four = m("p6_cpu_us_1w"), m("p6_cpu_us_4w")
+        rows.append(
+            f"| P6 Redis CPU (main thread) per delivery, 1 / 2 / 4 workers (us) "
+            f"| {one:.0f} / {m('p6_cpu_us_2w'):.0f} / {four:.0f} | 4 workers vs 1 | {four / one:.2f} "
+            f"| <= 1.2 | {verdict(four / one <= 1.2)} |"
+        )
+        outer_one, outer_four = m("p6_outer_us_1w"), m("p6_outer_us_4w")
+        rows.append(
+            f"| P6 INFO commandstats us per delivery, 1 / 2 / 4 workers: the delivery's commands "
+            f"(EVALSHA and EXEC with what runs in them, HGETALL, MGET) | {outer_one:.0f} / "
+            f"{m('p6_outer_us_2w'):.0f} / {outer_four:.0f} | every command counted (a script's own "
+            f"commands twice): {m('p6_commandstats_us_1w'):.0f} / {m('p6_commandstats_us_2w'):.0f} / "
+            f"{m('p6_commandstats_us_4w'):.0f} | {outer_four / outer_one:.2f} | <= 80, 4 vs 1 <= 1.2 "
+            f"| {verdict(max(outer_one, outer_four) <= 80 and outer_four / outer_one <= 1.2)} |"
+        )
+        rows.append(
+            f"| P6 EXISTS calls per delivery, 1 / 2 / 4 workers | {m('p6_exists_calls_1w'):.1f} / "
+            f"{m('p6_exists_calls_2w'):.1f} / {m('p6_exists_calls_4w'):.1f} | | | report | |"
+        )
     if "e2e_p50_ms" in have:
         rows.append(
             f"| End-to-end callback -> merchant receipt at {bench.plan.e2e_rate:g}/s, p50 / p99 (ms) "
@@ -531,7 +609,7 @@ async def main_async(args: argparse.Namespace) -> int:
     await data.flush()
     procs = Processes(work)
     bench = Bench(plan, args.redis_url, data, procs, work)
-    only = set(args.only.split(",")) if args.only else {"p1", "p2", "p4", "p5", "e2e"}
+    only = set(args.only.split(",")) if args.only else {"p1", "p2", "p4", "p5", "p6", "e2e"}
     try:
         port, hang_port = free_port(), free_port("127.0.0.2")
         merchant = procs.start(
@@ -561,6 +639,8 @@ async def main_async(args: argparse.Namespace) -> int:
             await bench.p4()
         if "p5" in only:
             await bench.p5()
+        if "p6" in only:
+            await bench.p6()
         if "e2e" in only:
             await bench.e2e()
         elapsed = time.monotonic() - started
@@ -580,13 +660,16 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 SOAK_SECTION = "## Soak: memory plateau"  # written by tests.perf.soak, kept when the table is rewritten
+# Sections of RESULTS.md written by hand or by the soak, below the table: kept when it is rewritten.
+KEPT_SECTIONS = ("## P6: ", SOAK_SECTION)
 
 
 def kept_soak_section(results: Path) -> str:
-    """The soak's section of ``results``, to keep below a rewritten table ("" when it has none)."""
+    """The sections of ``results`` below the table (KEPT_SECTIONS), to keep below a rewritten one
+    ("" when it has none)."""
     text = results.read_text() if results.exists() else ""
-    at = text.find(SOAK_SECTION)
-    return "" if at < 0 else "\n" + text[at:]
+    found = [at for at in (text.find(marker) for marker in KEPT_SECTIONS) if at >= 0]
+    return "" if not found else "\n" + text[min(found) :]
 
 
 def render(bench: Bench, command: str, elapsed: float) -> str:
@@ -618,7 +701,9 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="1 repetition, smaller N")
     parser.add_argument("--reps", type=int, default=0, help="repetitions (default 3, --quick 1)")
-    parser.add_argument("--only", default="", help="comma-separated subset: p1,p2,p4,p5,e2e (p2 includes P3)")
+    parser.add_argument(
+        "--only", default="", help="comma-separated subset: p1,p2,p4,p5,p6,e2e (p2 includes P3)"
+    )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/10", help="FLUSHED at start and end")
     args = parse_with_product(parser)
     sys.exit(asyncio.run(main_async(args)))
