@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     key_prefix: str = Field(default="relay", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     worker_max_jobs: int = Field(default=100, ge=1, le=10000)
     worker_host_concurrency: int = Field(default=10, ge=1, le=10000)
+    # The share of a worker's slots that endpoints not proven quick, and stuck requests, may hold
+    # together (workers.isolation): dead merchants cannot take every slot, however many they are.
+    worker_stuck_share: float = Field(default=0.5, gt=0, le=1)
     worker_poll_delay: float = Field(default=0.05, gt=0, le=5)
     worker_metrics_port: int | None = Field(default=9100, ge=0, le=65535)
     # Loopback unless set: the worker's metrics carry sales volume (deploy/ sets 0.0.0.0 where
@@ -250,6 +253,11 @@ class Settings(BaseSettings):
                 "https://sandbox.duitku.com for a test merchant); only RELAY_SANDBOX=true runs without"
             )
         return self
+
+    @property
+    def stuck_slots(self) -> int:
+        """How many of a worker's slots RELAY_WORKER_STUCK_SHARE is (at least one)."""
+        return max(1, round(self.worker_max_jobs * self.worker_stuck_share))
 
     @property
     def lifetimes(self) -> Lifetimes:

@@ -345,3 +345,21 @@ def test_the_operator_webhook_needs_its_secret_and_the_egress_rules() -> None:
         allow_private_targets=True,
     )
     assert local.operator_webhook_url == "http://127.0.0.1:9/alerts"
+
+
+@pytest.mark.parametrize(
+    ("share", "max_jobs", "slots"), [("0.5", "100", 50), ("0.25", "10", 2), ("0.01", "10", 1), ("1", "7", 7)]
+)
+def test_the_stuck_share_is_a_part_of_the_slots_and_at_least_one(
+    monkeypatch: pytest.MonkeyPatch, share: str, max_jobs: str, slots: int
+) -> None:
+    monkeypatch.setenv("RELAY_WORKER_STUCK_SHARE", share)
+    monkeypatch.setenv("RELAY_WORKER_MAX_JOBS", max_jobs)
+    assert Settings().stuck_slots == slots
+
+
+@pytest.mark.parametrize("share", ["0", "1.5", "-0.1", "half"])
+def test_the_stuck_share_is_a_fraction(monkeypatch: pytest.MonkeyPatch, share: str) -> None:
+    monkeypatch.setenv("RELAY_WORKER_STUCK_SHARE", share)
+    with pytest.raises(ValidationError):
+        Settings()

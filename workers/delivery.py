@@ -185,14 +185,14 @@ async def _send_in_turn(
 ) -> Outcome:
     """Send once the endpoint has a free slot (else postpone), signed with ``secrets_``."""
     host = endpoint(url)
-    token = await deps.limiter.acquire(host)
-    if token is None:
+    slot = await deps.limiter.acquire(host)
+    if slot is None:
         return await _postpone(event, seq, deps, host=host, now=deps.clock())
     try:
         now = deps.clock()  # it may have waited for the slot
         return await _send_and_record(event, seq, deps, url=url, secrets_=secrets_, now=now)
     finally:
-        deps.limiter.release(host, token)
+        deps.limiter.release(host, slot)
 
 
 async def _postpone(event: EventRecord, seq: int, deps: Deps, *, host: str, now: datetime) -> Outcome:

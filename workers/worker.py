@@ -127,7 +127,7 @@ def create_worker(
             metrics=metrics,
             clock=clock,
             rng=rng,
-            limiter=HostLimiter(settings.worker_host_concurrency),
+            limiter=HostLimiter(settings.worker_host_concurrency, stuck_slots=settings.stuck_slots),
         )
 
     async def shutdown(ctx: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -56,6 +57,16 @@ LOAD, SERVER = ("0", "1") if cores() else (None, None)
 # max_jobs there (P2 also runs once with the default cap, and P4 measures the cap's purpose).
 UNCAPPED = {"RELAY_WORKER_HOST_CONCURRENCY": "100"}
 WORKER_COUNTS = (1, 2, 4)  # P6: workers draining the backlog
+# P4: hanging hosts, each its own address on loopback (one merchant process listens on them all).
+HANGING_HOSTS = [f"127.0.1.{n}" for n in range(1, 51)] + [f"127.0.2.{n}" for n in range(1, 21)]
+# P4's cases of many hanging endpoints: (name, hosts, one project for them all), 10 events each.
+HANGING_CASES = (
+    ("1 host", HANGING_HOSTS[:1], False),
+    ("15 hosts, 15 projects", HANGING_HOSTS[:15], False),
+    ("50 hosts, 50 projects", HANGING_HOSTS[:50], False),
+    ("20 hostnames, 1 project", HANGING_HOSTS[50:], True),
+)
+HANGING_EVENTS = 10
 # P6: the commands a delivery sends to Redis (scripts and transactions count what runs in them).
 OUTER_COMMANDS = ("evalsha", "eval", "exec", "hgetall", "mget")
 
@@ -88,6 +99,7 @@ class Bench:
     work: Path
     merchant: str = ""
     hang_merchant: str = ""
+    hang_port: int = 0
     samples: dict[str, list[float]] = field(default_factory=dict)
 
     def busy(self) -> None:
@@ -364,6 +376,34 @@ class Bench:
             self.add("p4_alone_rate", rates[False])
             self.add("p4_mixed_rate", rates[True])
             self.add("p4_ratio", rates[True] / rates[False])
+            for index, (name, hosts, one_project) in enumerate(HANGING_CASES):
+                rate = await self.p4_hanging(hosts, one_project=one_project, healthy_n=healthy_n, rep=rep)
+                print(f"    {name}: healthy {rate:,.0f}/s", flush=True)
+                self.add(f"p4_case{index}_ratio", rate / rates[False])
+
+    async def p4_hanging(self, hosts: list[str], *, one_project: bool, healthy_n: int, rep: int) -> float:
+        """The healthy merchant's rate while ``hosts`` hang, HANGING_EVENTS events each, in projects
+        of their own (or all in one), the events shuffled together."""
+        await self.data.flush()
+        healthy = (await self.data.catalogue([f"{self.merchant}/hook"])).items
+        urls = [f"http://{host}:{self.hang_port}/hook" for host in hosts]
+        if one_project:
+            dead = (await self.data.catalogue(urls, project_id="dead")).items
+        else:
+            dead = [
+                (await self.data.catalogue([url], project_id=f"dead{index}")).items[0]
+                for index, url in enumerate(urls)
+            ]
+        purchases = await self.data.purchases(healthy, healthy_n)
+        purchases += await self.data.purchases(dead, HANGING_EVENTS * len(dead))
+        random.Random(rep).shuffle(purchases)
+        await self.data.ingest(purchases)
+        await post(f"{self.merchant}/reset")
+        env = {"RELAY_DELIVERY_TIMEOUT": f"{self.plan.p4_timeout:g}"}
+        worker, _ = await self.start_relay("worker", name=f"p4-hosts-{len(hosts)}-{rep}", **env)
+        rate = await self.wait_merchant(healthy_n, process=worker, timeout=300)
+        await self.procs.stop(worker, grace=1)
+        return rate
 
     # --- P5 footprint -------------------------------------------------------------------------
 
@@ -558,6 +598,13 @@ def table(bench: Bench) -> str:
             f"| {m('p4_alone_rate'):,.0f} (healthy alone) | {m('p4_ratio'):.2f} | >= 0.8 "
             f"| {verdict(m('p4_ratio') >= 0.8)} |"
         )
+    for index, (name, _, _) in enumerate(HANGING_CASES):
+        if f"p4_case{index}_ratio" in have:
+            ratio = m(f"p4_case{index}_ratio")
+            rows.append(
+                f"| P4 healthy rate with {name} hanging ({HANGING_EVENTS} events each), vs alone "
+                f"| | | {ratio:.2f} | >= 0.8 | {verdict(ratio >= 0.8)} |"
+            )
     if "p5_bytes_per_event" in have:
         rows.append(
             f"| P5 Redis bytes per queued event (MEMORY USAGE of its keys) | {m('p5_bytes_per_event'):,.0f} "
@@ -621,13 +668,14 @@ async def main_async(args: argparse.Namespace) -> int:
             "-m",
             "tests.perf.merchant",
             "--host",
-            "127.0.0.2",
+            ",".join(["127.0.0.2", *HANGING_HOSTS]),
             "--port",
             str(hang_port),
             "--hang",
         ]
         hang = procs.start("hang-merchant", argv, core=LOAD, env=bench.env())
         bench.hang_merchant = f"http://127.0.0.2:{hang_port}"
+        bench.hang_port = hang_port
         await wait_http(f"{bench.merchant}/stats", process=merchant)
         await wait_http(f"{bench.hang_merchant}/stats", process=hang)
         started = time.monotonic()
@@ -661,7 +709,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
 SOAK_SECTION = "## Soak: memory plateau"  # written by tests.perf.soak, kept when the table is rewritten
 # Sections of RESULTS.md written by hand or by the soak, below the table: kept when it is rewritten.
-KEPT_SECTIONS = ("## P6: ", SOAK_SECTION)
+KEPT_SECTIONS = ("## P4: ", "## P6: ", SOAK_SECTION)
 
 
 def kept_soak_section(results: Path) -> str:

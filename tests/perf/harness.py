@@ -183,10 +183,10 @@ class Data:
     async def flush(self) -> None:
         await self.redis.flushdb()
 
-    async def catalogue(self, webhook_urls: list[str]) -> Catalogue:
+    async def catalogue(self, webhook_urls: list[str], *, project_id: str = "bench") -> Catalogue:
         now = utcnow()
         project = Project(
-            id="bench",
+            id=project_id,
             name="Benchmark shop",
             client_id=new_client_id(),
             webhook_secret=new_webhook_secret(),
@@ -197,7 +197,7 @@ class Data:
         items = []
         for index, url in enumerate(webhook_urls):
             item = Item(
-                id=f"item{index:04d}-bench",
+                id=f"item{index:04d}-{project_id}",
                 project_id=project.id,
                 name=f"Premium Template {index}",
                 price=50000,

@@ -85,11 +85,12 @@ def build(hang: bool) -> web.Application:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="an address, or several comma-separated")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--hang", action="store_true")
     args = parser.parse_args()
-    web.run_app(build(args.hang), host=args.host, port=args.port, access_log=None, print=None, loop=_loop())
+    hosts = args.host.split(",")
+    web.run_app(build(args.hang), host=hosts, port=args.port, access_log=None, print=None, loop=_loop())
 
 
 def _loop() -> asyncio.AbstractEventLoop:
