@@ -140,9 +140,11 @@ async def test_endpoints_not_proven_hold_at_most_the_stuck_share() -> None:
     await proven(limiter, "http://healthy.test:80")
     held = [await limiter.acquire(f"http://dead-{n}.test:80") for n in range(2)]
     assert all(slot is not None for slot in held)
-    # The share is taken: a third dead (or new) endpoint is postponed at once, however many there are.
-    assert await limiter.acquire("http://dead-2.test:80") is None
-    assert limiter.suspect_in_flight() == 2
+    # The share is taken: past it, a never-seen endpoint may have one trial request, out of a
+    # reserve (a fifth of the share, at least one); the next is postponed at once.
+    assert await limiter.acquire("http://dead-2.test:80") is not None
+    assert await limiter.acquire("http://dead-3.test:80") is None
+    assert limiter.suspect_in_flight() == 3
     # A proven endpoint is not held back by them.
     slots = [await limiter.acquire("http://healthy.test:80") for _ in range(10)]
     assert all(slot is not None for slot in slots)
@@ -159,7 +161,10 @@ async def test_a_proven_endpoint_that_hangs_counts_in_the_share_and_a_slow_one_i
     clock.now += 0.6  # its requests are stuck now
     assert limiter.suspect_in_flight() == 3
     assert await limiter.acquire(HOST) is None  # stuck: postponed
-    assert await limiter.acquire("http://new.test:80") is None  # the share is taken
+    trial = await limiter.acquire("http://new.test:80")  # the share is taken: its trial, from the reserve
+    assert trial is not None
+    assert await limiter.acquire("http://newer.test:80") is None  # the reserve is taken too
+    limiter.release("http://new.test:80", trial)
     for slot in hanging:
         assert slot is not None
         limiter.release(HOST, slot)  # slow: proven no more
@@ -214,3 +219,30 @@ async def test_a_cancelled_waiter_takes_no_slot() -> None:
     limiter.release(HOST, held)
     assert limiter.in_flight(HOST) == 0
     assert await limiter.acquire(HOST) is not None
+
+
+async def test_a_release_between_a_waiters_timeout_and_its_wakeup_raises_nothing() -> None:
+    """A waiter's wait times out, and before it resumes the endpoint's last slot is released (its
+    lists are dropped): the waiter reads them anew and takes the slot."""
+    limiter = HostLimiter(10, stuck_slots=50, stall_after=0.05)
+    key = "https://shop.example:443"
+    held = await limiter.acquire(key)  # not proven: cap 1
+    assert held is not None
+    waiting = asyncio.ensure_future(limiter.acquire(key))
+    await asyncio.sleep(0)
+    [waiter] = limiter._waiters[key]
+    while not waiter.done():  # the timeout cancels it
+        await asyncio.sleep(0)
+    limiter.release(key, held)  # a request finishing in the same loop turn
+    slot = await waiting
+    assert slot is not None
+    limiter.release(key, slot)
+
+
+async def test_a_never_seen_endpoint_has_its_trial_while_dead_ones_fill_the_share() -> None:
+    """Two dead endpoints hold the share: a merchant this worker has never seen still gets the one
+    request that can prove it (out of the trial reserve)."""
+    limiter = HostLimiter(10, stuck_slots=2)
+    for dead in ("https://dead-1:443", "https://dead-2:443"):
+        assert await limiter.acquire(dead) is not None
+    assert await limiter.acquire("https://healthy:443") is not None, "healthy newcomer postponed"

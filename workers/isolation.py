@@ -17,7 +17,9 @@ Two limits, per worker process:
 
 So 50 dead merchants (or one merchant's 50 hostnames) hold at most half the slots however many
 there are, and a healthy merchant keeps the rest; the first request to a healthy merchant proves it
-in milliseconds, and its backlog then flows ``limit`` at a time.
+in milliseconds, and its backlog then flows ``limit`` at a time. A merchant this worker has never
+seen gets its first request even while the share is taken, out of a small reserve for such trials
+(a fifth of the share), so dead endpoints cannot keep it from proving itself.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from urllib.parse import urlsplit
 
 STALL_AFTER = 0.2
 SLOW_AFTER = 1.0
+# Never-seen endpoints may have one trial request each past the stuck share, up to this fraction
+# of it in all (a fifth: 10 of a worker's 100 slots with the default share).
+TRIAL_SHARE = 5
 REMEMBERED = 10_000  # endpoints whose health a worker remembers (the least recently used are forgotten)
 
 
@@ -47,6 +52,7 @@ class Slot:
     key: str
     started: float
     suspect: bool  # granted to an endpoint not proven: counted in the stuck share from the start
+    trial: bool = False  # granted to a never-seen endpoint out of the reserve past the share
 
 
 class HostLimiter:
@@ -71,10 +77,12 @@ class HostLimiter:
     async def acquire(self, key: str) -> Slot | None:
         """A slot for ``key`` (``release`` it), or None: the endpoint is stuck, or endpoints not
         proven already hold the stuck share."""
-        started = self._started.setdefault(key, [])
-        waiters = self._waiters.setdefault(key, deque())
         first = True
         while True:
+            # Read again on every pass: while this waiter slept, the endpoint's lists may have been
+            # dropped (its last slot released) and made anew.
+            started = self._started.setdefault(key, [])
+            waiters = self._waiters.setdefault(key, deque())
             now = self.clock()
             age = now - min(slot.started for slot in started) if started else 0.0
             if len(started) < self._cap(key) and (not waiters or not first):
@@ -137,12 +145,25 @@ class HostLimiter:
         return self.limit if self._proven.get(key) else 1
 
     def _grant(self, key: str, now: float, *, stuck: bool) -> Slot | None:
-        suspect = stuck or not self._proven.get(key)
+        """A slot, unless the endpoint is suspect and the stuck share is taken. An endpoint this
+        worker has never seen may still have its trial request, out of a small reserve: else dead
+        endpoints holding the share would keep a healthy merchant from ever proving itself."""
+        proven = self._proven.get(key)
+        suspect = stuck or not proven
+        trial = False
         if suspect and self.stuck_slots is not None and self.suspect_in_flight() >= self.stuck_slots:
-            return None
-        slot = Slot(key, now, suspect)
-        self._started[key].append(slot)
+            trial = proven is None and not stuck and self._trials_in_flight() < self._trial_slots()
+            if not trial:
+                return None
+        slot = Slot(key, now, suspect, trial)
+        self._started.setdefault(key, []).append(slot)
         return slot
+
+    def _trial_slots(self) -> int:
+        return max(1, (self.stuck_slots or 0) // TRIAL_SHARE)
+
+    def _trials_in_flight(self) -> int:
+        return sum(1 for slots in self._started.values() for slot in slots if slot.trial)
 
     def _remember(self, key: str, *, quick: bool) -> None:
         self._proven[key] = quick
