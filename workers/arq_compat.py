@@ -27,6 +27,7 @@ closes only what the worker itself opened.
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -49,6 +50,7 @@ SWEEP = "sweep"
 ARQ_WORKER_INTERNALS = (
     "_poll_iteration",  # calls start_jobs with each poll's due job ids
     "start_jobs",
+    "finish_job",  # overridden: a job not finished goes back to the queue from its lease
     "run_job",
     "_release_sem_dec_counter_on_complete",
     "sem",
@@ -194,6 +196,14 @@ class MergedTransactionsArqRedis(ArqRedis):
         await self.transactions.aclose()
         await super().aclose(close_connection_pool=False)
 
+    async def zcard(self, name: Any) -> int:
+        """arq's burst mode stops when its queue is empty: count the running jobs (their leases)
+        with it, as they were counted when they stayed in the queue."""
+        queued = int(await super().zcard(name))
+        if name == self.default_queue_name:
+            queued += int(await super().zcard(Keys.arq_leases(name)))
+        return queued
+
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
         if transaction:
             return MergingPipeline(self.transactions, self, shard_hint)
@@ -239,6 +249,7 @@ class BatchWorker(Worker):
             raise RuntimeError(f"this arq no longer has what relay's worker relies on: {', '.join(missing)}")
         self._claim = self._merged.register_script(lua.source("claim"))
         self._leases_settled = 0.0  # loop time of the last claim, which settles run-out leases
+        self._scores: dict[str, int] = {}  # each running job's score in the queue when claimed
 
     async def close(self) -> None:
         try:
@@ -279,6 +290,45 @@ class BatchWorker(Worker):
                 return
             await asyncio.sleep(0)
 
+    def _ended(self, job_id: str, _: object) -> None:
+        self._scores.pop(job_id, None)
+        self._release_sem_dec_counter_on_complete()
+
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        """arq's finish; but a job it does not finish (cancelled at shutdown, or raising Retry) goes
+        back to the queue from its lease, at its score plus arq's deferral, as stock arq leaves it
+        in the queue (arq's ZINCRBY would put it at the deferral alone, in 1970)."""
+        score = self._scores.get(job_id)
+        if finish or score is None:
+            await super().finish_job(
+                job_id,
+                finish,
+                result_data,
+                result_timeout_s,
+                keep_result_forever,
+                incr_score,
+                keep_in_progress,
+            )
+            return
+        async with self.pool.pipeline(transaction=True) as tr:
+            in_progress = Keys.arq_in_progress(job_id)
+            if keep_in_progress is None:
+                tr.delete(in_progress)
+            else:
+                tr.pexpire(in_progress, int(keep_in_progress * 1000))
+            tr.zrem(Keys.arq_leases(self.queue_name), job_id)
+            tr.zadd(self.queue_name, {job_id: score + (incr_score or 0)})
+            await tr.execute()
+
     async def _claim_and_start(self, free: int) -> int:
         """Claim up to ``free`` due jobs in one script and start them; how many were claimed.
         Claimed jobs leave the queue for their leases, so the script reads only what it takes."""
@@ -298,7 +348,8 @@ class BatchWorker(Worker):
             await self.sem.acquire()  # never waits: at most ``free`` jobs were claimed
             self.job_counter += 1
             job_id = raw_id.decode()
-            task = self.loop.create_task(self.run_job(job_id, int(float(raw_score))))
-            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            score = self._scores[job_id] = int(float(raw_score))
+            task = self.loop.create_task(self.run_job(job_id, score))
+            task.add_done_callback(functools.partial(self._ended, job_id))
             self.tasks[job_id] = task
         return len(claimed) // 2
