@@ -19,7 +19,7 @@ So 50 dead merchants (or one merchant's 50 hostnames) hold at most half the slot
 there are, and a healthy merchant keeps the rest; the first request to a healthy merchant proves it
 in milliseconds, and its backlog then flows ``limit`` at a time. A merchant this worker has never
 seen gets its first request even while the share is taken, out of a small reserve for such trials
-(a fifth of the share), so dead endpoints cannot keep it from proving itself.
+(a tenth of the share), so dead endpoints cannot keep it from proving itself.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from urllib.parse import urlsplit
 STALL_AFTER = 0.2
 SLOW_AFTER = 1.0
 # Never-seen endpoints may have one trial request each past the stuck share, up to this fraction
-# of it in all (a fifth: 10 of a worker's 100 slots with the default share).
-TRIAL_SHARE = 5
+# of it in all (a tenth: 5 of a worker's 100 slots with the default share).
+TRIAL_SHARE = 10
 REMEMBERED = 10_000  # endpoints whose health a worker remembers (the least recently used are forgotten)
 
 
