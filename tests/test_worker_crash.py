@@ -1,9 +1,9 @@
 """Crash recovery with real processes: `relay serve` and `relay worker` as subprocesses, workers
 SIGKILLed while deliveries are in flight. Every paid purchase must still reach the merchant.
 
-arq re-runs a job whose worker died once its in-progress mark expires (job_timeout + 10 s =
-delivery timeout + 25 s, so 26 s here); delivery is at least once, so duplicates are reported,
-not failed on.
+A job whose worker died runs again once its claim (arq's in-progress mark, and the job's lease in
+``arq:queue:leases``) runs out (job_timeout + 10 s = delivery timeout + 25 s, so 26 s here);
+delivery is at least once, so duplicates are reported, not failed on.
 """
 
 from __future__ import annotations
