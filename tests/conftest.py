@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from relay.connections import Connections, embedded_server, open_connections
 from relay.runner import Relay
 from tests.helpers import (
+    TEST_ENCRYPTION_KEY,
     Api,
     Backend,
     Merchant,
@@ -39,6 +40,7 @@ from tests.helpers import (
     redis_url_for_tests,
     stores_on,
 )
+from tests.processes import Result, relay_cli
 
 REDIS_FIXTURES = {"redis_url", "redis"}
 THROWAWAY_REDIS = pytest.StashKey[subprocess.Popen[bytes]]()
@@ -225,3 +227,15 @@ async def connections(backend_url: str | None) -> AsyncIterator[Connections]:
 @pytest.fixture
 def stores(connections: Connections) -> Backend:
     return stores_on(connections)
+
+
+@pytest.fixture
+def cli(redis_url: str) -> Callable[..., Awaitable[Result]]:
+    """``relay_cli`` with RELAY_REDIS_URL pointing at the test database (and the tests' key)."""
+
+    async def run(*args: str, **env: str) -> Result:
+        return await relay_cli(
+            *args, RELAY_REDIS_URL=redis_url, RELAY_ENCRYPTION_KEYS=TEST_ENCRYPTION_KEY, **env
+        )
+
+    return run

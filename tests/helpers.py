@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import aiohttp
 import pytest
@@ -24,10 +24,12 @@ from relay.connections import Connections
 from relay.crypto import SecretBox, generate_key
 from relay.events import EventStore
 from relay.gateways.midtrans import settlement_payload, sign_notification
-from relay.models import EventRecord, PaymentOutcome, Purchase, PurchaseStatus, new_event_id
+from relay.ingest import Ingested, apply_outcome
+from relay.models import EventRecord, Item, PaymentOutcome, Project, Purchase, PurchaseStatus, new_event_id
 from relay.runner import Relay
 from relay.schema import Keys
 from relay.settings import Settings
+from relay.signing import new_webhook_secret
 from relay.store import Store
 from workers.arq_compat import SWEEP
 
@@ -453,15 +455,23 @@ def make_outcome(
     )
 
 
-async def settle(stores: Backend, order_id: str, *, event_id: str, **fields: Any) -> tuple[str, str]:
+async def settle(stores: Stored, order_id: str, *, event_id: str, **fields: Any) -> tuple[str, str]:
     """Ingest a settlement of ``order_id`` at T0 (``fields`` shape the outcome)."""
     return await stores.store.ingest(make_outcome(order_id, **fields), now=T0, paid_at=T0, event_id=event_id)
 
 
+class Stored(Protocol):
+    """What ``paid_event`` needs: a ``Backend``, or stores a test made with settings of its own."""
+
+    store: Store
+    events: EventStore
+
+
 async def paid_event(
-    stores: Backend, order_id: str, project_id: str = "shop", *, event_id: str | None = None
+    stores: Stored, order_id: str, project_id: str = "shop", *, event_id: str | None = None
 ) -> EventRecord:
-    """A purchase moved to paid, with its event in the outbox (seq 0)."""
+    """A purchase moved to paid at T0 by the ingest script alone, with its event in the outbox
+    (seq 0) and no delivery job (``paid_delivery`` queues one)."""
     await stores.store.create_purchase(make_purchase(order_id, project_id))
     event_id = event_id or new_event_id()
     assert await settle(stores, order_id, event_id=event_id) == ("applied", "paid")
@@ -579,3 +589,51 @@ async def delivery_deps(
             )
     finally:
         await arq.aclose(close_connection_pool=True)
+
+
+class Paying(Protocol):
+    """What ``put_shop`` and ``paid_delivery`` need: a delivery's ``Deps``."""
+
+    store: Store
+    events: EventStore
+    arq: ArqRedis
+    clock: Callable[[], datetime]
+
+
+async def put_shop(owner: Paying, webhook_url: str | None) -> Project:
+    """Project ``shop`` and its item ``tmpl``, written straight to the store (no HTTP)."""
+    now = owner.clock()
+    project = Project(
+        id="shop",
+        name="Shop",
+        webhook_url=webhook_url,
+        client_id="cl_shop",
+        webhook_secret=new_webhook_secret(),
+        created_at=now,
+        updated_at=now,
+    )
+    await owner.store.put_project(project)
+    item = Item(id="tmpl", project_id="shop", name="Template", price=50000, created_at=now, updated_at=now)
+    await owner.store.put_item(item)
+    return project
+
+
+async def paid_delivery(owner: Paying, order_id: str = "order-1") -> EventRecord:
+    """A purchase of the shop's item, made and paid at ``owner.clock()`` as a callback pays it: its
+    event, in the outbox, its first delivery job queued."""
+    now = owner.clock()
+    await owner.store.create_purchase(make_purchase(order_id, created_at=now))
+    outcome = make_outcome(order_id)
+    assert await apply_outcome(owner.store, owner.arq, outcome, clock=owner.clock) is Ingested.PAID
+    paid = await owner.store.get_purchase(order_id)
+    assert paid is not None
+    assert paid.event_id is not None
+    event = await owner.events.get(paid.event_id)
+    assert event is not None
+    return event
+
+
+async def reread(owner: Paying, event: EventRecord) -> EventRecord:
+    found = await owner.events.get(event.id)
+    assert found is not None
+    return found

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from redis.asyncio import Redis
@@ -139,3 +142,37 @@ async def wait_until_answering(
             return False
 
     await eventually(answers, timeout=timeout, what=f"{what} to answer {path}")
+
+
+# --- the relay command line, as a subprocess ---------------------------------------------------
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
+
+
+async def relay_cli(*args: str, **env: str) -> Result:
+    """Run the ``relay`` console script with only the given RELAY_* variables set."""
+    clean = without_relay_variables(os.environ)
+    process = await asyncio.create_subprocess_exec(
+        RELAY,
+        *args,
+        env=clean | env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout=30)
+    finally:
+        if process.returncode is None:  # it hung (e.g. `serve` started instead of refusing)
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return Result(process.returncode, out.decode(), err.decode())

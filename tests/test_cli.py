@@ -4,14 +4,11 @@ next to an in-process relay whose worker makes the deliveries."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from tests.helpers import (
     ADMIN_TOKEN,
@@ -29,50 +26,7 @@ from tests.helpers import (
     wait_hits,
     without_relay_variables,
 )
-from tests.processes import RELAY, free_port, wait_until_answering
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json_lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
-
-
-async def relay_cli(*args: str, **env: str) -> Result:
-    """Run the ``relay`` console script with only the given RELAY_* variables set."""
-    clean = without_relay_variables(os.environ)
-    process = await asyncio.create_subprocess_exec(
-        RELAY,
-        *args,
-        env=clean | env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout=30)
-    finally:
-        if process.returncode is None:  # it hung (e.g. `serve` started instead of refusing)
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return Result(process.returncode, out.decode(), err.decode())
-
-
-@pytest.fixture
-def cli(redis_url: str) -> Any:
-    """``relay_cli`` with RELAY_REDIS_URL pointing at the test database (and the tests' key)."""
-
-    async def run(*args: str, **env: str) -> Result:
-        return await relay_cli(
-            *args, RELAY_REDIS_URL=redis_url, RELAY_ENCRYPTION_KEYS=TEST_ENCRYPTION_KEY, **env
-        )
-
-    return run
+from tests.processes import RELAY, free_port, relay_cli, wait_until_answering
 
 
 async def dead_shop(

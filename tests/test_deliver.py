@@ -18,24 +18,21 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from relay.crypto import generate_key
-from relay.ingest import Ingested, apply_outcome
 from relay.models import (
     EventRecord,
-    Item,
-    Project,
     WebhookStatus,
     to_ms,
 )
-from relay.signing import new_webhook_secret
 from relay.stores import make_stores
 from tests.helpers import (
     HOOK,
     FakeClock,
     Merchant,
     delivery_deps,
-    make_outcome,
-    make_purchase,
     make_settings,
+    paid_delivery,
+    put_shop,
+    reread,
     verify,
 )
 from workers.delivery import Deps, Outcome, deliver, sweep
@@ -58,55 +55,18 @@ async def deps(redis: Redis, redis_url: str, clock: FakeClock) -> AsyncIterator[
         yield found
 
 
-async def open_shop(deps: Deps, webhook_url: str | None) -> Project:
-    now = deps.clock()
-    project = Project(
-        id="shop",
-        name="Shop",
-        webhook_url=webhook_url,
-        client_id="cl_shop",
-        webhook_secret=new_webhook_secret(),
-        created_at=now,
-        updated_at=now,
-    )
-    await deps.store.put_project(project)
-    item = Item(id="tmpl", project_id="shop", name="Template", price=50000, created_at=now, updated_at=now)
-    await deps.store.put_item(item)
-    return project
-
-
-async def paid_event(deps: Deps, order_id: str = "order-1") -> EventRecord:
-    """A purchase of the shop's item, paid: its event, in the outbox, its first job queued."""
-    now = deps.clock()
-    await deps.store.create_purchase(make_purchase(order_id, created_at=now))
-    outcome = make_outcome(order_id)
-    assert await apply_outcome(deps.store, deps.arq, outcome, clock=deps.clock) is Ingested.PAID
-    paid = await deps.store.get_purchase(order_id)
-    assert paid is not None
-    assert paid.event_id is not None
-    event = await deps.events.get(paid.event_id)
-    assert event is not None
-    return event
-
-
-async def reread(deps: Deps, event: EventRecord) -> EventRecord:
-    found = await deps.events.get(event.id)
-    assert found is not None
-    return found
-
-
 @pytest.fixture
 async def event(deps: Deps, merchant: Merchant) -> EventRecord:
     """A paid event of a shop whose webhook URL is the merchant's ``HOOK``."""
-    await open_shop(deps, f"{merchant.url}{HOOK}")
-    return await paid_event(deps)
+    await put_shop(deps, f"{merchant.url}{HOOK}")
+    return await paid_delivery(deps)
 
 
 async def test_a_2xx_delivers_a_webhook_signed_and_stamped_with_the_clock(
     deps: Deps, clock: FakeClock, merchant: Merchant
 ) -> None:
-    project = await open_shop(deps, f"{merchant.url}{HOOK}")
-    event = await paid_event(deps)
+    project = await put_shop(deps, f"{merchant.url}{HOOK}")
+    event = await paid_delivery(deps)
     clock.advance(3)
     assert await deliver(event.id, 0, deps=deps) is Outcome.DELIVERED
 
@@ -217,8 +177,8 @@ async def test_retry_after_is_honoured_up_to_twice_the_step(
 
 
 async def test_no_webhook_url_is_no_endpoint(deps: Deps, merchant: Merchant, redis: Redis) -> None:
-    await open_shop(deps, None)
-    event = await paid_event(deps)
+    await put_shop(deps, None)
+    event = await paid_delivery(deps)
     assert await deliver(event.id, 0, deps=deps) is Outcome.NO_ENDPOINT
 
     finished = await reread(deps, event)
@@ -247,9 +207,9 @@ async def test_a_job_of_another_seq_is_stale_and_writes_nothing(
 
 
 async def test_sweep_enqueues_a_lost_job_and_leaves_a_queued_one(deps: Deps, merchant: Merchant) -> None:
-    await open_shop(deps, f"{merchant.url}{HOOK}")
-    lost = await paid_event(deps, "order-lost")
-    queued = await paid_event(deps, "order-queued")
+    await put_shop(deps, f"{merchant.url}{HOOK}")
+    lost = await paid_delivery(deps, "order-lost")
+    queued = await paid_delivery(deps, "order-queued")
     await deps.arq.delete(job_key_prefix + lost.id)  # what a failover can lose
     await deps.arq.zrem(default_queue_name, lost.id)
     queued_job = await job_of(deps.arq, queued.id)

@@ -20,8 +20,17 @@ from relay.endpoints import EndpointState
 from relay.models import DeadReason, EventKind, EventRecord, Project, WebhookStatus
 from relay.replay import Operations
 from relay.stores import make_stores
-from tests.helpers import HOOK, FakeClock, Merchant, delivery_deps, make_settings, verify
-from tests.test_deliver import open_shop, paid_event, reread
+from tests.helpers import (
+    HOOK,
+    FakeClock,
+    Merchant,
+    delivery_deps,
+    make_settings,
+    paid_delivery,
+    put_shop,
+    reread,
+    verify,
+)
 from workers.delivery import Deps, Outcome, deliver
 
 OPS = "/ops"
@@ -50,7 +59,7 @@ async def deps(redis: Redis, redis_url: str, clock: FakeClock, merchant: Merchan
 
 @pytest.fixture
 async def shop(deps: Deps, merchant: Merchant) -> Project:
-    return await open_shop(deps, f"{merchant.url}{HOOK}")
+    return await put_shop(deps, f"{merchant.url}{HOOK}")
 
 
 async def outbox_alerts(deps: Deps) -> list[EventRecord]:
@@ -73,7 +82,7 @@ async def test_an_endpoint_failing_past_the_window_is_disabled_at_its_next_failu
 ) -> None:
     merchant.script[HOOK] = [500]
     url = f"{merchant.url}{HOOK}"
-    first = await paid_event(deps, "order-1")
+    first = await paid_delivery(deps, "order-1")
     started = clock()
     assert await deliver(first.id, 0, deps=deps) is Outcome.RETRYING
     health = await deps.endpoints.get(shop.id, url)
@@ -117,7 +126,7 @@ async def test_a_disabled_endpoint_is_sent_nothing_until_enabled_and_its_dead_le
     deps: Deps, clock: FakeClock, merchant: Merchant, shop: Project
 ) -> None:
     merchant.script[HOOK] = [500]
-    first = await paid_event(deps, "order-1")
+    first = await paid_delivery(deps, "order-1")
     await deliver(first.id, 0, deps=deps)
     clock.advance(WINDOW)
     await deliver(first.id, 1, deps=deps)  # disables it
@@ -125,7 +134,7 @@ async def test_a_disabled_endpoint_is_sent_nothing_until_enabled_and_its_dead_le
     sent = len(merchant.hits(HOOK))
     alerts_before = len(merchant.hits(OPS))
 
-    second = await paid_event(deps, "order-2")
+    second = await paid_delivery(deps, "order-2")
     assert await deliver(second.id, 0, deps=deps) is Outcome.DEAD
     assert len(merchant.hits(HOOK)) == sent  # no request
     dead = await reread(deps, second)
@@ -152,7 +161,7 @@ async def test_a_success_clears_the_failing_streak(
     deps: Deps, clock: FakeClock, merchant: Merchant, shop: Project
 ) -> None:
     merchant.script[HOOK] = [500, 200, 500]
-    event = await paid_event(deps, "order-1")
+    event = await paid_delivery(deps, "order-1")
     await deliver(event.id, 0, deps=deps)
     clock.advance(WINDOW - 5)
     assert await deliver(event.id, 1, deps=deps) is Outcome.DELIVERED
@@ -166,7 +175,7 @@ async def test_a_success_clears_the_failing_streak(
     )
 
     clock.advance(10)  # the old streak would be past the window now; a new one starts
-    other = await paid_event(deps, "order-2")
+    other = await paid_delivery(deps, "order-2")
     assert await deliver(other.id, 0, deps=deps) is Outcome.RETRYING
     health = await deps.endpoints.get(shop.id, url)
     assert health is not None
@@ -178,7 +187,7 @@ async def test_an_alert_that_cannot_be_delivered_raises_no_alert_of_its_own(
 ) -> None:
     merchant.script[HOOK] = [410]
     merchant.script[OPS] = [410]
-    event = await paid_event(deps, "order-1")
+    event = await paid_delivery(deps, "order-1")
     assert await deliver(event.id, 0, deps=deps) is Outcome.DEAD
     [alert] = await outbox_alerts(deps)
     assert await deliver(alert.id, 0, deps=deps) is Outcome.DEAD
@@ -197,7 +206,7 @@ async def test_without_an_operator_webhook_no_alert_is_made(
     settings = make_settings(redis_url=redis_url, retry_schedule=(10.0,))
     async with delivery_deps(redis, settings, clock) as deps:
         merchant.script[HOOK] = [410]
-        await open_shop(deps, f"{merchant.url}{HOOK}")
-        event = await paid_event(deps, "order-1")
+        await put_shop(deps, f"{merchant.url}{HOOK}")
+        event = await paid_delivery(deps, "order-1")
         assert await deliver(event.id, 0, deps=deps) is Outcome.DEAD
         assert await outbox_alerts(deps) == []

@@ -15,13 +15,13 @@ from relay.endpoints import Endpoints
 from relay.errors import InvalidInput, NotFound
 from relay.events import EventStore
 from relay.ingest import Ingested, apply_outcome
-from relay.models import Attempt, EventRecord, Project, Purchase, PurchaseStatus, WebhookStatus, to_ms
+from relay.models import Attempt, Project, Purchase, PurchaseStatus, WebhookStatus, to_ms
 from relay.replay import Operations, Window
 from relay.retention import Lifetimes, Retention
 from relay.schema import Keys
 from relay.store import Store
 from relay.stores import make_stores
-from tests.helpers import KEY_PREFIX, T0, Backend, make_outcome, make_purchase, make_settings
+from tests.helpers import KEY_PREFIX, T0, Backend, make_outcome, make_purchase, make_settings, paid_event
 
 LIFETIMES = Lifetimes(
     retention=timedelta(seconds=60),
@@ -56,17 +56,6 @@ def kept(stores: Backend) -> Kept:
 async def pay(kept: Kept, order_id: str, *, at: timedelta = timedelta(0)) -> Ingested:
     outcome = make_outcome(order_id)
     return await apply_outcome(kept.store, kept.backend.arq, outcome, clock=lambda: T0 + at)
-
-
-async def paid_event(kept: Kept, order_id: str) -> EventRecord:
-    await kept.store.create_purchase(make_purchase(order_id))
-    assert await pay(kept, order_id) is Ingested.PAID
-    purchase = await kept.store.get_purchase(order_id)
-    assert purchase is not None
-    assert purchase.event_id is not None
-    event = await kept.events.get(purchase.event_id)
-    assert event is not None
-    return event
 
 
 def ok(at: timedelta) -> Attempt:

@@ -23,7 +23,6 @@ from tests.helpers import (
     verify,
     wait_hits,
 )
-from tests.test_cli import cli  # noqa: F401 (a fixture)
 
 FAST = {"retry_schedule": (0.1,), "purchase_rate_limit": 0, "sweep_interval": 1}
 
@@ -180,7 +179,7 @@ async def test_callbacks_for_unknown_orders_are_listed_newest_first(start_relay:
 
 
 async def test_export_writes_each_order_with_its_events_and_attempts(
-    cli: Any,  # noqa: F811
+    cli: Any,
     start_relay: StartRelay,
     merchant: Merchant,
 ) -> None:
@@ -207,7 +206,7 @@ async def test_export_writes_each_order_with_its_events_and_attempts(
 
 
 async def test_cli_events_replay_sends_a_window_again(
-    cli: Any,  # noqa: F811
+    cli: Any,
     start_relay: StartRelay,
     merchant: Merchant,
 ) -> None:
@@ -227,7 +226,7 @@ async def test_cli_events_replay_sends_a_window_again(
 
 
 async def test_cli_retention_backfill_schedules_orders_an_older_relay_left(
-    cli: Any,  # noqa: F811
+    cli: Any,
     start_relay: StartRelay,
     merchant: Merchant,
     redis: Redis,
