@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from relay.gateways.custom import CustomSourceConfig, parse_sources
+from relay.models import WebhookUrl
 from relay.retention import Lifetimes
 from relay.targets import check_webhook_url
 
@@ -112,7 +113,7 @@ class Settings(BaseSettings):
     endpoint_disable_after: Duration = timedelta(days=5)
     # Where the relay's own alerts go (message.attempt.exhausted, endpoint.disabled), signed with
     # the whsec_ secret like a merchant's webhook.
-    operator_webhook_url: str | None = None
+    operator_webhook_url: WebhookUrl = None
     operator_webhook_secret: SecretStr | None = None
 
     @field_validator("redis_url")
@@ -185,18 +186,6 @@ class Settings(BaseSettings):
             raise ValueError("has too little entropy: use at least 10 distinct characters (a random string)")
         return value
 
-    @field_validator("operator_webhook_url")
-    @classmethod
-    def _operator_url(cls, value: str | None) -> str | None:
-        if not value:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ValueError("must be an http(s) URL")
-        if parts.username or parts.password:
-            raise ValueError("must not carry credentials")
-        return value
-
     @field_validator("operator_webhook_secret")
     @classmethod
     def _operator_secret(cls, value: SecretStr | None) -> SecretStr | None:
@@ -222,12 +211,7 @@ class Settings(BaseSettings):
             # The alerts go through the same egress rules as webhooks: refuse at start what every
             # delivery would refuse.
             try:
-                check_webhook_url(
-                    self.operator_webhook_url,
-                    allow_private=self.allow_private_targets,
-                    require_https=self.require_https,
-                    allowlist=self.allowed_target_cidrs,
-                )
+                self.check_target(self.operator_webhook_url)
             except ValueError as error:
                 reason = str(error).removeprefix("webhook_url ")
                 raise ValueError(f"RELAY_OPERATOR_WEBHOOK_URL: {reason}") from None
@@ -253,6 +237,16 @@ class Settings(BaseSettings):
                 "https://sandbox.duitku.com for a test merchant); only RELAY_SANDBOX=true runs without"
             )
         return self
+
+    def check_target(self, url: str) -> None:
+        """ValueError naming why deliveries would refuse ``url`` under these settings
+        (relay.targets: private targets, the allowlist, https)."""
+        check_webhook_url(
+            url,
+            allow_private=self.allow_private_targets,
+            require_https=self.require_https,
+            allowlist=self.allowed_target_cidrs,
+        )
 
     @property
     def stuck_slots(self) -> int:

@@ -15,7 +15,6 @@ from relay.models import Input, Item, ItemIn, Project, ProjectIn, new_client_id,
 from relay.settings import Settings
 from relay.signing import new_webhook_secret
 from relay.store import Store
-from relay.targets import check_webhook_url
 
 ROTATION_GRACE = timedelta(hours=24)
 routes = web.RouteTableDef()
@@ -26,12 +25,7 @@ def check_target(settings: Settings, url: str | None) -> None:
     if url is None:
         return
     try:
-        check_webhook_url(
-            url,
-            allow_private=settings.allow_private_targets,
-            require_https=settings.require_https,
-            allowlist=settings.allowed_target_cidrs,
-        )
+        settings.check_target(url)
     except ValueError as error:
         raise InvalidInput(f"webhook_url: {error}") from None
 
