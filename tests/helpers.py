@@ -562,30 +562,19 @@ async def delivery_deps(
 ) -> AsyncIterator[Deps]:
     """What ``workers.delivery.deliver`` needs, on ``redis`` (the stores) and ``settings``' Redis
     (arq), with ``clock`` and no jitter (``rng`` 0.5: each delay is exactly the schedule's)."""
-    from arq.connections import ArqRedis
     from redis.asyncio import ConnectionPool
 
     from relay.metrics import Metrics
     from relay.stores import make_stores
     from workers.delivery import Deps
-    from workers.isolation import HostLimiter
 
     assert settings.redis_url is not None
     stores = make_stores(redis, settings)
     arq = ArqRedis(ConnectionPool.from_url(settings.redis_url))
     try:
         async with aiohttp.ClientSession() as http:
-            yield Deps(
-                store=stores.store,
-                events=stores.events,
-                endpoints=stores.endpoints,
-                arq=arq,
-                http=http,
-                settings=settings,
-                metrics=Metrics(),
-                clock=clock,
-                rng=lambda: 0.5,
-                limiter=HostLimiter(10),
+            yield Deps.over(
+                stores, arq=arq, http=http, settings=settings, metrics=Metrics(), clock=clock, rng=lambda: 0.5
             )
     finally:
         await arq.aclose(close_connection_pool=True)

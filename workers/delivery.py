@@ -32,6 +32,7 @@ from relay.schema import Keys
 from relay.settings import Settings
 from relay.signing import webhook_headers
 from relay.store import Store
+from relay.stores import Stores
 from workers.arq_compat import enqueue_delivery
 from workers.backoff import next_delay, parse_retry_after
 from workers.egress import MAX_RESPONSE_BYTES, BlockedTarget
@@ -65,6 +66,32 @@ class Deps:
     clock: Callable[[], datetime]
     rng: Callable[[], float]
     limiter: HostLimiter
+
+    @classmethod
+    def over(
+        cls,
+        stores: Stores,
+        *,
+        arq: ArqRedis,
+        http: aiohttp.ClientSession,
+        settings: Settings,
+        metrics: Metrics,
+        clock: Callable[[], datetime],
+        rng: Callable[[], float],
+    ) -> Deps:
+        """A delivery's dependencies over ``stores``, its endpoint limits from ``settings``."""
+        return cls(
+            store=stores.store,
+            events=stores.events,
+            endpoints=stores.endpoints,
+            arq=arq,
+            http=http,
+            settings=settings,
+            metrics=metrics,
+            clock=clock,
+            rng=rng,
+            limiter=HostLimiter(settings.worker_host_concurrency, stuck_slots=settings.stuck_slots),
+        )
 
 
 async def send(

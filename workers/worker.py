@@ -35,7 +35,6 @@ from relay.stores import make_stores
 from workers.arq_compat import DELIVER, SWEEP, BatchWorker
 from workers.delivery import Deps, deliver, sweep
 from workers.egress import create_session
-from workers.isolation import HostLimiter
 
 log = structlog.get_logger("relay.worker")
 
@@ -117,17 +116,8 @@ def create_worker(
         ctx[PIPELINED] = redis = AutoPipelineRedis(connections.redis.connection_pool)
         stores = make_stores(redis, settings)
         ctx[RETENTION] = stores.retention
-        ctx[DEPS] = Deps(
-            store=stores.store,
-            events=stores.events,
-            endpoints=stores.endpoints,
-            arq=connections.arq,
-            http=http,
-            settings=settings,
-            metrics=metrics,
-            clock=clock,
-            rng=rng,
-            limiter=HostLimiter(settings.worker_host_concurrency, stuck_slots=settings.stuck_slots),
+        ctx[DEPS] = Deps.over(
+            stores, arq=connections.arq, http=http, settings=settings, metrics=metrics, clock=clock, rng=rng
         )
 
     async def shutdown(ctx: dict[str, Any]) -> None:
