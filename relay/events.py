@@ -9,6 +9,7 @@ still needs an attempt; it, not arq, is the source of truth the sweeper repairs 
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,6 +18,7 @@ from redis.asyncio import Redis
 from relay import lua
 from relay.errors import InvalidInput
 from relay.models import Attempt, DeadReason, EventRecord, WebhookStatus, iso_ms, to_ms
+from relay.ranges import scored_members
 from relay.retention import DEFAULT_LIFETIMES, Lifetimes
 from relay.schema import Keys
 
@@ -213,26 +215,17 @@ class EventStore:
         limit: int = 100,
         cursor: str | None = None,
     ) -> DeadLetterPage:
-        """Oldest first. The cursor is ``<score>:<event id>`` of the last row returned; members
-        sharing a score are ordered by id, so rows up to the cursor are skipped exactly."""
+        """Oldest first. The cursor is ``<score>:<event id>`` of the last row returned: the walk
+        goes on after it (relay.ranges, which orders members sharing a score by id)."""
         key = self.keys.dead_letters_of(project_id)
-        low, after = (to_ms(since) if since else 0), ""
-        if cursor:
-            low, after = _parse_cursor(cursor)
+        after = _parse_cursor(cursor) if cursor else None
         rows: list[tuple[str, int]] = []
-        offset = 0
-        while len(rows) <= limit:
-            batch = await self.redis.zrangebyscore(
-                key, low, "+inf", start=offset, num=limit + 1, withscores=True
-            )
-            if not batch:
-                break
-            offset += len(batch)
-            rows += [
-                (event_id, int(score))
-                for event_id, score in batch
-                if not (cursor and int(score) == low and event_id <= after)
-            ]
+        walk = scored_members(self.redis, key, since=since, until=None, after=after, page=limit + 1)
+        async with aclosing(walk):
+            async for row in walk:
+                rows.append(row)
+                if len(rows) > limit:
+                    break
         page = rows[:limit]
         events = await self.get_many([event_id for event_id, _ in page])
         next_cursor = f"{page[-1][1]}:{page[-1][0]}" if len(rows) > limit else None

@@ -8,7 +8,7 @@ Deleting or adding members elsewhere cannot make the walk skip or repeat a membe
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime
 
 from redis.asyncio import Redis
@@ -19,12 +19,20 @@ PAGE = 500
 
 
 async def scored_members(
-    redis: Redis, key: str, *, since: datetime | None, until: datetime | None, page: int = PAGE
-) -> AsyncIterator[tuple[str, int]]:
-    """(member, score) with score in [since, until], oldest first, each member once."""
+    redis: Redis,
+    key: str,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    after: tuple[int, str] | None = None,
+    page: int = PAGE,
+) -> AsyncGenerator[tuple[str, int], None]:
+    """(member, score) with score in [since, until], oldest first, each member once; with
+    ``after`` (a (score, member) a walk returned last), only what sorts after it."""
     low: int | str = to_ms(since) if since else "-inf"
     high: int | str = to_ms(until) if until else "+inf"
-    after: tuple[int, str] | None = None
+    if after is not None:
+        low = max(after[0], low) if isinstance(low, int) else after[0]
     while True:
         rows: list[tuple[str, float]] = []
         fresh: list[tuple[str, int]] = []
