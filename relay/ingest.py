@@ -33,13 +33,19 @@ class Ingested(StrEnum):
     PAID = "paid"  # moved to paid: an event was created and its delivery queued
     FAILED = "failed"
     EXPIRED = "expired"
-    REFUNDED = "refunded"
+    REFUNDED = "refunded"  # moved to refunded before any payment: kept, sent once one arrives
+    REFUND_SENT = "refund_sent"  # a paid order refunded: its *.refunded event was created and queued
     UNCHANGED = "unchanged"  # a duplicate, or a status below the purchase's (a late pending)
     UNKNOWN_ORDER = "unknown_order"  # recorded for operators; nothing else happens
 
     @classmethod
     def moved_to(cls, status: str) -> Ingested:
         return cls(PurchaseStatus(status).value)
+
+
+def refunded_at_of(outcome: PaymentOutcome, now: datetime) -> datetime:
+    """When the gateway says the refund happened, never after ``now``."""
+    return min(outcome.refunded_at or now, now).replace(microsecond=0)
 
 
 def paid_at_of(outcome: PaymentOutcome, now: datetime) -> datetime:
@@ -70,16 +76,25 @@ async def apply_outcome(
     gateway or in another currency, and AmountMismatch when the amount differs; then nothing
     changes."""
     now = clock()
-    paid_at, event_id, job = None, "", None
-    if outcome.status is PurchaseStatus.PAID:
-        paid_at = paid_at_of(outcome, now)
+    paid_at, refunded_at, event_id, job = None, None, "", None
+    if outcome.status in (PurchaseStatus.PAID, PurchaseStatus.REFUNDED):
+        if outcome.status is PurchaseStatus.PAID:
+            paid_at = paid_at_of(outcome, now)
+        else:
+            refunded_at = refunded_at_of(outcome, now)
         event_id = new_event_id()
         job = job_write(arq, event_id, 0)  # the first delivery, enqueued by the same script
-    code, detail = await store.ingest(outcome, now=now, paid_at=paid_at, event_id=event_id, job=job)
+    code, detail, written = await store.ingest(
+        outcome, now=now, paid_at=paid_at, event_id=event_id, job=job, refunded_at=refunded_at
+    )
     if code == "no_template":  # a purchase stored before purchases carried their event template
         await store.add_event_template(outcome.order_id)
-        code, detail = await store.ingest(outcome, now=now, paid_at=paid_at, event_id=event_id, job=job)
+        code, detail, written = await store.ingest(
+            outcome, now=now, paid_at=paid_at, event_id=event_id, job=job, refunded_at=refunded_at
+        )
     match code:
+        case "applied" if detail == PurchaseStatus.REFUNDED and written:
+            return Ingested.REFUND_SENT
         case "applied":
             return Ingested.moved_to(detail)
         case "clamped":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import secrets
@@ -26,8 +28,11 @@ from pydantic import (
 from pydantic_core import PydanticSerializationError
 
 from relay.event_body import metadata_json
+from relay.periods import Interval
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+# A merchant's own order id (a shop payment's): DESIGN.md's 1-64 of A-Za-z0-9._-
+MERCHANT_ORDER_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s.]{2,63}$")
 MAX_METADATA_BYTES = 4096
 
@@ -66,6 +71,23 @@ def new_order_id(item_id: str) -> str:
     """``item-<first 8 of the item id>-<16 random hex>``: 64 random bits, so ids do not collide in
     practice; the store still creates a purchase only when its id is new (create_purchase.lua)."""
     return f"item-{item_id[:8]}-{secrets.token_hex(ORDER_ID_RANDOM_BYTES)}"
+
+
+def payment_order_id(project_id: str, order_id: str) -> str:
+    """The order id the gateway sees for a shop payment: ``pay-`` and 96 bits of a digest of the
+    project and the merchant's order id. Derived, not drawn, so the merchant's order id finds its
+    payment with no index, and unique per project (two projects may both have an order "1001")."""
+    digest = hashlib.sha256(f"{project_id}\n{order_id}".encode()).hexdigest()
+    return f"pay-{digest[:24]}"
+
+
+def new_subscription_order_id(subscription_id: str) -> str:
+    """A subscription period's invoice: ``sub-<first 8 of the subscription's hex>-<16 random hex>``."""
+    return f"sub-{subscription_id.removeprefix('sub_')[:8]}-{secrets.token_hex(ORDER_ID_RANDOM_BYTES)}"
+
+
+def new_subscription_id() -> str:
+    return "sub_" + secrets.token_hex(12)
 
 
 def new_event_id() -> str:
@@ -157,15 +179,21 @@ class WebhookStatus(StrEnum):
     NO_ENDPOINT = "no_endpoint"
 
 
+# Times written to the second, as the event bodies write them.
+SECOND_FIELDS = frozenset(
+    {"paid_at", "period_start", "period_end", "current_period_start", "current_period_end"}
+)
+
+
 class Record(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     @field_serializer("*", when_used="json", check_fields=False)
     def _dates(self, value: Any, info: FieldSerializationInfo) -> Any:
-        """Times as UTC with ``Z``; ``paid_at`` to the second, as in the event body."""
+        """Times as UTC with ``Z``; ``paid_at`` and periods to the second, as in the event body."""
         if not isinstance(value, datetime):
             return value
-        return iso_z(value) if info.field_name == "paid_at" else iso_ms(value)
+        return iso_z(value) if info.field_name in SECOND_FIELDS else iso_ms(value)
 
 
 class RetiredSecret(Record):
@@ -257,11 +285,36 @@ class Attempt(Record):
     next_attempt_at: datetime | None = None
 
 
+class OrderKind(StrEnum):
+    """What an order pays for (DESIGN.md, "Every payment kind on one project webhook")."""
+
+    ITEM = "item"  # a catalogue item, bought through the public route
+    PAYMENT = "payment"  # a shop payment: the merchant's own amount and order id
+    SUBSCRIPTION = "subscription"  # one period of a subscription
+
+
 class Purchase(Record):
+    """An order of any kind (the name is the seed's). ``order_id`` is the one the gateway sees; a
+    shop payment's own is ``merchant_order_id``. ``event_type`` is what its payment sends
+    (relay.event_types). A subscription's order names its plan in ``item_name``; a renewal's
+    carries the period it pays for, a first payment's period starts when it is paid."""
+
     order_id: str
-    item_id: str
+    kind: OrderKind = OrderKind.ITEM
+    event_type: str = "item.purchased"
+    item_id: str = ""
     project_id: str
-    item_name: str
+    item_name: str = ""
+    merchant_order_id: str | None = None
+    description: str | None = None
+    subscription_id: str | None = None
+    plan_id: str | None = None
+    user_id: str | None = None
+    interval: Interval | None = None
+    interval_count: int | None = None
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    invoice_url: str | None = None
     amount: int
     currency: str
     buyer_email: str
@@ -274,6 +327,18 @@ class Purchase(Record):
     event_id: str | None = None
     created_at: datetime
     updated_at: datetime
+
+    def view(self) -> dict[str, Any]:
+        """The order as the API shows it: a shop payment's ``order_id`` is the merchant's, the
+        gateway's is ``gateway_order_id``; unset fields of other kinds are left out."""
+        shown = self.model_dump(mode="json", exclude_none=True, exclude={"merchant_order_id"})
+        for name in ("buyer_name", "paid_at", "webhook_status", "event_id"):
+            shown.setdefault(name, None)
+        if self.kind is OrderKind.PAYMENT:
+            shown |= {"order_id": self.merchant_order_id, "gateway_order_id": self.order_id}
+        if self.kind is not OrderKind.ITEM:
+            shown.pop("item_id", None)
+        return shown
 
 
 class EventKind(StrEnum):
@@ -299,9 +364,11 @@ class EventRecord(Record):
 
     id: str
     kind: EventKind = EventKind.MERCHANT
+    type: str = ""  # relay.event_types; '' for one stored before events carried it: item.purchased
     project_id: str
     order_id: str = ""
     item_id: str = ""
+    plan_id: str = ""
     body: str
     state: WebhookStatus = WebhookStatus.PENDING
     seq: int = 0
@@ -310,6 +377,16 @@ class EventRecord(Record):
     next_attempt_at: datetime | None = None
     dead_at: datetime | None = None
     dead_reason: DeadReason | None = None
+
+    @property
+    def type_name(self) -> str:
+        """Its type: an operator's alert names it in its body; a merchant's event stored before
+        events carried one is an item.purchased."""
+        if self.type:
+            return self.type
+        if self.kind is EventKind.OPERATOR:
+            return str(json.loads(self.body).get("type", ""))
+        return "item.purchased"
 
 
 @dataclass(frozen=True)
@@ -329,6 +406,13 @@ class PaymentOutcome:
     # The currency the callback states, when it states one: the ingest script refuses it when it
     # is not the purchase's (compared case-insensitively).
     currency: str | None = None
+    # A refund (status refunded): how much (None: the whole amount), why, when (None: now), and
+    # the gateway's id of the refund, so each refund of an order is sent once (None: the status
+    # and amount stand for it).
+    refund_amount: Decimal | None = None
+    refund_reason: str | None = None
+    refunded_at: datetime | None = None
+    refund_key: str | None = None
 
 
 class DeadLetter(BaseModel):
@@ -338,6 +422,7 @@ class DeadLetter(BaseModel):
 
     event_id: str
     kind: EventKind
+    type: str
     project_id: str
     order_id: str
     item_id: str
@@ -346,6 +431,61 @@ class DeadLetter(BaseModel):
     dead_at: str | None
     reason: DeadReason | None
     last_attempt: Attempt | None
+
+
+class Plan(Record):
+    """A subscription's pricing tier: ``price`` every ``interval_count`` ``interval``s."""
+
+    id: Identifier
+    project_id: Identifier
+    name: str = Field(min_length=1, max_length=200)
+    price: Amount
+    currency: Currency = "IDR"
+    interval: Interval
+    interval_count: int = Field(default=1, ge=1, le=365)
+    webhook_url: WebhookUrl = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SubscriptionStatus(StrEnum):
+    PENDING = "pending"  # its first invoice is unpaid
+    ACTIVE = "active"
+    PAST_DUE = "past_due"  # the period ended with its renewal unpaid, within RELAY_SUBSCRIPTION_GRACE
+    EXPIRED = "expired"
+    CANCELED = "canceled"
+
+
+class Subscription(Record):
+    """A buyer's subscription to a plan; price and interval are the plan's when it was taken.
+    ``order_id`` is the order that paid the current period (the first invoice's until then),
+    ``pending_order_id`` the invoice awaiting payment. ``version`` goes up with every change: the
+    timers and the API change a subscription only at the version they read."""
+
+    id: str
+    project_id: str
+    plan_id: str
+    plan_name: str
+    amount: int
+    currency: str
+    interval: Interval
+    interval_count: int = 1
+    buyer_email: str
+    buyer_name: str | None = None
+    user_id: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    gateway: str = "midtrans"
+    status: SubscriptionStatus = SubscriptionStatus.PENDING
+    current_period_start: datetime | None = None
+    current_period_end: datetime | None = None
+    cancel_at_period_end: bool = False
+    order_id: str
+    pending_order_id: str | None = None
+    invoice_url: str | None = None
+    paid_at: datetime | None = None
+    version: int = 0
+    created_at: datetime
+    updated_at: datetime
 
 
 # --- API input --------------------------------------------------------------------------------
@@ -379,5 +519,37 @@ class PurchaseIn(Input):
     buyer_email: Email
     buyer_name: str | None = Field(default=None, max_length=200)
     amount: Amount | None = None
+    metadata: Metadata = Field(default_factory=dict)
+    gateway: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class PaymentIn(Input):
+    order_id: str = Field(pattern=MERCHANT_ORDER_ID_PATTERN)
+    amount: Amount
+    currency: Currency = "IDR"
+    buyer_email: Email
+    buyer_name: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=1000)
+    metadata: Metadata = Field(default_factory=dict)
+    gateway: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class PlanIn(Input):
+    id: Identifier | None = None
+    project_id: Identifier
+    name: str = Field(min_length=1, max_length=200)
+    price: Amount
+    currency: Currency = "IDR"
+    interval: Interval
+    interval_count: int = Field(default=1, ge=1, le=365)
+    webhook_url: WebhookUrl = None
+
+
+class SubscribeIn(Input):
+    client_id: str = Field(min_length=1, max_length=100)
+    plan_id: Identifier
+    buyer_email: Email
+    buyer_name: str | None = Field(default=None, max_length=200)
+    user_id: str | None = Field(default=None, min_length=1, max_length=200)
     metadata: Metadata = Field(default_factory=dict)
     gateway: str | None = Field(default=None, min_length=1, max_length=64)

@@ -245,6 +245,7 @@ class Operations:
                 DeadLetter(
                     event_id=event.id,
                     kind=event.kind,
+                    type=event.type_name,
                     project_id=event.project_id,
                     order_id=event.order_id,
                     item_id=event.item_id,

@@ -46,13 +46,16 @@ class Progress(Protocol):
 
 @dataclass(frozen=True)
 class Lifetimes:
-    """RELAY_RETENTION, RELAY_DEAD_LETTER_RETENTION, RELAY_PURCHASE_EXPIRY and
-    RELAY_ENDPOINT_DISABLE_AFTER (``relay.settings``), with their defaults."""
+    """RELAY_RETENTION, RELAY_DEAD_LETTER_RETENTION, RELAY_PURCHASE_EXPIRY,
+    RELAY_ENDPOINT_DISABLE_AFTER, RELAY_RENEWAL_NOTICE and RELAY_SUBSCRIPTION_GRACE
+    (``relay.settings``), with their defaults."""
 
     retention: timedelta = timedelta(days=30)
     dead_letter_retention: timedelta = timedelta(days=90)
     purchase_expiry: timedelta = timedelta(hours=24)
     endpoint_disable_after: timedelta = timedelta(days=5)
+    renewal_notice: timedelta = timedelta(days=3)
+    subscription_grace: timedelta = timedelta(days=3)
 
 
 DEFAULT_LIFETIMES = Lifetimes()

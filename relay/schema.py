@@ -89,6 +89,7 @@ class Keys:
         self.expiry = f"{prefix}:expiry"
         self.retention = f"{prefix}:retention"
         self.stats = f"{prefix}:stats"
+        self.subscriptions_due = f"{prefix}:subscriptions:due"
 
     # --- catalogue ---------------------------------------------------------------------------------
 
@@ -108,6 +109,20 @@ class Keys:
 
     def project_items(self, project_id: str) -> str:
         return f"{self.prefix}:project:{project_id}:items"
+
+    def plan(self, plan_id: str) -> str:
+        return f"{self.prefix}:plan:{plan_id}"
+
+    def project_plans(self, project_id: str) -> str:
+        return f"{self.prefix}:project:{project_id}:plans"
+
+    # --- subscriptions -----------------------------------------------------------------------------
+
+    def subscription(self, subscription_id: str) -> str:
+        return f"{self.prefix}:subscription:{subscription_id}"
+
+    def project_subscriptions(self, project_id: str) -> str:
+        return f"{self.prefix}:project:{project_id}:subscriptions"
 
     # --- purchases ---------------------------------------------------------------------------------
 

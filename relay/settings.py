@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     purchase_expiry: Duration = timedelta(hours=24)
     # An endpoint whose every delivery failed for this long is disabled (relay.endpoints).
     endpoint_disable_after: Duration = timedelta(days=5)
+    # A subscription's next invoice is made this long before its period ends (subscription.
+    # renewal_due); unpaid this long after the period ended, the subscription expires.
+    renewal_notice: Duration = timedelta(days=3)
+    subscription_grace: Duration = timedelta(days=3)
     # Where the relay's own alerts go (message.attempt.exhausted, endpoint.disabled), signed with
     # the whsec_ secret like a merchant's webhook.
     operator_webhook_url: WebhookUrl = None
@@ -260,6 +264,8 @@ class Settings(BaseSettings):
             dead_letter_retention=self.dead_letter_retention,
             purchase_expiry=self.purchase_expiry,
             endpoint_disable_after=self.endpoint_disable_after,
+            renewal_notice=self.renewal_notice,
+            subscription_grace=self.subscription_grace,
         )
 
     @property

@@ -17,9 +17,21 @@ from redis.asyncio import Redis
 
 from relay import lua
 from relay.crypto import SecretBox
-from relay.event_body import BODY_END, METADATA_JOIN, event_body_head, metadata_json
+from relay.event_body import BODY_END, METADATA_JOIN, metadata_json, reason_json
+from relay.event_types import Webhook, event_body_head, event_type, lua_refund_table
 from relay.jsonutil import dumps
-from relay.models import RANK, Item, PaymentOutcome, Project, Purchase, WebhookStatus, iso_z, to_ms
+from relay.models import (
+    RANK,
+    EventRecord,
+    Item,
+    OrderKind,
+    PaymentOutcome,
+    Project,
+    Purchase,
+    WebhookStatus,
+    iso_z,
+    to_ms,
+)
 from relay.retention import DEFAULT_LIFETIMES, Lifetimes
 from relay.schema import Keys
 
@@ -33,15 +45,13 @@ UNMATCHED_TEXT = 128  # characters kept of each text field of an unknown-order r
 @dataclass(frozen=True)
 class DeliveryTarget:
     project: Project | None
-    item: Item | None
+    override: str | None  # the webhook_url of the event's item or plan (relay.event_types.Webhook)
     disabled: frozenset[str]  # the digests (Keys.endpoint_digest) of the project's disabled endpoints
 
     @property
     def url(self) -> str | None:
-        """The item's webhook URL, else the project's."""
-        return (self.item.webhook_url if self.item else None) or (
-            self.project.webhook_url if self.project else None
-        )
+        """The item's or plan's webhook URL, else the project's."""
+        return self.override or (self.project.webhook_url if self.project else None)
 
 
 def _lua_string(text: str) -> str:
@@ -53,19 +63,27 @@ def _lua_string(text: str) -> str:
 
 def ingest_script() -> str:
     """ingest.lua, after what it is loaded with: the status ladder it checks (``RANK``, from
-    ``relay.models.RANK``) and the text it joins an event body with (``relay.event_body``)."""
+    ``relay.models.RANK``), the text it joins an event body with (``relay.event_body``), each
+    paying type's refund type (``relay.event_types``) and the period arithmetic (lib/periods.lua)."""
     ranks = ", ".join(f"{status.value} = {rank}" for status, rank in RANK.items())
     joins = f"local METADATA_JOIN, BODY_END = {_lua_string(METADATA_JOIN)}, {_lua_string(BODY_END)}"
-    return f"local RANK = {{{ranks}}}\n{joins}\n" + lua.source("ingest")
+    loaded = f"local RANK = {{{ranks}}}\n{joins}\n{lua_refund_table()}\n{lua.library('periods')}\n"
+    return loaded + lua.source("ingest")
 
 
-PURCHASE_STATE_FIELDS = ("status", "paid_at", "webhook_status", "event_id", "updated_at")
+PURCHASE_STATE_FIELDS = ("status", "paid_at", "webhook_status", "event_id", "updated_at", "invoice_url")
+# Left out of an item's doc while they have their default: the doc every purchase stores stays small.
+_DEFAULTS = {"kind": OrderKind.ITEM, "event_type": "item.purchased"}
 
 
 def purchase_template(purchase: Purchase) -> dict[str, str]:
-    """The purchase hash fields besides its state: ``doc`` (the fixed fields but metadata), the
-    metadata once, and the head of its event body (relay.event_body), until it is paid."""
-    doc = purchase.model_dump(mode="json", exclude={"metadata", *PURCHASE_STATE_FIELDS})
+    """The purchase hash fields besides its state: ``doc`` (the fixed fields but metadata, unset
+    ones left out), the metadata once, and the head of its event body (relay.event_types), until
+    it is paid."""
+    defaults = {name for name, value in _DEFAULTS.items() if getattr(purchase, name) == value}
+    doc = purchase.model_dump(
+        mode="json", exclude={"metadata", *PURCHASE_STATE_FIELDS, *defaults}, exclude_none=True
+    )
     return {
         "doc": dumps(doc),
         "metadata": metadata_json(purchase.metadata),
@@ -123,6 +141,7 @@ class Store:
         self._ingest = redis.register_script(ingest_script())
         self._create_purchase = redis.register_script(lua.source("create_purchase"))
         self._add_template = redis.register_script(lua.source("add_template"))
+        self._remember_invoice = redis.register_script(lua.source("remember_invoice"))
 
     # --- projects ---------------------------------------------------------------------------
 
@@ -185,18 +204,27 @@ class Store:
         raw = await self.redis.get(self.keys.item(item_id))
         return None if raw is None else Item.model_validate_json(raw)
 
-    async def delivery_target(self, project_id: str, item_id: str) -> DeliveryTarget:
+    def webhook_source(self, event: EventRecord) -> str | None:
+        """The key of the catalogue entry whose webhook_url the event goes to before the project's
+        (its type's ``Webhook``): its item or its plan, or none."""
+        match event_type(event.type).webhook:
+            case Webhook.ITEM if event.item_id:
+                return self.keys.item(event.item_id)
+            case Webhook.PLAN if event.plan_id:
+                return self.keys.plan(event.plan_id)
+        return None
+
+    async def delivery_target(self, event: EventRecord) -> DeliveryTarget:
         """What a delivery attempt resolves its URL and secret from, in one MGET: the project, the
-        item, and the digests of the project's disabled endpoints (relay.endpoints)."""
-        keys = [
-            self.keys.project(project_id),
-            self.keys.item(item_id),
-            self.keys.project_disabled_endpoints(project_id),
-        ]
-        raw_project, raw_item, disabled = await self.redis.mget(keys)
+        item or plan (``webhook_source``), and the digests of the project's disabled endpoints
+        (relay.endpoints)."""
+        source = self.webhook_source(event)
+        keys = [self.keys.project(event.project_id), self.keys.project_disabled_endpoints(event.project_id)]
+        raw_project, disabled, *raw_source = await self.redis.mget([*keys, source] if source else keys)
+        override = json.loads(raw_source[0]).get("webhook_url") if raw_source and raw_source[0] else None
         return DeliveryTarget(
             project=None if raw_project is None else self._open(raw_project),
-            item=None if raw_item is None else Item.model_validate_json(raw_item),
+            override=override,
             disabled=frozenset(disabled.split(",")) if disabled else frozenset(),
         )
 
@@ -222,11 +250,13 @@ class Store:
 
     # --- purchases --------------------------------------------------------------------------
 
-    async def create_purchase(self, purchase: Purchase) -> bool:
+    async def create_purchase(self, purchase: Purchase, *, expires_at: datetime | None = None) -> bool:
         """Store a new purchase, only if its order id is not taken (create_purchase.lua, one atomic
         step): False, and nothing written, when it is. A stored purchase is never overwritten. It
-        expires RELAY_PURCHASE_EXPIRY after it was made unless paid by then (relay.retention)."""
-        state = purchase.model_dump(mode="json", include=set(PURCHASE_STATE_FIELDS))
+        expires at ``expires_at``, by default RELAY_PURCHASE_EXPIRY after it was made, unless paid
+        by then (relay.retention)."""
+        expires_at = expires_at or purchase.created_at + self.lifetimes.purchase_expiry
+        state = purchase.model_dump(mode="json", include=set(PURCHASE_STATE_FIELDS), exclude={"invoice_url"})
         fields = purchase_template(purchase) | {key: value or "" for key, value in state.items()}
         created = await self._create_purchase(
             keys=[
@@ -238,11 +268,16 @@ class Store:
             args=[
                 purchase.order_id,
                 to_ms(purchase.created_at),
-                to_ms(purchase.created_at + self.lifetimes.purchase_expiry),
+                to_ms(expires_at),
                 *(part for pair in fields.items() for part in pair),
             ],
         )
         return bool(created)
+
+    async def remember_invoice(self, order_id: str, invoice_url: str) -> None:
+        """Keep an order's invoice URL (a shop payment asked for again answers it), only while the
+        order exists."""
+        await self._remember_invoice(keys=[self.keys.purchase(order_id)], args=[invoice_url])
 
     async def get_purchase(self, order_id: str) -> Purchase | None:
         fields = await self.redis.hgetall(self.keys.purchase(order_id))  # type: ignore[misc]
@@ -281,14 +316,18 @@ class Store:
         paid_at: datetime | None = None,
         event_id: str = "",
         job: JobWrite | None = None,
-    ) -> tuple[str, str]:
-        """Apply ``outcome`` to its purchase in one atomic script (ingest.lua): its code and detail.
-        A settlement needs ``paid_at`` (the script raises it to the order's creation when earlier)
-        and ``event_id``; ``job`` enqueues the first delivery."""
+        refunded_at: datetime | None = None,
+    ) -> tuple[str, str, int]:
+        """Apply ``outcome`` to its purchase in one atomic script (ingest.lua): its code, detail
+        and the number of events it wrote. A settlement needs ``paid_at`` (the script raises it to
+        the order's creation when earlier) and ``event_id``, a refund ``event_id`` and
+        ``refunded_at``; ``job`` enqueues the event's first delivery."""
         job_args: list[str | bytes | int] = ["", "", 0, 0]
         if job is not None:
             job_args = [job.job_id, job.payload, job.score, job.expires_ms]
-        code, detail = await self._ingest(
+        refund_amount = outcome.amount if outcome.refund_amount is None else outcome.refund_amount
+        refund_key = outcome.refund_key or f"{outcome.raw_status}:{refund_amount}"
+        code, detail, written = await self._ingest(
             keys=[
                 self.keys.purchase(outcome.order_id),
                 self.keys.event(event_id or "-"),
@@ -310,10 +349,15 @@ class Store:
                 to_ms(now),
                 *job_args,
                 to_ms(now + self.lifetimes.retention),
-                self.keys.project(""),
+                self.keys.prefix + ":",
+                refund_key[:200],
+                iso_z(refunded_at or now),
+                str(int(refund_amount)),
+                reason_json(outcome.refund_reason),
+                int(self.lifetimes.renewal_notice.total_seconds() * 1000),
             ],
         )
-        return str(code), str(detail)
+        return str(code), str(detail), int(written)
 
     async def add_event_template(self, order_id: str) -> None:
         """Give a purchase without an event template (made before purchases carried one, or

@@ -456,8 +456,11 @@ def make_outcome(
 
 
 async def settle(stores: Stored, order_id: str, *, event_id: str, **fields: Any) -> tuple[str, str]:
-    """Ingest a settlement of ``order_id`` at T0 (``fields`` shape the outcome)."""
-    return await stores.store.ingest(make_outcome(order_id, **fields), now=T0, paid_at=T0, event_id=event_id)
+    """Ingest a settlement of ``order_id`` at T0 (``fields`` shape the outcome): its code and detail."""
+    code, detail, _ = await stores.store.ingest(
+        make_outcome(order_id, **fields), now=T0, paid_at=T0, event_id=event_id
+    )
+    return code, detail
 
 
 class Stored(Protocol):

@@ -283,7 +283,7 @@ async def ingest_with_job(redis: Redis, redis_url: str, job: JobWrite, *, event_
     store = make_stores(redis, make_settings(redis_url=redis_url)).store
     await store.create_purchase(make_purchase("order-1", created_at=NOW))
     applied = await store.ingest(make_outcome("order-1"), now=NOW, paid_at=NOW, event_id=event_id, job=job)
-    assert applied == ("applied", "paid")
+    assert applied == ("applied", "paid", 1)
 
 
 async def test_the_ingest_script_writes_a_delivery_job_byte_for_byte_as_enqueue_job_does(

@@ -247,7 +247,7 @@ async def test_a_secret_no_key_decrypts_dead_letters_the_event_with_its_reason(
 class Broken:
     """A store whose reads fail with a bug's exception (not a store or network failure)."""
 
-    async def delivery_target(self, project_id: str, item_id: str) -> Any:
+    async def delivery_target(self, event: Any) -> Any:
         raise KeyError("a bug")
 
 

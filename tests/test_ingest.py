@@ -147,8 +147,14 @@ async def test_a_settlement_after_a_refund_writes_the_event_once_and_stays_refun
     assert stored is not None
     assert (stored.status, stored.paid_at) == (REFUNDED, T0)
     assert stored.event_id is not None
-    assert await outbox_scores(stores) == {stored.event_id: to_ms(T0)}
+    # The refund that came first is sent too, after the payment: from the outbox (the sweeper
+    # enqueues it), the payment's own job queued at once.
+    refund_id = f"{stored.event_id}_refund"
+    assert await outbox_scores(stores) == {stored.event_id: to_ms(T0), refund_id: to_ms(T0)}
     assert await queued_jobs(stores) == [stored.event_id]
+    refund = await stores.events.get(refund_id)
+    assert refund is not None
+    assert (refund.type, json.loads(refund.body)["event"]) == ("item.refunded", "item.refunded")
 
 
 @pytest.mark.parametrize(("stated", "applies"), [(None, True), ("IDR", True), ("idr", True), ("USD", False)])

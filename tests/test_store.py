@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from relay.crypto import SecretBox, generate_key
-from relay.event_body import ItemPurchasedEvent, event_body, event_body_head, metadata_json
+from relay.event_body import ItemPurchasedEvent, event_body, metadata_json
+from relay.event_types import event_body_head
 from relay.jsonutil import dumps
 from relay.models import (
     EventRecord,
@@ -142,7 +143,13 @@ async def test_ingest_to_paid_writes_event_and_outbox(stores: Backend) -> None:
         | {"paid_at": iso_z(T0)}
     ).model_dump_json()
     expected = EventRecord(
-        id="evt_1", project_id="shop", order_id="order-1", item_id="tmpl", body=body, created_at=T0
+        id="evt_1",
+        type="item.purchased",
+        project_id="shop",
+        order_id="order-1",
+        item_id="tmpl",
+        body=body,
+        created_at=T0,
     )
     assert await stores.events.get("evt_1") == expected
     assert list(json.loads(body)) == list(ItemPurchasedEvent.model_fields)
@@ -193,7 +200,7 @@ async def test_a_second_settlement_and_a_late_expiry_change_nothing(stores: Back
 
     assert await settle(stores, "order-1", event_id="evt_2") == ("unchanged", "paid")
     expired = make_outcome("order-1", PurchaseStatus.EXPIRED)
-    assert await stores.store.ingest(expired, now=T0) == ("unchanged", "paid")
+    assert (await stores.store.ingest(expired, now=T0))[:2] == ("unchanged", "paid")
 
     stored = await stores.store.get_purchase("order-1")
     assert stored is not None
@@ -289,7 +296,7 @@ async def test_a_purchase_without_a_template_gets_one_and_is_paid(stores: Backen
 async def test_ingest_without_paid_writes_no_event(stores: Backend, status: PurchaseStatus) -> None:
     purchase = make_purchase("order-1")
     await stores.store.create_purchase(purchase)
-    assert await stores.store.ingest(make_outcome("order-1", status), now=T0) == ("applied", status.value)
+    assert (await stores.store.ingest(make_outcome("order-1", status), now=T0))[:2] == ("applied", status.value)
     stored = await stores.store.get_purchase("order-1")
     assert stored is not None
     assert stored.status is status

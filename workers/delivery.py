@@ -165,7 +165,7 @@ async def deliver(event_id: str, seq: int, *, deps: Deps) -> Outcome:
 async def _attempt(event: EventRecord, seq: int, deps: Deps) -> Outcome:
     if event.kind is EventKind.OPERATOR:
         return await _attempt_alert(event, seq, deps)
-    target = await deps.store.delivery_target(event.project_id, event.item_id)
+    target = await deps.store.delivery_target(event)
     project, url = target.project, target.url
     now = deps.clock()
     if project is None or url is None:

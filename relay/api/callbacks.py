@@ -59,7 +59,7 @@ async def handle_callback(request: web.Request, name: str) -> web.Response:
         outcome = await gateway.confirm(outcome, request.app[HTTP])
         result = await apply_outcome(request.app[STORE], request.app[ARQ], outcome, clock=request.app[CLOCK])
         outcome_label = result.value
-        if result is Ingested.PAID:
+        if result in (Ingested.PAID, Ingested.REFUND_SENT):
             metrics.events_created.inc()
         structlog.contextvars.bind_contextvars(result=result.value)
         return web.Response(body=ok_body(gateway), content_type="application/json")

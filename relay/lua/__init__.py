@@ -18,3 +18,9 @@ from importlib.resources import files
 def source(name: str) -> str:
     """The text of ``relay/lua/{name}.lua``."""
     return files(__name__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+@cache
+def library(name: str) -> str:
+    """The text of ``relay/lua/lib/{name}.lua``: functions loaded ahead of the scripts that use them."""
+    return files(__name__).joinpath("lib", f"{name}.lua").read_text(encoding="utf-8")

@@ -1,9 +1,9 @@
 -- Delete finished records (relay.retention.Retention.delete_due): take up to ARGV[3] retention
 -- entries that are due and delete what each names, with every index entry pointing at it:
---   o:{order id}  the purchase, its event and attempt log, and their entries in the project's
+--   o:{order id}  the purchase, its events (paid, refunds) and their attempt logs, and their entries in the project's
 --                 purchases and events, the outbox, the dead-letter sets and the expiry schedule;
 --   e:{event id}  an event of the operator's (a relay alert) and its attempt log.
--- Each is checked again first: an order whose event is pending or retrying (a replay, a late
+-- Each is checked again first: an order with an event pending or retrying (a replay, a late
 -- settlement) or that is still pending itself is not finished; it only leaves the schedule (it
 -- comes back when it finishes). One atomic step, so a callback for the order sees it whole or
 -- not at all (then the callback is recorded as unmatched).
@@ -38,17 +38,19 @@ for _, member in ipairs(due) do
   if kind == 'o' then
     local key = p .. 'purchase:' .. id
     local found = redis.call('HMGET', key, 'status', 'event_id', 'doc')
-    local event_id = found[2]
-    if event_id == '' then event_id = false end
-    local finished
-    if event_id then
-      finished = not unfinished(redis.call('HGET', p .. 'event:' .. event_id, 'state'))
-    else
-      finished = found[1] and found[1] ~= 'pending'
+    local events = {}  -- the paid event and each refund's
+    if found[2] and found[2] ~= '' then events[1] = found[2] end
+    local fields = redis.call('HKEYS', key)
+    for _, field in ipairs(fields) do
+      if string.sub(field, 1, 7) == 'refund:' then events[#events + 1] = redis.call('HGET', key, field) end
+    end
+    local finished = found[1] and (#events > 0 or found[1] ~= 'pending')
+    for _, event_id in ipairs(events) do
+      if unfinished(redis.call('HGET', p .. 'event:' .. event_id, 'state')) then finished = false end
     end
     if finished then
       local project_id = cjson.decode(found[3]).project_id
-      if event_id then drop_event(event_id, project_id) end
+      for _, event_id in ipairs(events) do drop_event(event_id, project_id) end
       redis.call('DEL', key)
       redis.call('ZREM', p .. 'project:' .. project_id .. ':purchases', id)
       redis.call('ZREM', KEYS[4], id)

@@ -1,9 +1,10 @@
 -- Finish an attempt (relay.events.EventStore.finish_attempt): log it and move the event to its
 -- new state, if the event is still at the job's seq (else a newer job owns it: nothing changes).
 --
--- For a merchant's event it also moves the order's webhook_status, puts a finished order on the
--- retention schedule (delivered or without endpoint: RELAY_RETENTION; dead-lettered:
--- RELAY_DEAD_LETTER_RETENTION), and keeps the health of the endpoint the attempt went to: a
+-- For a merchant's event it also moves the order's webhook_status (an order with refunds shows its
+-- latest event's), puts a finished order on the retention schedule (delivered or without endpoint:
+-- RELAY_RETENTION; dead-lettered: RELAY_DEAD_LETTER_RETENTION; never earlier than another of its
+-- events put it there: ZADD GT), and keeps the health of the endpoint the attempt went to: a
 -- success clears failing_since; a failure sets it when unset and disables the endpoint once it is
 -- older than the window (and adds it to the project's disabled endpoints, which every delivery
 -- reads with its project). A success also enables a disabled endpoint again: one already in
@@ -50,6 +51,8 @@ local event_id = ARGV[1]
 local found = redis.call('HMGET', KEYS[1], 'seq', 'kind', 'order_id')
 if found[1] ~= ARGV[2] then return {0, 0} end
 local operator = found[2] == 'operator'
+-- An event about no one order (an operator's alert, a subscription's timer) is retained as itself.
+local own = operator or not found[3] or found[3] == ''
 if ARGV[3] ~= '' then
   redis.call('RPUSH', KEYS[2], ARGV[3])
   redis.call('LTRIM', KEYS[2], -tonumber(ARGV[8]), -1)
@@ -58,8 +61,8 @@ end
 local state = ARGV[4]
 redis.call('HSET', KEYS[1], 'state', state, 'next_attempt_at', ARGV[6], 'dead_at', ARGV[7],
   'dead_reason', ARGV[13])
-if not operator then redis.call('HSET', KEYS[3], 'webhook_status', state) end
-local member = operator and ('e:' .. event_id) or ('o:' .. found[3])
+if not own then redis.call('HSET', KEYS[3], 'webhook_status', state) end
+local member = own and ('e:' .. event_id) or ('o:' .. found[3])
 if state == 'retrying' then
   redis.call('HINCRBY', KEYS[1], 'seq', 1)
   redis.call('ZADD', KEYS[4], ARGV[5], event_id)
@@ -67,11 +70,11 @@ elseif state == 'failed' then
   redis.call('ZREM', KEYS[4], event_id)
   redis.call('ZADD', KEYS[5], ARGV[5], event_id)
   redis.call('ZADD', KEYS[6], ARGV[5], event_id)
-  redis.call('ZADD', KEYS[7], ARGV[12], member)
+  redis.call('ZADD', KEYS[7], 'GT', ARGV[12], member)
   if ARGV[18] ~= '' and not operator then create_alert(KEYS[10], ARGV[18], ARGV[19]) end
 else
   redis.call('ZREM', KEYS[4], event_id)
-  redis.call('ZADD', KEYS[7], ARGV[11], member)
+  redis.call('ZADD', KEYS[7], 'GT', ARGV[11], member)
 end
 
 if operator or KEYS[8] == '' then return {1, 0} end

@@ -1,16 +1,27 @@
 -- Ingest: the one atomic step of a gateway callback (relay.store.Store.ingest).
 --
--- Reads the purchase; checks the gateway, the currency, the amount and the status ladder (RANK,
--- the table of relay.models.RANK, and the text joining an event body, METADATA_JOIN and BODY_END of
--- relay.event_body, are defined ahead of this text when the script is loaded); then moves the
--- status and, on the purchase's first settlement, writes the event (its body from the template
--- stored with the purchase), its outbox entry and, given one, its first arq job as arq's
--- enqueue_job writes it (job key with its expiry, queue entry), unless that job id exists. One
--- round trip, no read-then-write race.
+-- Reads the order; checks the gateway, the currency, the amount and the status ladder; then moves
+-- the status and writes what the move sends. Loaded after what it is loaded with (relay.store.
+-- ingest_script): RANK (relay.models.RANK), METADATA_JOIN and BODY_END (relay.event_body), REFUND_OF
+-- (each paying event type's refund type, relay.event_types) and relay/lua/lib/periods.lua.
 --
--- The first settlement writes the event even when the purchase is already refunded (a refund or
+-- On the order's first settlement it writes the event its kind sends (doc.event_type; an order
+-- stored before kinds existed sends item.purchased), its body from the template stored with the
+-- order; a first subscription payment starts the period at paid_at (add_interval) and a renewal
+-- pays the period its invoice names: the subscription becomes active with that period, its renewal
+-- timer set RELAY_RENEWAL_NOTICE before the period ends. A refund of a paid order writes the refund
+-- type's event (once per refund key), its body the paid body with refunded_at, refund_amount and
+-- reason before metadata. Each event gets its outbox entry and, given one, its first arq job as
+-- arq's enqueue_job writes it (job key with its expiry, queue entry), unless that job id exists.
+-- One round trip, no read-then-write race.
+--
+-- The first settlement writes the event even when the order is already refunded (a refund or
 -- chargeback that arrived first, reordered or forged, must not swallow a real payment); the status
--- stays refunded. A purchase with an event never gets a second one.
+-- stays refunded, and the refund kept from then is sent too (outbox only: the sweeper enqueues it).
+-- An order never gets a second paid event.
+--
+-- Key names other than KEYS are built here under the prefix ARGV[15] (``{p}:``); relay runs on
+-- one Redis, no cluster.
 --
 -- KEYS[1] purchase        KEYS[2] event             KEYS[3] outbox
 -- KEYS[4] arq job key     KEYS[5] arq result key    KEYS[6] arq queue    KEYS[7] retention
@@ -18,63 +29,148 @@
 -- ARGV[4] amount as integer text ('' matches nothing)            ARGV[5] amount rule: exact | at_least
 -- ARGV[6] event id        ARGV[7] paid_at (ISO 8601 UTC to the second, with Z; at most now)
 -- ARGV[8] the currency the callback states ('' when it states none)
--- ARGV[9] outbox score (ms)
+-- ARGV[9] now (ms): the outbox score
 -- ARGV[10] job id ('' for none)   ARGV[11] job payload   ARGV[12] job score (ms)   ARGV[13] job expiry (ms)
--- ARGV[14] the retention deadline (ms)    ARGV[15] the project key prefix (``{p}:project:``)
+-- ARGV[14] the retention deadline (ms)    ARGV[15] the key prefix with its colon (``{p}:``)
+-- ARGV[16] refund key     ARGV[17] refunded_at (ISO 8601 UTC to the second, with Z)
+-- ARGV[18] refund amount (integer text)   ARGV[19] refund reason as JSON (a string or null)
+-- ARGV[20] RELAY_RENEWAL_NOTICE (ms)
 --
--- Returns {code, detail}: {'applied', status} | {'unknown_order', ''} | {'other_gateway', gateway}
---   | {'currency_mismatch', stored currency} | {'amount_mismatch', stored amount}
---   | {'unchanged', status} | {'no_template', ''} (nothing written: store the template and run again)
+-- Returns {code, detail, events written}: {'applied', status} | {'unknown_order', ''}
+--   | {'other_gateway', gateway} | {'currency_mismatch', stored currency}
+--   | {'amount_mismatch', stored amount} | {'unchanged', status}
+--   | {'no_template', ''} (nothing written: store the template and run again)
 --   | {'clamped', 'paid'}: applied, with paid_at raised to the order's creation (it was earlier).
--- {'applied', 'paid'} and {'clamped', 'paid'} mean the event was written.
 
-local found = redis.call('HMGET', KEYS[1], 'status', 'doc', 'event_id', 'event_head', 'event_tail', 'metadata')
+local p = ARGV[15]
+local found = redis.call('HMGET', KEYS[1], 'status', 'doc', 'event_id', 'event_head', 'event_tail', 'metadata',
+  'pending_refund')
 local status = found[1]
-if not status then return {'unknown_order', ''} end
+if not status then return {'unknown_order', '', 0} end
 local doc = cjson.decode(found[2])
-if doc.gateway ~= ARGV[1] then return {'other_gateway', doc.gateway} end
+for name, value in pairs(doc) do  -- a null is an unset field
+  if value == cjson.null then doc[name] = nil end
+end
+if doc.gateway ~= ARGV[1] then return {'other_gateway', doc.gateway, 0} end
 if ARGV[8] ~= '' and string.upper(ARGV[8]) ~= string.upper(doc.currency) then
-  return {'currency_mismatch', doc.currency}
+  return {'currency_mismatch', doc.currency, 0}
 end
 local amount = tonumber(ARGV[4])
 local stored = string.format('%d', doc.amount)
 if amount == nil or (ARGV[5] == 'at_least' and amount < doc.amount)
     or (ARGV[5] ~= 'at_least' and ARGV[4] ~= stored) then
-  return {'amount_mismatch', stored}
+  return {'amount_mismatch', stored, 0}
 end
-local settles = ARGV[2] == 'paid' and (not found[3] or found[3] == '')
-if not settles and RANK[ARGV[2]] <= RANK[status] then return {'unchanged', status} end
+local paid_event_id = found[3]
+if paid_event_id == '' then paid_event_id = false end
+local event_type = doc.event_type or 'item.purchased'
+
+local function write_event(key, event_id, body, type_, score)
+  redis.call('HSET', key, 'id', event_id, 'type', type_, 'project_id', doc.project_id,
+    'order_id', doc.order_id, 'item_id', doc.item_id or '', 'plan_id', doc.plan_id or '', 'body', body,
+    'state', 'pending', 'seq', '0', 'attempts', '0', 'created_at', ARGV[3], 'next_attempt_at', '', 'dead_at', '')
+  redis.call('ZADD', KEYS[3], score, event_id)
+  redis.call('ZADD', p .. 'project:' .. doc.project_id .. ':events', score, event_id)
+end
+
+local function enqueue_job()
+  if ARGV[10] ~= '' and redis.call('EXISTS', KEYS[4], KEYS[5]) == 0 then
+    redis.call('PSETEX', KEYS[4], ARGV[13], ARGV[11])
+    redis.call('ZADD', KEYS[6], ARGV[12], ARGV[10])
+  end
+end
+
+-- The refund's body: the paid body with its refund type for its name and the refund's fields
+-- before metadata. The first '","metadata":' is the top-level key: every value before it is a
+-- number, null, or a string whose quotes are escaped.
+local function refund_body(paid_body, refund)
+  local name_end = string.find(paid_body, '"', 11, true)
+  local split = string.find(paid_body, '","metadata":', 1, true)
+  return '{"event":"' .. REFUND_OF[event_type] .. string.sub(paid_body, name_end, split)
+    .. ',"refunded_at":"' .. refund.at .. '","refund_amount":' .. refund.amount .. ',"reason":' .. refund.reason
+    .. string.sub(paid_body, split + 1)
+end
+
+local function write_refund(refund, event_id, score)
+  local paid_body = redis.call('HGET', p .. 'event:' .. paid_event_id, 'body')
+  if not paid_body or not REFUND_OF[event_type] then return false end
+  redis.call('HSET', KEYS[1], 'refund:' .. refund.key, event_id, 'webhook_status', 'pending')
+  write_event(p .. 'event:' .. event_id, event_id, refund_body(paid_body, refund), REFUND_OF[event_type], score)
+  redis.call('ZREM', KEYS[7], 'o:' .. doc.order_id)  -- not finished until this event is
+  return true
+end
+
+if ARGV[2] == 'refunded' then
+  local refund = {key = ARGV[16], at = ARGV[17], amount = ARGV[18], reason = ARGV[19]}
+  if redis.call('HEXISTS', KEYS[1], 'refund:' .. refund.key) == 1 then return {'unchanged', status, 0} end
+  if not paid_event_id then  -- kept (the first one), and sent when the settlement arrives
+    if found[7] or status == 'refunded' then
+      redis.call('HSETNX', KEYS[1], 'pending_refund', cjson.encode(refund))
+      return {'unchanged', status, 0}
+    end
+    redis.call('HSET', KEYS[1], 'status', 'refunded', 'updated_at', ARGV[3], 'pending_refund', cjson.encode(refund))
+    redis.call('ZADD', KEYS[7], ARGV[14], 'o:' .. doc.order_id)
+    return {'applied', 'refunded', 0}
+  end
+  redis.call('HSET', KEYS[1], 'status', 'refunded', 'updated_at', ARGV[3])
+  if not write_refund(refund, ARGV[6], ARGV[9]) then return {'applied', 'refunded', 0} end
+  enqueue_job()
+  return {'applied', 'refunded', 1}
+end
+
+local settles = ARGV[2] == 'paid' and not paid_event_id
+if not settles and RANK[ARGV[2]] <= RANK[status] then return {'unchanged', status, 0} end
 local head, tail, metadata = found[4], found[5], found[6]
-if settles and not (head and (tail or metadata)) then return {'no_template', ''} end
+if settles and not (head and (tail or metadata)) then return {'no_template', '', 0} end
 if RANK[ARGV[2]] > RANK[status] then status = ARGV[2] end
 redis.call('HSET', KEYS[1], 'status', status, 'updated_at', ARGV[3])
 if not settles then
-  if status ~= 'pending' and (not found[3] or found[3] == '') then
+  if status ~= 'pending' and not paid_event_id then
     redis.call('ZADD', KEYS[7], ARGV[14], 'o:' .. doc.order_id)
   end
-  return {'applied', status}
+  return {'applied', status, 0}
 end
 
 local code, paid_at = 'applied', ARGV[7]
 local created = string.sub(doc.created_at, 1, 19) .. 'Z'  -- the same form, so they compare as text
 if paid_at < created then code, paid_at = 'clamped', created end
+local period_start, period_end = doc.period_start, doc.period_end
+local paid_part = paid_at
+if doc.subscription_id and not period_start then  -- a first payment: the period starts now
+  period_start, period_end = paid_at, add_interval(paid_at, doc.interval, doc.interval_count or 1)
+  paid_part = period_start .. '","period_end":"' .. period_end .. '","paid_at":"' .. paid_at
+end
 local body
 if tail then  -- a purchase stored before its metadata had a field of its own: the tail holds it
-  body = head .. paid_at .. tail
+  body = head .. paid_part .. tail
 else
-  body = head .. paid_at .. METADATA_JOIN .. metadata .. BODY_END
+  body = head .. paid_part .. METADATA_JOIN .. metadata .. BODY_END
 end
 local event_id = ARGV[6]
 redis.call('HSET', KEYS[1], 'paid_at', paid_at, 'event_id', event_id, 'webhook_status', 'pending')
 redis.call('HDEL', KEYS[1], 'event_head', 'event_tail')
-redis.call('HSET', KEYS[2], 'id', event_id, 'project_id', doc.project_id, 'order_id', doc.order_id,
-  'item_id', doc.item_id, 'body', body, 'state', 'pending',
-  'seq', '0', 'attempts', '0', 'created_at', ARGV[3], 'next_attempt_at', '', 'dead_at', '')
-redis.call('ZADD', KEYS[3], ARGV[9], event_id)
-redis.call('ZADD', ARGV[15] .. doc.project_id .. ':events', ARGV[9], event_id)
+write_event(KEYS[2], event_id, body, event_type, ARGV[9])
+paid_event_id = event_id
 if found[1] ~= 'pending' then redis.call('ZREM', KEYS[7], 'o:' .. doc.order_id) end  -- it was finished
-if ARGV[10] ~= '' and redis.call('EXISTS', KEYS[4], KEYS[5]) == 0 then
-  redis.call('PSETEX', KEYS[4], ARGV[13], ARGV[11])
-  redis.call('ZADD', KEYS[6], ARGV[12], ARGV[10])
+enqueue_job()
+local written = 1
+if found[7] then  -- a refund that came first: sent now, after the payment it refunds
+  local refund = cjson.decode(found[7])
+  redis.call('HDEL', KEYS[1], 'pending_refund')
+  if write_refund(refund, event_id .. '_refund', ARGV[9]) then written = 2 end
 end
-return {code, 'paid'}
+
+if doc.subscription_id then
+  local sub_key = p .. 'subscription:' .. doc.subscription_id
+  local sub = redis.call('HMGET', sub_key, 'status', 'current_period_end', 'pending_order_id')
+  -- A renewal paid out of order (an older period's invoice) never moves the period back.
+  if sub[1] and (not sub[2] or sub[2] == '' or period_end > sub[2]) then
+    redis.call('HSET', sub_key, 'status', 'active', 'current_period_start', period_start,
+      'current_period_end', period_end, 'cancel_at_period_end', '', 'order_id', doc.order_id, 'paid_at', paid_at,
+      'updated_at', ARGV[3])
+    if sub[3] == doc.order_id then redis.call('HDEL', sub_key, 'pending_order_id', 'invoice_url') end
+    redis.call('HINCRBY', sub_key, 'version', 1)
+    redis.call('ZADD', p .. 'subscriptions:due', iso_ms(period_end) - tonumber(ARGV[20]), doc.subscription_id)
+  end
+end
+return {code, 'paid', written}

@@ -15,7 +15,7 @@ if not found[1] then return -1 end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('HSET', KEYS[1], 'state', 'pending', 'attempts', 0, 'next_attempt_at', '', 'dead_at', '',
   'dead_reason', '')
-if found[2] == 'operator' then
+if found[2] == 'operator' or not found[3] or found[3] == '' then  -- retained as itself
   redis.call('ZREM', KEYS[6], 'e:' .. event_id)
 else
   redis.call('HSET', KEYS[2], 'webhook_status', 'pending')

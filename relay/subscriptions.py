@@ -1,0 +1,424 @@
+"""Subscriptions: a buyer's periods of a plan, and the timers that move them.
+
+A subscription is a Redis hash (``doc``, its fixed fields as JSON, and its state) with a
+``version`` that every change bumps. Its first order's payment activates it and a renewal's payment
+renews it, inside the ingest script (``relay/lua/ingest.lua``), which also sets its timer. Every
+other move is computed here from what the subscription is now (``next_move``, a pure function) and
+written by ``relay/lua/subscription_move.lua`` only at the version it was computed from: two
+workers firing the same timer, or a timer racing a cancel, move it once.
+
+The timers are one sorted set (``{p}:subscriptions:due``: subscription id -> when its next move is
+due, ms), which the worker's sweep reads by score: no scan. A subscription has one timer at a time:
+
+    active, no renewal yet     RELAY_RENEWAL_NOTICE before the period ends: make the next period's
+                               invoice, send subscription.renewal_due
+    active, renewal unpaid     at the period's end: past_due
+    past_due                   RELAY_SUBSCRIPTION_GRACE after the period's end: expired,
+                               subscription.expired
+    active, canceled           at the period's end: canceled, subscription.canceled
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+from arq.connections import ArqRedis
+from redis.asyncio import Redis
+
+from relay import lua
+from relay.errors import Conflict, RelayError
+from relay.event_body import SubscriptionEvent, SubscriptionRenewalDueEvent
+from relay.jsonutil import dumps
+from relay.models import (
+    OrderKind,
+    Purchase,
+    Subscription,
+    SubscriptionStatus,
+    iso_z,
+    new_event_id,
+    new_subscription_order_id,
+    to_ms,
+)
+from relay.periods import add_interval
+from relay.retention import DEFAULT_LIFETIMES, Lifetimes
+from relay.schema import Keys
+from relay.store import Store
+from workers.arq_compat import job_write
+
+log = structlog.get_logger("relay.subscriptions")
+
+STATE_FIELDS = (
+    "status",
+    "current_period_start",
+    "current_period_end",
+    "cancel_at_period_end",
+    "order_id",
+    "pending_order_id",
+    "invoice_url",
+    "paid_at",
+    "version",
+    "updated_at",
+)
+BATCH = 200  # timers one sweep takes at most; the rest wait for the next sweep
+# Invoice an order: the gateway's hosted page (or the sandbox checkout), None when there is none.
+Invoicer = Callable[[Purchase], Awaitable[str | None]]
+
+
+def subscription_from_fields(fields: dict[str, str]) -> Subscription:
+    data: dict[str, Any] = dict(json.loads(fields["doc"]))
+    for name in STATE_FIELDS:
+        data[name] = fields.get(name) or None
+    data["cancel_at_period_end"] = bool(fields.get("cancel_at_period_end"))
+    data["version"] = int(fields.get("version") or 0)
+    data["status"] = data["status"] or SubscriptionStatus.PENDING
+    return Subscription.model_validate(data)
+
+
+def subscription_fields(subscription: Subscription) -> dict[str, str]:
+    """The hash a new subscription is stored as."""
+    state = subscription.model_dump(mode="json", include=set(STATE_FIELDS))
+    fields = {name: "" if value is None else str(value) for name, value in state.items()}
+    fields["cancel_at_period_end"] = "1" if subscription.cancel_at_period_end else ""
+    return {"doc": dumps(subscription.model_dump(mode="json", exclude=set(STATE_FIELDS)))} | fields
+
+
+def first_order(subscription: Subscription, *, order_id: str, now: datetime) -> Purchase:
+    """The order that pays the first period; the period starts when it is paid (ingest.lua)."""
+    return _order(subscription, order_id=order_id, event_type="subscription.activated", now=now)
+
+
+def renewal_order(subscription: Subscription, *, now: datetime) -> Purchase:
+    """The next period's order: it starts where the current period ends, whenever it is paid."""
+    start = subscription.current_period_end
+    assert start is not None, subscription
+    end = add_interval(start, subscription.interval, subscription.interval_count)
+    return _order(
+        subscription,
+        order_id=new_subscription_order_id(subscription.id),
+        event_type="subscription.renewed",
+        now=now,
+        period=(start, end),
+    )
+
+
+def _order(
+    subscription: Subscription,
+    *,
+    order_id: str,
+    event_type: str,
+    now: datetime,
+    period: tuple[datetime, datetime] | None = None,
+) -> Purchase:
+    return Purchase(
+        order_id=order_id,
+        kind=OrderKind.SUBSCRIPTION,
+        event_type=event_type,
+        project_id=subscription.project_id,
+        item_name=subscription.plan_name,
+        subscription_id=subscription.id,
+        plan_id=subscription.plan_id,
+        user_id=subscription.user_id,
+        interval=None if period else subscription.interval,
+        interval_count=None if period else subscription.interval_count,
+        period_start=period[0] if period else None,
+        period_end=period[1] if period else None,
+        amount=subscription.amount,
+        currency=subscription.currency,
+        buyer_email=subscription.buyer_email,
+        buyer_name=subscription.buyer_name,
+        metadata=subscription.metadata,
+        gateway=subscription.gateway,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def subscription_body(subscription: Subscription, event_type: str) -> str:
+    """A subscription.expired or .canceled body: the subscription's last paid period."""
+    start, end = subscription.current_period_start, subscription.current_period_end
+    assert start is not None, subscription
+    assert end is not None, subscription
+    return SubscriptionEvent(
+        event=event_type,
+        subscription_id=subscription.id,
+        plan_id=subscription.plan_id,
+        plan_name=subscription.plan_name,
+        user_id=subscription.user_id,
+        buyer_email=subscription.buyer_email,
+        buyer_name=subscription.buyer_name,
+        order_id=subscription.order_id,
+        amount=subscription.amount,
+        currency=subscription.currency,
+        period_start=iso_z(start),
+        period_end=iso_z(end),
+        paid_at=iso_z(subscription.paid_at) if subscription.paid_at else None,
+        metadata=subscription.metadata,
+    ).model_dump_json()
+
+
+def renewal_due_body(subscription: Subscription, order: Purchase, invoice_url: str | None) -> str:
+    assert order.period_start is not None, order
+    assert order.period_end is not None, order
+    return SubscriptionRenewalDueEvent(
+        subscription_id=subscription.id,
+        plan_id=subscription.plan_id,
+        plan_name=subscription.plan_name,
+        user_id=subscription.user_id,
+        buyer_email=subscription.buyer_email,
+        buyer_name=subscription.buyer_name,
+        order_id=order.order_id,
+        amount=order.amount,
+        currency=order.currency,
+        period_start=iso_z(order.period_start),
+        period_end=iso_z(order.period_end),
+        invoice_url=invoice_url,
+        metadata=subscription.metadata,
+    ).model_dump_json()
+
+
+@dataclass(frozen=True)
+class Move:
+    """What is due for a subscription at a moment: its new fields, its next timer, the event the
+    move sends, and whether it makes the next period's invoice first (``renew``)."""
+
+    due: datetime | None
+    fields: dict[str, str] = field(default_factory=dict)
+    event_type: str | None = None
+    renew: bool = False
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.fields or self.event_type or self.renew)
+
+
+def next_move(subscription: Subscription, now: datetime, lifetimes: Lifetimes) -> Move:
+    """The table of the module docstring: what ``subscription`` does at ``now``."""
+    end = subscription.current_period_end
+    if end is None:
+        return Move(due=None)
+    grace_end = end + lifetimes.subscription_grace
+    match subscription.status:
+        case SubscriptionStatus.ACTIVE if subscription.cancel_at_period_end:
+            if now >= end:
+                return Move(due=None, fields={"status": "canceled"}, event_type="subscription.canceled")
+            return Move(due=end)
+        case SubscriptionStatus.ACTIVE if subscription.pending_order_id is None:
+            notice_at = end - lifetimes.renewal_notice
+            if now >= notice_at:
+                return Move(due=end, event_type="subscription.renewal_due", renew=True)
+            return Move(due=notice_at)
+        case SubscriptionStatus.ACTIVE:
+            if now >= end:
+                return Move(due=grace_end, fields={"status": "past_due"})
+            return Move(due=end)
+        case SubscriptionStatus.PAST_DUE:
+            if now >= grace_end:
+                return Move(due=None, fields={"status": "expired"}, event_type="subscription.expired")
+            return Move(due=grace_end)
+    return Move(due=None)
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    type: str
+    body: str
+
+
+class Subscriptions:
+    """Subscriptions in Redis, and their moves. ``redis`` must decode responses to ``str``."""
+
+    def __init__(
+        self, redis: Redis, *, prefix: str, store: Store, lifetimes: Lifetimes = DEFAULT_LIFETIMES
+    ) -> None:
+        self.redis = redis
+        self.keys = Keys(prefix)
+        self.store = store
+        self.lifetimes = lifetimes
+        self._move = redis.register_script(lua.source("subscription_move"))
+
+    async def create(self, subscription: Subscription, order: Purchase) -> bool:
+        """Store a new subscription and its first order; False (nothing kept) when the order id
+        is taken."""
+        if not await self.store.create_purchase(order):
+            return False
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.subscription(subscription.id), mapping=subscription_fields(subscription))
+            pipe.zadd(
+                self.keys.project_subscriptions(subscription.project_id),
+                {subscription.id: to_ms(subscription.created_at)},
+            )
+            await pipe.execute()
+        return True
+
+    async def get(self, subscription_id: str) -> Subscription | None:
+        fields = await self.redis.hgetall(self.keys.subscription(subscription_id))  # type: ignore[misc]
+        return subscription_from_fields(fields) if fields else None
+
+    async def recent(self, project_id: str, *, limit: int = 100) -> list[Subscription]:
+        """The project's subscriptions, newest first."""
+        ids = await self.redis.zrevrange(self.keys.project_subscriptions(project_id), 0, limit - 1)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for subscription_id in ids:
+                pipe.hgetall(self.keys.subscription(subscription_id))
+            rows = await pipe.execute()
+        return [subscription_from_fields(fields) for fields in rows if fields]
+
+    async def move(
+        self,
+        subscription: Subscription,
+        *,
+        arq: ArqRedis,
+        now: datetime,
+        due: datetime | None,
+        fields: dict[str, str] | None = None,
+        delete: tuple[str, ...] = (),
+        event: NewEvent | None = None,
+    ) -> bool:
+        """Apply a move at the version ``subscription`` was read at (subscription_move.lua);
+        False when it has moved on since (nothing changes)."""
+        event_id = new_event_id() if event else ""
+        job = job_write(arq, event_id, 0) if event else None
+        pairs = [part for pair in (fields or {}).items() for part in pair]
+        moved = await self._move(
+            keys=[
+                self.keys.subscription(subscription.id),
+                self.keys.subscriptions_due,
+                self.keys.event(event_id) if event else "-",
+                self.keys.outbox,
+                self.keys.project_events(subscription.project_id),
+                job.job_key if job else "-",
+                job.result_key if job else "-",
+                job.queue if job else "-",
+            ],
+            args=[
+                subscription.version,
+                subscription.id,
+                to_ms(due) if due else "",
+                ",".join(delete),
+                now.isoformat(),
+                to_ms(now),
+                event_id,
+                event.type if event else "",
+                event.body if event else "",
+                subscription.project_id,
+                subscription.plan_id,
+                job.job_id if job else "",
+                job.payload if job else "",
+                job.score if job else 0,
+                job.expires_ms if job else 0,
+                *pairs,
+            ],
+        )
+        return bool(moved)
+
+    async def due(self, *, now: datetime, limit: int = BATCH) -> list[str]:
+        """The subscriptions whose timer is due, oldest first."""
+        return list(
+            await self.redis.zrangebyscore(
+                self.keys.subscriptions_due, "-inf", to_ms(now), start=0, num=limit
+            )
+        )
+
+    async def count_due(self, *, now: datetime) -> int:
+        return int(await self.redis.zcount(self.keys.subscriptions_due, "-inf", to_ms(now)))
+
+
+MOVE_TRIES = 5  # a cancel read again after a concurrent move; five in a row is not contention
+
+
+async def cancel(
+    subscriptions: Subscriptions, subscription_id: str, *, arq: ArqRedis, now: datetime
+) -> Subscription | None:
+    """Cancel at the period's end: an active subscription stays active (``cancel_at_period_end``)
+    until its timer ends it; a past_due one ends now (subscription.canceled); a pending one ends now
+    without an event (nothing was paid). Canceling again changes nothing. None when it does not
+    exist."""
+    for _ in range(MOVE_TRIES):
+        subscription = await subscriptions.get(subscription_id)
+        if subscription is None:
+            return None
+        match subscription.status:
+            case SubscriptionStatus.ACTIVE if not subscription.cancel_at_period_end:
+                moved = await subscriptions.move(
+                    subscription,
+                    arq=arq,
+                    now=now,
+                    due=subscription.current_period_end,
+                    fields={"cancel_at_period_end": "1"},
+                )
+            case SubscriptionStatus.PAST_DUE:
+                body = subscription_body(subscription, "subscription.canceled")
+                moved = await subscriptions.move(
+                    subscription,
+                    arq=arq,
+                    now=now,
+                    due=None,
+                    fields={"status": "canceled"},
+                    event=NewEvent("subscription.canceled", body),
+                )
+            case SubscriptionStatus.PENDING:
+                moved = await subscriptions.move(
+                    subscription, arq=arq, now=now, due=None, fields={"status": "canceled"}
+                )
+            case _:
+                return subscription
+        if moved:
+            return await subscriptions.get(subscription_id)
+    raise Conflict("the subscription kept changing while it was canceled; retry")
+
+
+class Timers:
+    """The worker's part: make the moves that are due (``relay/lua/subscription_move.lua``)."""
+
+    def __init__(self, subscriptions: Subscriptions, *, arq: ArqRedis, invoicer: Invoicer) -> None:
+        self.subscriptions = subscriptions
+        self.arq = arq
+        self.invoicer = invoicer
+
+    async def sweep(self, *, now: datetime) -> int:
+        """Fire every timer that is due (at most BATCH); the number of subscriptions moved."""
+        moved = 0
+        for subscription_id in await self.subscriptions.due(now=now):
+            try:
+                moved += await self.fire(subscription_id, now=now)
+            except RelayError as error:  # a gateway's invoice API failed: the timer stays due
+                log.warning("subscription_timer_failed", subscription_id=subscription_id, error=str(error))
+        return moved
+
+    async def fire(self, subscription_id: str, *, now: datetime) -> bool:
+        subscriptions = self.subscriptions
+        subscription = await subscriptions.get(subscription_id)
+        if subscription is None:
+            await subscriptions.redis.zrem(subscriptions.keys.subscriptions_due, subscription_id)
+            return False
+        move = next_move(subscription, now, subscriptions.lifetimes)
+        if not move.changes:
+            return await subscriptions.move(subscription, arq=self.arq, now=now, due=move.due) and False
+        fields, event = dict(move.fields), None
+        if move.renew:
+            order = renewal_order(subscription, now=now)
+            assert order.period_start is not None, order
+            # The invoice is payable until the subscription would expire unpaid.
+            expires_at = order.period_start + subscriptions.lifetimes.subscription_grace
+            if not await subscriptions.store.create_purchase(order, expires_at=expires_at):
+                return False  # an order id drawn twice: the timer stays due, the next sweep draws again
+            invoice_url = await self.invoicer(order)
+            if invoice_url:
+                await subscriptions.store.remember_invoice(order.order_id, invoice_url)
+            fields |= {"pending_order_id": order.order_id, "invoice_url": invoice_url or ""}
+            event = NewEvent("subscription.renewal_due", renewal_due_body(subscription, order, invoice_url))
+        elif move.event_type:
+            event = NewEvent(move.event_type, subscription_body(subscription, move.event_type))
+        moved = await subscriptions.move(
+            subscription, arq=self.arq, now=now, due=move.due, fields=fields, event=event
+        )
+        if moved:
+            log.info(
+                "subscription_moved", subscription_id=subscription.id, event=move.event_type, **move.fields
+            )
+        return moved
