@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from relay.api import admin, builder, callbacks, public, sandbox, service
+from relay.api import admin, billing, builder, callbacks, public, sandbox, service
 from relay.api.clients import UNTRUSTED_PROXIES_SEEN
 from relay.api.context import (
     ARQ,
@@ -28,6 +28,7 @@ from relay.api.context import (
     SESSIONS,
     SETTINGS,
     STORE,
+    SUBSCRIPTIONS,
     TEMPLATES,
 )
 from relay.api.middleware import BODY_BUDGET, BodyBudget, request_middleware
@@ -89,6 +90,7 @@ def create_app(
         stores = make_stores(pipelined, settings)
         app[STORE], app[EVENTS], app[SESSIONS] = stores.store, stores.events, stores.sessions
         app[PURCHASE_LIMIT], app[FAILED_AUTH] = stores.purchase_limit, stores.failed_auth
+        app[SUBSCRIPTIONS] = stores.subscriptions
         app[ARQ] = connections.arq
         app[OPERATIONS] = Operations(stores, connections.arq, clock=clock, metrics=app[METRICS])
         sandbox_key: sandbox.SandboxKey | None = None
@@ -111,7 +113,7 @@ def create_app(
         await connections.close()
 
     app.cleanup_ctx.append(resources)
-    for module in (service, callbacks, public, builder, admin):
+    for module in (service, callbacks, public, builder, billing, admin):
         app.router.add_routes(module.routes)
     if settings.sandbox_mode:
         app.router.add_routes(sandbox.routes)

@@ -108,7 +108,7 @@ class Operations:
         logs = await self.events.attempts([purchase.event_id for purchase in purchases if purchase.event_id])
         views = []
         for purchase in purchases:
-            view = purchase.model_dump(mode="json")
+            view = purchase.view()
             attempts = logs.get(purchase.event_id, []) if purchase.event_id else []
             view["attempts"] = [attempt.model_dump(mode="json") for attempt in attempts]
             views.append(view)

@@ -97,8 +97,13 @@ class Relay:
             self._stack.push_async_callback(connections.close)
             stop = asyncio.Event()
 
+            # Renewal invoices in sandbox mode link to this relay's own checkout.
+            worker_settings = self.settings
+            if self.url and worker_settings.public_base_url is None:
+                worker_settings = worker_settings.model_copy(update={"public_base_url": self.url})
+
             def make_worker() -> Any:
-                return create_worker(self.settings, connections, metrics=self.metrics, rng=self.rng)
+                return create_worker(worker_settings, connections, metrics=self.metrics, rng=self.rng)
 
             # In one process with the ingress, a stop cancels the deliveries in flight at once
             # (their bookkeeping is shielded; the sweeper repairs the rest).

@@ -26,6 +26,7 @@ from relay.models import (
     Item,
     OrderKind,
     PaymentOutcome,
+    Plan,
     Project,
     Purchase,
     WebhookStatus,
@@ -247,6 +248,26 @@ class Store:
         raws = await self.redis.mget([self.keys.item(item_id) for item_id in item_ids])
         items = [Item.model_validate_json(raw) for raw in raws if raw is not None]
         return sorted(items, key=lambda item: (item.created_at, item.id))
+
+    # --- plans ------------------------------------------------------------------------------
+
+    async def get_plan(self, plan_id: str) -> Plan | None:
+        raw = await self.redis.get(self.keys.plan(plan_id))
+        return None if raw is None else Plan.model_validate_json(raw)
+
+    async def put_plan(self, plan: Plan) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.plan(plan.id), plan.model_dump_json())
+            pipe.sadd(self.keys.project_plans(plan.project_id), plan.id)
+            await pipe.execute()
+
+    async def list_plans(self, project_id: str) -> list[Plan]:
+        plan_ids = sorted(await self.redis.smembers(self.keys.project_plans(project_id)))  # type: ignore[misc]
+        if not plan_ids:
+            return []
+        raws = await self.redis.mget([self.keys.plan(plan_id) for plan_id in plan_ids])
+        plans = [Plan.model_validate_json(raw) for raw in raws if raw is not None]
+        return sorted(plans, key=lambda plan: (plan.created_at, plan.id))
 
     # --- purchases --------------------------------------------------------------------------
 

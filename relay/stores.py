@@ -15,6 +15,7 @@ from relay.schema import Keys
 from relay.sessions import SessionStore
 from relay.settings import Settings
 from relay.store import Store
+from relay.subscriptions import Subscriptions
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Stores:
     events: EventStore  # events, attempts, the outbox, the dead-letter queue
     retention: Retention  # purchase expiry and the deletion of finished orders
     endpoints: Endpoints  # endpoint health: failing since, disabled
+    subscriptions: Subscriptions  # subscriptions and their timers
     sessions: SessionStore  # console sessions
     purchase_limit: PurchaseLimit  # public purchases per client and address (RELAY_PURCHASE_RATE_LIMIT)
     failed_auth: FailedAuth  # failed bearer tokens and console logins per address
@@ -33,12 +35,14 @@ def make_stores(redis: Redis, settings: Settings) -> Stores:
     """The stores over ``redis``, which must answer ``str`` (``decode_responses``); it is borrowed,
     not owned: its owner closes it."""
     prefix, lifetimes = settings.key_prefix, settings.lifetimes
+    store = Store(redis, prefix=prefix, box=SecretBox(settings.fernet_keys), lifetimes=lifetimes)
     return Stores(
         keys=Keys(prefix),
-        store=Store(redis, prefix=prefix, box=SecretBox(settings.fernet_keys), lifetimes=lifetimes),
+        store=store,
         events=EventStore(redis, prefix=prefix, lifetimes=lifetimes),
         retention=Retention(redis, prefix=prefix, lifetimes=lifetimes),
         endpoints=Endpoints(redis, prefix=prefix),
+        subscriptions=Subscriptions(redis, prefix=prefix, store=store, lifetimes=lifetimes),
         sessions=SessionStore(redis, prefix=prefix),
         purchase_limit=PurchaseLimit(redis, prefix=prefix, limit=settings.purchase_rate_limit),
         failed_auth=FailedAuth(redis, prefix=prefix),

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import aiohttp
 import structlog
 from arq import cron
 from arq.worker import func
@@ -32,15 +33,21 @@ from relay.metrics import Metrics
 from relay.models import utcnow
 from relay.settings import Settings
 from relay.stores import make_stores
+from relay.subscriptions import Timers
 from workers.arq_compat import DELIVER, SWEEP, BatchWorker
 from workers.delivery import Deps, deliver, sweep
 from workers.egress import create_session
+from workers.renewals import make_invoicer
 
 log = structlog.get_logger("relay.worker")
 
 DEPS = "relay_deps"
 RETENTION = "relay_retention"
+TIMERS = "relay_subscription_timers"
+GATEWAY_HTTP = "relay_gateway_http"
 PIPELINED = "relay_pipelined_redis"
+# Gateways' invoice APIs (Midtrans Snap) answer within this, or the renewal waits for the next sweep.
+GATEWAY_TIMEOUT = aiohttp.ClientTimeout(total=20)
 
 
 async def deliver_task(ctx: dict[str, Any], event_id: str, seq: int) -> str:
@@ -54,7 +61,8 @@ async def deliver_task(ctx: dict[str, Any], event_id: str, seq: int) -> str:
 
 async def sweep_task(ctx: dict[str, Any]) -> int:
     """The timed work, every RELAY_SWEEP_INTERVAL: re-enqueue what lost its job, expire unpaid
-    purchases and delete finished orders (relay.retention), each in bounded batches."""
+    purchases and delete finished orders (relay.retention), and fire the subscriptions' timers
+    (relay.subscriptions), each in bounded batches."""
     deps: Deps = ctx[DEPS]
     enqueued = 0
     try:
@@ -69,6 +77,10 @@ async def sweep_task(ctx: dict[str, Any]) -> int:
         deps.metrics.expired.inc(swept.expired)
         deps.metrics.deleted.labels("order").inc(swept.deleted_orders)
         deps.metrics.deleted.labels("alert").inc(swept.deleted_alerts)
+    try:
+        await ctx[TIMERS].sweep(now=deps.clock())
+    except (RedisError, OSError) as error:
+        log.warning("subscription_sweep_failed", error=type(error).__name__)
     return enqueued
 
 
@@ -116,6 +128,9 @@ def create_worker(
         ctx[PIPELINED] = redis = AutoPipelineRedis(connections.redis.connection_pool)
         stores = make_stores(redis, settings)
         ctx[RETENTION] = stores.retention
+        ctx[GATEWAY_HTTP] = gateway_http = aiohttp.ClientSession(timeout=GATEWAY_TIMEOUT, trust_env=False)
+        invoicer = await make_invoicer(settings, connections.redis, gateway_http)
+        ctx[TIMERS] = Timers(stores.subscriptions, arq=connections.arq, invoicer=invoicer)
         ctx[DEPS] = Deps.over(
             stores, arq=connections.arq, http=http, settings=settings, metrics=metrics, clock=clock, rng=rng
         )
@@ -124,6 +139,8 @@ def create_worker(
         deps: Deps | None = ctx.get(DEPS)
         if deps is not None:
             await deps.http.close()
+        if GATEWAY_HTTP in ctx:
+            await ctx[GATEWAY_HTTP].close()
         if PIPELINED in ctx:
             await ctx[PIPELINED].aclose()
 

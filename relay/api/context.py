@@ -21,6 +21,7 @@ from relay.replay import Operations
 from relay.sessions import SessionStore
 from relay.settings import Settings
 from relay.store import Store
+from relay.subscriptions import Subscriptions
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
@@ -31,6 +32,7 @@ TEMPLATES = web.AppKey("templates", jinja2.Environment)
 CONNECTIONS = web.AppKey("connections", Connections)
 STORE = web.AppKey("store", Store)
 EVENTS = web.AppKey("events", EventStore)
+SUBSCRIPTIONS = web.AppKey("subscriptions", Subscriptions)
 SESSIONS = web.AppKey("sessions", SessionStore)
 OPERATIONS = web.AppKey("operations", Operations)
 ARQ = web.AppKey("arq", ArqRedis)

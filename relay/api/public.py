@@ -6,13 +6,23 @@ import structlog
 from aiohttp import web
 
 from relay.api.clients import client_address
-from relay.api.context import CLOCK, GATEWAYS, HTTP, METRICS, PURCHASE_LIMIT, SETTINGS, STORE
+from relay.api.context import CLOCK, METRICS, PURCHASE_LIMIT, SETTINGS, STORE, SUBSCRIPTIONS
+from relay.api.invoices import chosen_gateway, invoice, sandbox_invoice
 from relay.api.parsing import read_model, required_query
-from relay.api.sandbox import checkout_url
 from relay.errors import Conflict, InvalidInput, not_found
 from relay.idempotency import idempotent
-from relay.models import Project, Purchase, PurchaseIn, new_order_id
+from relay.models import (
+    Project,
+    Purchase,
+    PurchaseIn,
+    SubscribeIn,
+    Subscription,
+    new_order_id,
+    new_subscription_id,
+    new_subscription_order_id,
+)
 from relay.store import Store
+from relay.subscriptions import first_order
 
 log = structlog.get_logger("relay.public")
 # Order ids carry 64 random bits: a taken one is next to impossible, three in a row a broken RNG.
@@ -53,10 +63,7 @@ async def _start_purchase(request: web.Request, data: PurchaseIn) -> web.Respons
     amount_problem = item.amount_problem(amount)
     if amount_problem is not None:
         raise InvalidInput(amount_problem)
-    gateway_name = data.gateway or "midtrans"
-    gateway = request.app[GATEWAYS].get(gateway_name)
-    if gateway is None:
-        raise InvalidInput(f"gateway {gateway_name!r} is not configured on this relay")
+    gateway = chosen_gateway(request, data.gateway)
     # Counted only now, for a request that creates a purchase: a flood of bad ones locks out nobody.
     address = client_address(request, settings.trusted_proxies)
     await request.app[PURCHASE_LIMIT].hit(data.client_id, address, now=now)
@@ -75,8 +82,7 @@ async def _start_purchase(request: web.Request, data: PurchaseIn) -> web.Respons
         updated_at=now,
     )
     for _ in range(ORDER_ID_TRIES):
-        # The sandbox link before the purchase is stored: a client gone by now is refused with nothing kept.
-        sandbox_url = checkout_url(request, record.order_id) if settings.sandbox_mode else None
+        sandbox_url = sandbox_invoice(request, record)
         if await store.create_purchase(record):  # never over a purchase with the same order id
             break
         log.warning("order_id_taken", order_id=record.order_id)
@@ -85,12 +91,73 @@ async def _start_purchase(request: web.Request, data: PurchaseIn) -> web.Respons
         raise Conflict("no free order id was found; retry the purchase")
     structlog.contextvars.bind_contextvars(order_id=record.order_id)
     request.app[METRICS].purchases_created.inc()
-    invoice_url = sandbox_url or await gateway.create_invoice(record, request.app[HTTP])
+    invoice_url = await invoice(request, record, gateway, sandbox_url)
     return web.json_response(
         {
             "order_id": record.order_id,
             "invoice_url": invoice_url,
             "amount": record.amount,
             "currency": record.currency,
+        }
+    )
+
+
+@routes.post("/api/platform/public-plans/subscribe")
+async def subscribe(request: web.Request) -> web.Response:
+    """Subscribe to a plan: the subscription, pending until its first invoice is paid."""
+    data = await read_model(request, SubscribeIn)
+    return await idempotent(request, scope=data.client_id, answer=lambda: _subscribe(request, data))
+
+
+async def _subscribe(request: web.Request, data: SubscribeIn) -> web.Response:
+    store, settings, now = request.app[STORE], request.app[SETTINGS], request.app[CLOCK]()
+    project = await _client_project(store, data.client_id)
+    plan = await store.get_plan(data.plan_id)
+    if plan is None or plan.project_id != project.id:
+        raise not_found("plan", data.plan_id)
+    gateway = chosen_gateway(request, data.gateway)
+    address = client_address(request, settings.trusted_proxies)
+    await request.app[PURCHASE_LIMIT].hit(data.client_id, address, now=now)
+    subscription_id = new_subscription_id()
+    for _ in range(ORDER_ID_TRIES):
+        order_id = new_subscription_order_id(subscription_id)
+        subscription = Subscription(
+            id=subscription_id,
+            project_id=project.id,
+            plan_id=plan.id,
+            plan_name=plan.name,
+            amount=plan.price,
+            currency=plan.currency,
+            interval=plan.interval,
+            interval_count=plan.interval_count,
+            buyer_email=data.buyer_email,
+            buyer_name=data.buyer_name,
+            user_id=data.user_id,
+            metadata=data.metadata,
+            gateway=gateway.name,
+            order_id=order_id,
+            pending_order_id=order_id,
+            created_at=now,
+            updated_at=now,
+        )
+        order = first_order(subscription, order_id=order_id, now=now)
+        sandbox_url = sandbox_invoice(request, order)
+        if await request.app[SUBSCRIPTIONS].create(subscription, order):
+            break
+        log.warning("order_id_taken", order_id=order_id)
+    else:
+        raise Conflict("no free order id was found; retry the subscription")
+    structlog.contextvars.bind_contextvars(order_id=order.order_id, subscription_id=subscription.id)
+    request.app[METRICS].purchases_created.inc()
+    invoice_url = await invoice(request, order, gateway, sandbox_url)
+    if invoice_url is not None:
+        await store.remember_invoice(order.order_id, invoice_url)
+    return web.json_response(
+        {
+            "subscription_id": subscription.id,
+            "order_id": order.order_id,
+            "invoice_url": invoice_url,
+            "amount": order.amount,
+            "currency": order.currency,
         }
     )

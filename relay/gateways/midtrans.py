@@ -184,6 +184,7 @@ class Midtrans:
             field = "settlement_time" if payload.get("settlement_time") else "transaction_time"
             paid_at = paid_time(payload.get(field), field, jakarta_to_utc)
         reference = payload.get("transaction_id")
+        refund = refund_details(payload) if status is PurchaseStatus.REFUNDED else {}
         return PaymentOutcome(
             gateway=self.name,
             order_id=payload["order_id"],
@@ -193,6 +194,7 @@ class Midtrans:
             raw_status=raw_status,
             reference=reference if isinstance(reference, str) else None,
             currency=currency(payload.get("currency"), "currency"),
+            **refund,
         )
 
     async def create_invoice(self, purchase: Purchase, http: aiohttp.ClientSession) -> str:
@@ -248,6 +250,37 @@ class Midtrans:
         return json.dumps(signed).encode(), {"content-type": "application/json"}
 
 
+def refund_details(payload: dict[str, Any]) -> dict[str, Any]:
+    """What a refund or chargeback notification says of its latest refund: its ``refunds`` list's
+    last entry, else the top-level ``refund_amount`` and ``refund_key``. Each part it does not say,
+    or says unreadably, is left out: a refund without details is a full refund of the gross amount,
+    now, keyed by its status and amount (relay.store.Store.ingest)."""
+    entries = payload.get("refunds")
+    latest = (
+        entries[-1] if isinstance(entries, list) and entries and isinstance(entries[-1], dict) else payload
+    )
+    details: dict[str, Any] = {}
+    gross = amount(payload["gross_amount"], "gross_amount")
+    raw_amount = latest.get("refund_amount")
+    if raw_amount not in (None, ""):
+        try:
+            refunded = amount(raw_amount, "refund_amount")
+        except InvalidInput:
+            refunded = None
+        if refunded is not None and 0 < refunded <= gross:
+            details["refund_amount"] = refunded.to_integral_value()
+        else:
+            log.warning("midtrans_refund_amount_ignored", refund_amount=str(raw_amount)[:40])
+    reason = latest.get("reason")
+    if isinstance(reason, str) and reason.strip():
+        details["refund_reason"] = reason.strip()[:255]
+    details["refunded_at"] = paid_time(latest.get("created_at"), "refunds.created_at", jakarta_to_utc)
+    key = latest.get("refund_chargeback_id", latest.get("refund_key"))
+    if isinstance(key, int | str) and not isinstance(key, bool) and str(key).strip():
+        details["refund_key"] = f"midtrans:{str(key).strip()[:100]}"
+    return details
+
+
 def notified_code(status: str) -> str:
     """The status_code a notification of ``status`` carries (the lowest Midtrans documents)."""
     return min(STATUS_CODES.get(status, frozenset({"202"})))
@@ -282,7 +315,12 @@ async def create_snap_transaction(
     body = {
         "transaction_details": {"order_id": purchase.order_id, "gross_amount": purchase.amount},
         "item_details": [
-            {"id": purchase.item_id, "price": purchase.amount, "quantity": 1, "name": purchase.item_name[:50]}
+            {
+                "id": purchase.item_id or purchase.plan_id or purchase.order_id,
+                "price": purchase.amount,
+                "quantity": 1,
+                "name": (purchase.item_name or purchase.description or "Payment")[:50],
+            }
         ],
         "customer_details": {"email": purchase.buyer_email, "first_name": purchase.buyer_name or ""},
     }
