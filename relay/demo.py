@@ -139,7 +139,13 @@ async def buy_and_pay(
     say.show(
         f"order {order['order_id']}: {order['amount']} {order['currency']}, invoice {order['invoice_url']}"
     )
-    async with api.get(order["invoice_url"]) as response:
+    await pay_invoice(say, api, order["invoice_url"])
+    return str(order["order_id"])
+
+
+async def pay_invoice(say: Narrator, api: aiohttp.ClientSession, invoice_url: str) -> None:
+    """Press Pay on the sandbox checkout: a signed Midtrans settlement to /callbacks/midtrans."""
+    async with api.get(invoice_url) as response:
         page = await response.text()
     match = re.search(r'id="pay" data-notification="([^"]+)"', page)
     assert match, "the sandbox checkout page has no Pay button"
@@ -149,7 +155,73 @@ async def buy_and_pay(
         api, "POST", "/callbacks/midtrans", data=notification, headers={"content-type": "application/json"}
     )
     say.show(f"callback answered {result}")
-    return str(order["order_id"])
+
+
+async def received(merchant: Merchant, event: str, what: str, **fields: Any) -> dict[str, Any]:
+    """Wait for the merchant to verify an ``event`` webhook whose body has ``fields``."""
+
+    def matches(hit: dict[str, Any]) -> bool:
+        payload = hit["payload"]
+        return bool(payload.get("event") == event and all(payload.get(k) == v for k, v in fields.items()))
+
+    async def arrived() -> bool:
+        return any(matches(hit) for hit in merchant.received)
+
+    await wait_for(arrived, what)
+    return next(hit for hit in merchant.received if matches(hit))
+
+
+async def other_kinds(
+    say: Narrator, api: aiohttp.ClientSession, merchant: Merchant, project: dict[str, Any]
+) -> None:
+    """A shop payment and a subscription, on the same project webhook as the items."""
+    say.step("the merchant's own shop payment: its amount and its own order id, on the same webhook")
+    payment = await call(
+        api,
+        "POST",
+        f"/api/platform/projects/{project['id']}/payments",
+        json={
+            "order_id": "DEMO-INV-1001",
+            "amount": 125000,
+            "buyer_email": "shop@example.com",
+            "description": "Custom logo design",
+        },
+    )
+    say.show(f"payment {payment['order_id']}: {payment['amount']} {payment['currency']}")
+    await pay_invoice(say, api, payment["invoice_url"])
+    hit = await received(merchant, "payment.paid", "the payment.paid webhook", order_id="DEMO-INV-1001")
+    say.show(f"merchant verified payment.paid for its own order id: {hit['payload']}")
+
+    say.step("a subscription to a monthly plan: its first payment activates it")
+    plan = (
+        await call(
+            api,
+            "PUT",
+            "/api/platform/plans",
+            json={"project_id": project["id"], "name": "Pro Monthly", "price": 99000, "interval": "month"},
+        )
+    )["plan"]
+    subscription = await call(
+        api,
+        "POST",
+        "/api/platform/public-plans/subscribe",
+        json={
+            "client_id": project["client_id"],
+            "plan_id": plan["id"],
+            "buyer_email": "member@example.com",
+            "user_id": "demo-user-1",
+        },
+    )
+    say.show(f"subscription {subscription['subscription_id']} pending its first invoice")
+    await pay_invoice(say, api, subscription["invoice_url"])
+    hit = await received(
+        merchant,
+        "subscription.activated",
+        "the subscription.activated webhook",
+        subscription_id=subscription["subscription_id"],
+    )
+    period = f"{hit['payload']['period_start']} to {hit['payload']['period_end']}"
+    say.show(f"merchant verified subscription.activated: period {period}")
 
 
 async def story(
@@ -192,6 +264,8 @@ async def story(
         f"purchase status={purchase['purchase']['status']} "
         f"webhook_status={purchase['purchase']['webhook_status']}"
     )
+
+    await other_kinds(say, api, merchant, project)
 
     say.step("a second item whose endpoint is down goes through retries into the dead-letter queue")
     flaky = (

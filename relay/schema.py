@@ -10,12 +10,26 @@ ingest script and arq's in-progress keys in the claim script, so it must agree w
     {p}:client:{client_id}               STRING  the project's id                            relay.store
     {p}:item:{id}                        STRING  JSON Item                                   relay.store
     {p}:project:{id}:items               SET     the project's item ids                      relay.store
-    {p}:purchase:{order_id}              HASH    doc (JSON of the fixed fields but           create_purchase,
-                                                 metadata), metadata (JSON, the one copy),   ingest.lua,
-                                                 status, paid_at, webhook_status, event_id,  finish.lua,
-                                                 updated_at; until paid, event_head          requeue.lua
-                                                 (relay.event_body). Purchases stored
-                                                 before: metadata in doc and in event_tail
+    {p}:plan:{id}                        STRING  JSON Plan                                   relay.store
+    {p}:project:{id}:plans               SET     the project's plan ids                      relay.store
+    {p}:purchase:{order_id}              HASH    an order of any kind: doc (JSON of the      create_purchase,
+                                                 fixed fields but metadata, unset ones left  ingest.lua,
+                                                 out), metadata (JSON, the one copy),        finish.lua,
+                                                 status, paid_at, webhook_status, event_id,  requeue.lua,
+                                                 updated_at, invoice_url; until paid,        remember_invoice
+                                                 event_head (relay.event_types); a refund
+                                                 kept until paid: pending_refund; each
+                                                 refund sent: refund:{key} -> its event id.
+                                                 Purchases stored before: metadata in doc
+                                                 and in event_tail
+    {p}:subscription:{id}                HASH    doc (JSON of the fixed fields), status,     relay.
+                                                 current_period_start/_end, order_id,        subscriptions,
+                                                 pending_order_id, invoice_url, paid_at,     ingest.lua,
+                                                 cancel_at_period_end, version, updated_at   subscription_move
+    {p}:project:{id}:subscriptions       ZSET    subscription id -> created at (ms)          relay.
+                                                                                             subscriptions
+    {p}:subscriptions:due                ZSET    subscription id -> its next timer (ms)      ingest.lua,
+                                                                                             subscription_move
     {p}:project:{id}:purchases           ZSET    order id -> created at (ms)                 relay.store
     {p}:unmatched                        LIST    JSON callbacks for unknown orders, newest   relay.store
                                                  first, capped

@@ -232,7 +232,11 @@ async def test_refund_after_paid_is_refunded(relay: Running, shop: Shop, redis: 
     assert await relay.api.pay(order, status="refund") == {"status": "ok"}
     purchase = await shop.purchase(order)
     assert purchase["status"] == "refunded"
-    await assert_one_event(redis, order["order_id"], queued=True)
+    # The payment's event and the refund's, each queued.
+    events = await stored_events(redis, order["order_id"])
+    kinds = sorted(json.loads(event["body"])["event"] for event in events)
+    assert kinds == ["item.purchased", "item.refunded"]
+    assert sorted(await queued_jobs(redis)) == sorted(event["id"] for event in events)
     # refunds are final: a resent settlement does not make it paid again
     await relay.api.pay(order)
     assert await shop.status(order) == "refunded"

@@ -34,6 +34,7 @@ import aiohttp
 import arq
 from redis.asyncio import Redis
 
+from relay.models import OrderKind
 from tests.perf import harness
 from tests.perf.harness import (
     CELERY,
@@ -171,19 +172,29 @@ class Bench:
     # --- P1 ingress ---------------------------------------------------------------------------
 
     async def p1(self) -> None:
+        """The floor once per repetition, and ``relay serve`` settling each kind of order: item
+        purchases (the P1 of the table), shop payments and subscriptions' first payments."""
         plan = self.plan
-        print("P1 ingress: relay serve vs bare aiohttp + one SET, same wrk", flush=True)
+        print("P1 ingress: relay serve (each order kind) vs bare aiohttp + one SET, same wrk", flush=True)
         catalogue = await self.data.catalogue([f"{self.merchant}/hook"])
         for rep in range(plan.reps):
             self.busy()
-            warm = await self.data.purchases(catalogue.items, plan.p1_warm)
-            measured = await self.data.purchases(catalogue.items, plan.p1_bodies)
-            warm_file = self.write_lines(f"p1-warm-{rep}.jsonl", [self.data.notification(p) for p in warm])
-            body_file = self.write_lines(f"p1-{rep}.jsonl", [self.data.notification(p) for p in measured])
+            files: dict[str, tuple[Path, Path]] = {}
+            for kind in OrderKind:
+                warm = await self.data.orders(kind, catalogue, plan.p1_warm)
+                measured = await self.data.orders(kind, catalogue, plan.p1_bodies)
+                files[kind.value] = (
+                    self.write_lines(
+                        f"p1-{kind}-warm-{rep}.jsonl", [self.data.notification(p) for p in warm]
+                    ),
+                    self.write_lines(f"p1-{kind}-{rep}.jsonl", [self.data.notification(p) for p in measured]),
+                )
+            runs = ["floor", *(kind.value for kind in OrderKind)]
             results: dict[str, dict[str, Any]] = {}
-            for which in ("relay", "floor") if rep % 2 == 0 else ("floor", "relay"):
-                if which == "relay":
-                    process, url = await self.start_relay("serve", name=f"p1-serve-{rep}")
+            for which in runs if rep % 2 == 0 else runs[::-1]:
+                warm_file, body_file = files["item" if which == "floor" else which]
+                if which != "floor":
+                    process, url = await self.start_relay("serve", name=f"p1-serve-{which}-{rep}")
                 else:
                     port = free_port()
                     argv = [PYTHON, "-m", "tests.perf.floor", "--port", str(port), "--redis", self.redis_url]
@@ -195,20 +206,27 @@ class Bench:
                 result = await self.wrk(f"{url}/callbacks/midtrans", body_file, plan.p1_seconds)
                 await asyncio.sleep(0.3)
                 await self.procs.stop(process)
-                if which == "relay" and result["requests"] > plan.p1_bodies:
+                if which != "floor" and result["requests"] > plan.p1_bodies:
                     # (the floor may wrap around: it does the same parse and SET either way)
                     print("    warning: relay used every body (some were duplicates); raise p1_bodies")
-                if which == "relay":
+                if which != "floor":
                     stored = await self.data.events.outbox_size() - before
                     if stored < result["ok"]:
                         raise RuntimeError(f"relay answered {result['ok']} ok but stored {stored} events")
                 results[which] = result
-            self.add("p1_relay_rps", results["relay"]["rps"])
+            self.add("p1_relay_rps", results["item"]["rps"])
             self.add("p1_floor_rps", results["floor"]["rps"])
-            self.add("p1_ratio", results["relay"]["rps"] / results["floor"]["rps"])
+            self.add("p1_ratio", results["item"]["rps"] / results["floor"]["rps"])
+            for kind in ("payment", "subscription"):
+                self.add(f"p1_{kind}_rps", results[kind]["rps"])
+                self.add(f"p1_{kind}_ratio", results[kind]["rps"] / results["floor"]["rps"])
             for which in ("relay", "floor"):
-                self.add(f"p1_{which}_p50_ms", results[which]["p50_us"] / 1000)
-                self.add(f"p1_{which}_p99_ms", results[which]["p99_us"] / 1000)
+                self.add(
+                    f"p1_{which}_p50_ms", results["item" if which == "relay" else which]["p50_us"] / 1000
+                )
+                self.add(
+                    f"p1_{which}_p99_ms", results["item" if which == "relay" else which]["p99_us"] / 1000
+                )
 
     # --- P2 delivery, P3 peer -------------------------------------------------------------------
 
@@ -564,6 +582,12 @@ def table(bench: Bench) -> str:
             f"| {m('p1_floor_rps'):,.0f} (floor: bare aiohttp + 1 SET) | {m('p1_ratio'):.2f} | >= 0.8 "
             f"| {verdict(m('p1_ratio') >= 0.8)} |"
         )
+        for kind, what in (("payment", "shop payments"), ("subscription", "subscriptions' first payments")):
+            rows.append(
+                f"| P1 ingress, {what}: settlements/s (each sends its own event type) "
+                f"| {m(f'p1_{kind}_rps'):,.0f} | {m('p1_floor_rps'):,.0f} (the same floor) "
+                f"| {m(f'p1_{kind}_ratio'):.2f} | >= 0.8 | {verdict(m(f'p1_{kind}_ratio') >= 0.8)} |"
+            )
         rows.append(
             f"| P1 latency p50 / p99 at {bench.plan.p1_connections} connections (ms) "
             f"| {m('p1_relay_p50_ms'):.1f} / {m('p1_relay_p99_ms'):.1f} "

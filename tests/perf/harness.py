@@ -25,10 +25,25 @@ from redis.asyncio import Redis
 from relay.connections import Connections, open_connections
 from relay.gateways.midtrans import Midtrans, settlement_payload, sign_notification
 from relay.ingest import apply_outcome
-from relay.models import Item, Project, Purchase, new_client_id, new_order_id, utcnow
+from relay.models import (
+    Item,
+    OrderKind,
+    Plan,
+    Project,
+    Purchase,
+    Subscription,
+    new_client_id,
+    new_order_id,
+    new_subscription_id,
+    new_subscription_order_id,
+    payment_order_id,
+    utcnow,
+)
+from relay.periods import Interval
 from relay.settings import Settings
 from relay.signing import new_webhook_secret, webhook_headers
 from relay.stores import make_stores
+from relay.subscriptions import first_order
 
 PYTHON = sys.executable
 RELAY = str(Path(sys.executable).with_name("relay"))
@@ -174,7 +189,7 @@ class Data:
         self.redis: Redis = self.connections.redis
         self.arq: ArqRedis = self.connections.arq
         stores = make_stores(self.redis, self.settings)
-        self.store, self.events = stores.store, stores.events
+        self.store, self.events, self.subscriptions = stores.store, stores.events, stores.subscriptions
         self.gateway = Midtrans(server_key=SERVER_KEY)
 
     async def close(self) -> None:
@@ -231,6 +246,78 @@ class Data:
         ]
         for start in range(0, count, width):
             await asyncio.gather(*(self.store.create_purchase(p) for p in made[start : start + width]))
+        return made
+
+    async def orders(
+        self, kind: OrderKind, catalogue: Catalogue, count: int, *, width: int = 200
+    ) -> list[Purchase]:
+        """``count`` pending orders of ``kind``: item purchases (``purchases``), shop payments, or
+        subscriptions' first orders (each with its subscription, to a plan of the catalogue's
+        project whose webhook URL is its first item's)."""
+        if kind is OrderKind.ITEM:
+            return await self.purchases(catalogue.items, count, width=width)
+        now, project = utcnow(), catalogue.project
+        made: list[Purchase] = []
+        subscriptions: list[Subscription] = []
+        if kind is OrderKind.PAYMENT:
+            for _ in range(count):
+                merchant_order = f"INV-{os.urandom(8).hex()}"
+                made.append(
+                    Purchase(
+                        order_id=payment_order_id(project.id, merchant_order),
+                        kind=OrderKind.PAYMENT,
+                        event_type="payment.paid",
+                        project_id=project.id,
+                        merchant_order_id=merchant_order,
+                        description="Custom logo design",
+                        amount=50000,
+                        currency="IDR",
+                        buyer_email="buyer@example.com",
+                        buyer_name="John Doe",
+                        metadata={"ref": "campaign-42"},
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            for start in range(0, count, width):
+                await asyncio.gather(*(self.store.create_purchase(p) for p in made[start : start + width]))
+            return made
+        plan = Plan(
+            id=f"plan-{project.id}",
+            project_id=project.id,
+            name="Pro Monthly",
+            price=50000,
+            interval=Interval.MONTH,
+            webhook_url=catalogue.items[0].webhook_url,
+            created_at=now,
+            updated_at=now,
+        )
+        await self.store.put_plan(plan)
+        for _ in range(count):
+            subscription_id = new_subscription_id()
+            order_id = new_subscription_order_id(subscription_id)
+            subscription = Subscription(
+                id=subscription_id,
+                project_id=project.id,
+                plan_id=plan.id,
+                plan_name=plan.name,
+                amount=plan.price,
+                currency=plan.currency,
+                interval=plan.interval,
+                buyer_email="buyer@example.com",
+                buyer_name="John Doe",
+                user_id="user-1",
+                metadata={"ref": "campaign-42"},
+                order_id=order_id,
+                pending_order_id=order_id,
+                created_at=now,
+                updated_at=now,
+            )
+            subscriptions.append(subscription)
+            made.append(first_order(subscription, order_id=order_id, now=now))
+        for start in range(0, count, width):
+            pairs = zip(subscriptions[start : start + width], made[start : start + width], strict=True)
+            await asyncio.gather(*(self.subscriptions.create(sub, order) for sub, order in pairs))
         return made
 
     def notification(self, purchase: Purchase) -> str:
