@@ -62,8 +62,8 @@ class PaymentPaidEvent(Body):
 
 
 class SubscriptionEvent(Body):
-    """A subscription's period: activated (its first), renewed, expired, canceled. ``order_id`` is
-    the order that paid (or, expired, failed to pay) the period; ``paid_at`` null when unpaid."""
+    """A subscription's period: activated (its first) and renewed, the period just paid;
+    expired and canceled, the last period that was paid. ``order_id`` is the order that paid it."""
 
     event: str
     subscription_id: str

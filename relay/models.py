@@ -181,7 +181,7 @@ class WebhookStatus(StrEnum):
 
 # Times written to the second, as the event bodies write them.
 SECOND_FIELDS = frozenset(
-    {"paid_at", "period_start", "period_end", "current_period_start", "current_period_end"}
+    {"paid_at", "period_start", "period_end", "current_period_start", "current_period_end", "anchor"}
 )
 
 
@@ -478,6 +478,8 @@ class Subscription(Record):
     status: SubscriptionStatus = SubscriptionStatus.PENDING
     current_period_start: datetime | None = None
     current_period_end: datetime | None = None
+    # When its first period began: months and years renew on this day of the month (relay.periods).
+    anchor: datetime | None = None
     cancel_at_period_end: bool = False
     order_id: str
     pending_order_id: str | None = None

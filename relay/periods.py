@@ -36,6 +36,16 @@ def add_interval(start: datetime, interval: Interval, count: int = 1) -> datetim
             return add_months(start, 12 * count)
 
 
+def next_period_end(start: datetime, interval: Interval, count: int, anchor: datetime | None) -> datetime:
+    """The end of the period starting at ``start``: ``count`` intervals on, and for months and years
+    on the day of the month the subscription began (``anchor``) wherever that month has it, so a
+    subscription begun on Jan 31 renews on Feb 28, then Mar 31, not on the 28th for ever after."""
+    end = add_interval(start, interval, count)
+    if anchor is None or interval in (Interval.DAY, Interval.WEEK):
+        return end
+    return end.replace(day=min(anchor.day, calendar.monthrange(end.year, end.month)[1]))
+
+
 def add_months(start: datetime, months: int) -> datetime:
     """The same day ``months`` later, clamped to the last day of a shorter month."""
     total = start.year * 12 + (start.month - 1) + months

@@ -5,7 +5,9 @@ A subscription is a Redis hash (``doc``, its fixed fields as JSON, and its state
 renews it, inside the ingest script (``relay/lua/ingest.lua``), which also sets its timer. Every
 other move is computed here from what the subscription is now (``next_move``, a pure function) and
 written by ``relay/lua/subscription_move.lua`` only at the version it was computed from: two
-workers firing the same timer, or a timer racing a cancel, move it once.
+workers firing the same timer, or a timer racing a cancel, move it once. A renewal claims its
+version (and moves its timer RENEWAL_LEASE on) before it makes and invoices the next period's order:
+the same timer fired twice makes one order.
 
 The timers are one sorted set (``{p}:subscriptions:due``: subscription id -> when its next move is
 due, ms), which the worker's sweep reads by score: no scan. A subscription has one timer at a time:
@@ -20,15 +22,17 @@ due, ms), which the worker's sweep reads by score: no scan. A subscription has o
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from relay import lua
 from relay.errors import Conflict, RelayError
@@ -44,7 +48,7 @@ from relay.models import (
     new_subscription_order_id,
     to_ms,
 )
-from relay.periods import add_interval
+from relay.periods import next_period_end
 from relay.retention import DEFAULT_LIFETIMES, Lifetimes
 from relay.schema import Keys
 from relay.store import Store
@@ -56,6 +60,7 @@ STATE_FIELDS = (
     "status",
     "current_period_start",
     "current_period_end",
+    "anchor",
     "cancel_at_period_end",
     "order_id",
     "pending_order_id",
@@ -65,6 +70,10 @@ STATE_FIELDS = (
     "updated_at",
 )
 BATCH = 200  # timers one sweep takes at most; the rest wait for the next sweep
+FIRING = 20  # timers one sweep fires at once
+# A renewal being invoiced holds its timer this long: a sweep that died or a gateway that failed
+# leaves it to the sweep after, not to every sweep meanwhile.
+RENEWAL_LEASE = timedelta(minutes=5)
 # Invoice an order: the gateway's hosted page (or the sandbox checkout), None when there is none.
 Invoicer = Callable[[Purchase], Awaitable[str | None]]
 
@@ -96,7 +105,7 @@ def renewal_order(subscription: Subscription, *, now: datetime) -> Purchase:
     """The next period's order: it starts where the current period ends, whenever it is paid."""
     start = subscription.current_period_end
     assert start is not None, subscription
-    end = add_interval(start, subscription.interval, subscription.interval_count)
+    end = next_period_end(start, subscription.interval, subscription.interval_count, subscription.anchor)
     return _order(
         subscription,
         order_id=new_subscription_order_id(subscription.id),
@@ -195,9 +204,21 @@ class Move:
     def changes(self) -> bool:
         return bool(self.fields or self.event_type or self.renew)
 
+    @property
+    def ends(self) -> bool:
+        """It ends the subscription: RELAY_RETENTION later it is deleted (delete_finished.lua)."""
+        return self.fields.get("status") in ENDED
+
+
+ENDED = frozenset({SubscriptionStatus.EXPIRED.value, SubscriptionStatus.CANCELED.value})
+
 
 def next_move(subscription: Subscription, now: datetime, lifetimes: Lifetimes) -> Move:
     """The table of the module docstring: what ``subscription`` does at ``now``."""
+    if subscription.status is SubscriptionStatus.PENDING:
+        # Its first invoice expired unpaid (a late payment still activates it while it is kept).
+        unpaid_at = subscription.created_at + lifetimes.purchase_expiry
+        return Move(due=None, fields={"status": "expired"}) if now >= unpaid_at else Move(due=unpaid_at)
     end = subscription.current_period_end
     if end is None:
         return Move(due=None)
@@ -252,6 +273,8 @@ class Subscriptions:
                 self.keys.project_subscriptions(subscription.project_id),
                 {subscription.id: to_ms(subscription.created_at)},
             )
+            unpaid_at = subscription.created_at + self.lifetimes.purchase_expiry
+            pipe.zadd(self.keys.subscriptions_due, {subscription.id: to_ms(unpaid_at)})
             await pipe.execute()
         return True
 
@@ -280,7 +303,9 @@ class Subscriptions:
         event: NewEvent | None = None,
     ) -> bool:
         """Apply a move at the version ``subscription`` was read at (subscription_move.lua);
-        False when it has moved on since (nothing changes)."""
+        False when it has moved on since (nothing changes). A move that ends it (expired,
+        canceled) puts it on the retention schedule."""
+        ends = (fields or {}).get("status") in ENDED
         event_id = new_event_id() if event else ""
         job = job_write(arq, event_id, 0) if event else None
         pairs = [part for pair in (fields or {}).items() for part in pair]
@@ -294,8 +319,10 @@ class Subscriptions:
                 job.job_key if job else "-",
                 job.result_key if job else "-",
                 job.queue if job else "-",
+                self.keys.retention,
             ],
             args=[
+                to_ms(now + self.lifetimes.retention) if ends else "",
                 subscription.version,
                 subscription.id,
                 to_ms(due) if due else "",
@@ -381,14 +408,32 @@ class Timers:
         self.invoicer = invoicer
 
     async def sweep(self, *, now: datetime) -> int:
-        """Fire every timer that is due (at most BATCH); the number of subscriptions moved."""
-        moved = 0
-        for subscription_id in await self.subscriptions.due(now=now):
-            try:
-                moved += await self.fire(subscription_id, now=now)
-            except RelayError as error:  # a gateway's invoice API failed: the timer stays due
-                log.warning("subscription_timer_failed", subscription_id=subscription_id, error=str(error))
-        return moved
+        """Fire every timer that is due (at most BATCH, FIRING at once: a renewal waits on its
+        gateway's invoice API); the number of subscriptions moved."""
+        gate = asyncio.Semaphore(FIRING)
+
+        async def guarded(subscription_id: str) -> bool:
+            async with gate:
+                try:
+                    return await self.fire(subscription_id, now=now)
+                except RelayError as error:  # a gateway's invoice API failed: tried after the lease
+                    log.warning(
+                        "subscription_timer_failed", subscription_id=subscription_id, error=str(error)
+                    )
+                except (RedisError, OSError):
+                    raise  # the store failed: the sweep says so, the timer stays due
+                except Exception:  # a subscription that cannot be read must not stop the others
+                    log.exception("subscription_timer_broken", subscription_id=subscription_id)
+                    await self.postpone(subscription_id, until=now + RENEWAL_LEASE)
+                return False
+
+        due = await self.subscriptions.due(now=now)
+        return sum(await asyncio.gather(*(guarded(subscription_id) for subscription_id in due)))
+
+    async def postpone(self, subscription_id: str, *, until: datetime) -> None:
+        """Move a timer on without reading its subscription (one that cannot be read)."""
+        key = self.subscriptions.keys.subscriptions_due
+        await self.subscriptions.redis.zadd(key, {subscription_id: to_ms(until)}, xx=True)
 
     async def fire(self, subscription_id: str, *, now: datetime) -> bool:
         subscriptions = self.subscriptions
@@ -401,12 +446,17 @@ class Timers:
             return await subscriptions.move(subscription, arq=self.arq, now=now, due=move.due) and False
         fields, event = dict(move.fields), None
         if move.renew:
+            # Claimed before its order is made: a second sweep firing the same timer finds another
+            # version here, instead of making and invoicing an order nobody is told about.
+            if not await subscriptions.move(subscription, arq=self.arq, now=now, due=now + RENEWAL_LEASE):
+                return False
+            subscription = subscription.model_copy(update={"version": subscription.version + 1})
             order = renewal_order(subscription, now=now)
             assert order.period_start is not None, order
             # The invoice is payable until the subscription would expire unpaid.
             expires_at = order.period_start + subscriptions.lifetimes.subscription_grace
             if not await subscriptions.store.create_purchase(order, expires_at=expires_at):
-                return False  # an order id drawn twice: the timer stays due, the next sweep draws again
+                return False  # an order id drawn twice: drawn again when the lease ends
             invoice_url = await self.invoicer(order)
             if invoice_url:
                 await subscriptions.store.remember_invoice(order.order_id, invoice_url)
@@ -419,6 +469,9 @@ class Timers:
         )
         if moved:
             log.info(
-                "subscription_moved", subscription_id=subscription.id, event=move.event_type, **move.fields
+                "subscription_moved",
+                subscription_id=subscription.id,
+                event_type=move.event_type,
+                **move.fields,
             )
         return moved

@@ -136,7 +136,8 @@ local created = string.sub(doc.created_at, 1, 19) .. 'Z'  -- the same form, so t
 if paid_at < created then code, paid_at = 'clamped', created end
 local period_start, period_end = doc.period_start, doc.period_end
 local paid_part = paid_at
-if doc.subscription_id and not period_start then  -- a first payment: the period starts now
+local first_payment = doc.subscription_id and not period_start
+if first_payment then  -- the period starts now
   period_start, period_end = paid_at, add_interval(paid_at, doc.interval, doc.interval_count or 1)
   paid_part = period_start .. '","period_end":"' .. period_end .. '","paid_at":"' .. paid_at
 end
@@ -169,6 +170,7 @@ if doc.subscription_id then
       'current_period_end', period_end, 'cancel_at_period_end', '', 'order_id', doc.order_id, 'paid_at', paid_at,
       'updated_at', ARGV[3])
     if sub[3] == doc.order_id then redis.call('HDEL', sub_key, 'pending_order_id', 'invoice_url') end
+    if first_payment then redis.call('HSET', sub_key, 'anchor', period_start) end
     redis.call('HINCRBY', sub_key, 'version', 1)
     redis.call('ZADD', p .. 'subscriptions:due', iso_ms(period_end) - tonumber(ARGV[20]), doc.subscription_id)
   end
