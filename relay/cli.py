@@ -93,7 +93,8 @@ def use_fast_event_loop() -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 def main() -> None:
-    """relay: verified payment-gateway callbacks in, signed item.purchased webhooks out.
+    """relay: verified payment-gateway callbacks in, signed webhooks out (items, shop payments,
+    subscriptions and their refunds).
 
     Configuration comes from RELAY_* environment variables (see the README). Start with
     `relay demo` for the whole story on loopback, or `relay run` for a working relay with no Redis.
@@ -250,7 +251,7 @@ def dlq_list(project_id: str | None, since: datetime | None, as_json: bool) -> N
             for view in views
         ]
 
-    columns = ("event_id", "project_id", "order_id", "attempts", "dead_at", "last_error")
+    columns = ("event_id", "type", "project_id", "order_id", "attempts", "dead_at", "last_error")
     print_rows(run_async(rows), as_json, columns)
 
 
@@ -301,7 +302,8 @@ def dlq_purge(event_ids: tuple[str, ...], purge_all: bool, project_id: str | Non
 
 @main.group()
 def purchases() -> None:
-    """List a project's purchases and re-send their webhooks (needs RELAY_REDIS_URL)."""
+    """List a project's orders of every kind (items, shop payments, subscription periods) and
+    re-send their webhooks (needs RELAY_REDIS_URL)."""
 
 
 @purchases.command("list")
@@ -313,7 +315,8 @@ def purchases() -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
 def purchases_list(project_id: str, webhook_status: str | None, as_json: bool) -> None:
-    """List purchases, newest first."""
+    """List orders of every kind, newest first, as the API shows them: a shop payment by the
+    merchant's own order_id, with its gateway_order_id."""
     from relay.models import WebhookStatus
 
     settings = operator_settings("purchases list")
@@ -322,25 +325,48 @@ def purchases_list(project_id: str, webhook_status: str | None, as_json: bool) -
     async def rows() -> list[dict[str, Any]]:
         async with operations(settings) as ops:
             found = await ops.purchases(project_id, webhook_status=status, limit=1000)
-        return [purchase.model_dump(mode="json") for purchase in found]
+        return [purchase.view() for purchase in found]
 
-    columns = ("order_id", "status", "webhook_status", "amount", "buyer_email", "paid_at")
-    print_rows(run_async(rows), as_json, columns)
+    columns = ("order_id", "kind", "status", "webhook_status", "amount", "buyer_email", "paid_at")
+    print_rows(run_async(rows), as_json, (*columns, "gateway_order_id"))
 
 
 @purchases.command("retry")
 @click.option("--project", "project_id", required=True, help="The project's id.")
 @click.argument("purchase_id")
 def purchases_retry(project_id: str, purchase_id: str) -> None:
-    """Send a purchase's webhook again (failed or not), with the same webhook-id."""
+    """Send an order's webhook again (failed or not), with the same webhook-id. PURCHASE_ID is
+    the order_id as `relay purchases list` shows it (a shop payment's own, or its gateway_order_id)."""
     settings = operator_settings("purchases retry")
 
     async def retry() -> str:
         async with operations(settings) as ops:
-            purchase = await ops.retry_purchase(project_id, purchase_id)
+            order_id = await ops.order_id(project_id, purchase_id)
+            purchase = await ops.retry_purchase(project_id, order_id)
         return str(purchase.event_id)
 
     click.echo(f"queued {run_async(retry)} for {purchase_id}")
+
+
+@main.group()
+def subscriptions() -> None:
+    """List a project's subscriptions (needs RELAY_REDIS_URL)."""
+
+
+@subscriptions.command("list")
+@click.option("--project", "project_id", required=True, help="The project's id.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+def subscriptions_list(project_id: str, as_json: bool) -> None:
+    """List the project's subscriptions, newest first (the newest 1000)."""
+    settings = operator_settings("subscriptions list")
+
+    async def rows() -> list[dict[str, Any]]:
+        async with operations(settings) as ops:
+            found = await ops.recent_subscriptions(project_id, limit=1000)
+        return [subscription.model_dump(mode="json", exclude={"version"}) for subscription in found]
+
+    columns = ("id", "plan_name", "status", "current_period_end", "cancel_at_period_end", "buyer_email")
+    print_rows(run_async(rows), as_json, columns)
 
 
 @main.group()

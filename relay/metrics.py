@@ -21,7 +21,9 @@ class Metrics:
             registry=self.registry,
         )
         self.events_created = Counter(
-            "relay_events_created_total", "item.purchased events created.", registry=self.registry
+            "relay_events_created_total",
+            "Events created by gateway callbacks: a paid order's (every kind), a refund's.",
+            registry=self.registry,
         )
         self.purchases_created = Counter(
             "relay_purchases_created_total",

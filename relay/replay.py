@@ -21,7 +21,18 @@ from relay.endpoints import EndpointHealth
 from relay.errors import Conflict, InvalidInput, NotFound, not_found
 from relay.events import DeadLetterPage
 from relay.metrics import Metrics
-from relay.models import DeadLetter, EventRecord, Project, Purchase, WebhookStatus, utcnow
+from relay.models import (
+    DeadLetter,
+    EventRecord,
+    OrderKind,
+    Plan,
+    Project,
+    Purchase,
+    Subscription,
+    WebhookStatus,
+    payment_order_id,
+    utcnow,
+)
 from relay.ranges import count_between, member_pages
 from relay.stores import Stores
 from workers.arq_compat import enqueue_delivery
@@ -29,6 +40,8 @@ from workers.arq_compat import enqueue_delivery
 PAGE = 500  # dead letters read per round trip when walking them all
 REPLAY_AT_ONCE = 50  # resends in flight at once in a bulk replay
 MAX_WINDOW_REPLAY = 10_000  # events one API call may replay; the CLI takes any number
+# An order's hash names each refund it sent: refund:{key} -> the refund's event id (relay/schema.py).
+REFUND_FIELD = "refund:"
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,7 @@ class Operations:
         self.events = stores.events
         self.endpoints = stores.endpoints
         self.retention = stores.retention
+        self.subscriptions = stores.subscriptions
         self.arq = arq
         self.clock = clock
         self.metrics = metrics
@@ -102,6 +116,31 @@ class Operations:
         """The project's purchases, newest first."""
         project = await self.project(project_id)
         return await self.store.list_purchases(project.id, webhook_status=webhook_status, limit=limit)
+
+    async def order_id(self, project_id: str, given: str) -> str:
+        """The gateway's order id of the project's order ``given`` names: ``given`` itself, or,
+        when no order has that id, the project's shop payment whose own order id it is (as the API
+        and ``relay purchases list`` show it). ``given`` when neither exists."""
+        if await self.store.get_purchase(given) is None:
+            payment = await self.store.get_purchase(payment_order_id(project_id, given))
+            if payment is not None and payment.kind is OrderKind.PAYMENT and payment.project_id == project_id:
+                return payment.order_id
+        return given
+
+    async def refunds(self, purchase: Purchase) -> list[EventRecord]:
+        """The events the order's refunds sent (``*.refunded``), oldest first."""
+        fields = await self.store.redis.hgetall(self.store.keys.purchase(purchase.order_id))  # type: ignore[misc]
+        event_ids = [event_id for name, event_id in fields.items() if name.startswith(REFUND_FIELD)]
+        return sorted(await self.events.get_many(event_ids), key=lambda event: (event.created_at, event.id))
+
+    async def plans(self, project_id: str) -> list[Plan]:
+        project = await self.project(project_id)
+        return await self.store.list_plans(project.id)
+
+    async def recent_subscriptions(self, project_id: str, *, limit: int = 100) -> list[Subscription]:
+        """The project's subscriptions, newest first."""
+        project = await self.project(project_id)
+        return await self.subscriptions.recent(project.id, limit=limit)
 
     async def with_attempts(self, purchases: list[Purchase]) -> list[dict[str, Any]]:
         """Purchases as the API shows them, each with its delivery attempts (one round trip)."""

@@ -19,6 +19,7 @@ from tests.helpers import (
     Merchant,
     Shop,
     StartRelay,
+    eventually,
     make_settings,
     open_shop,
     start_shop,
@@ -146,6 +147,127 @@ async def test_purchases_retry(cli: Any, start_relay: StartRelay, merchant: Merc
     assert refused.code != 0
     assert "no webhook to send" in refused.err
     assert "Traceback" not in refused.err
+
+
+async def paid_payment_and_subscription(shop: Shop) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A shop payment INV-7 and a subscription's first period, both paid; the payment as the API
+    showed it before it was paid, and the subscribe answer."""
+    api, pid = shop.api, shop.project["id"]
+    request = {"order_id": "INV-7", "amount": 75000, "buyer_email": "b@example.com", "description": "Cart"}
+    await api.call("POST", f"/api/platform/projects/{pid}/payments", json=request)
+    payment = (await api.call("GET", f"/api/platform/projects/{pid}/payments/INV-7"))["payment"]
+    await api.pay({"order_id": payment["gateway_order_id"], "amount": 75000})
+    plan = (
+        await api.call(
+            "PUT",
+            "/api/platform/plans",
+            json={"project_id": pid, "name": "Pro", "price": 99000, "interval": "month"},
+        )
+    )["plan"]
+    started = await api.call(
+        "POST",
+        "/api/platform/public-plans/subscribe",
+        auth=False,
+        json={"client_id": shop.project["client_id"], "plan_id": plan["id"], "buyer_email": "s@example.com"},
+    )
+    await api.pay(started)
+    return payment, started
+
+
+async def test_purchases_list_and_retry_every_kind(
+    cli: Any, start_relay: StartRelay, merchant: Merchant
+) -> None:
+    """A shop payment is listed by the merchant's order id (and retried by it), a subscription's
+    order with its subscription; the table names each row's kind."""
+    shop = await start_shop(start_relay, merchant)
+    item_order = await shop.order()
+    payment, started = await paid_payment_and_subscription(shop)
+    await wait_hits(merchant, 3)
+    pid = shop.project["id"]
+    result = await cli("purchases", "list", "--project", pid, "--json")
+    assert result.code == 0, result.err
+    rows = {row["order_id"]: row for row in result.json_lines()}
+    assert set(rows) == {item_order["order_id"], "INV-7", started["order_id"]}
+    assert rows["INV-7"]["kind"] == "payment"
+    assert rows["INV-7"]["gateway_order_id"] == payment["gateway_order_id"]
+    assert rows["INV-7"]["description"] == "Cart"
+    assert "merchant_order_id" not in rows["INV-7"]
+    assert rows[started["order_id"]]["kind"] == "subscription"
+    assert rows[started["order_id"]]["subscription_id"] == started["subscription_id"]
+    assert rows[item_order["order_id"]]["kind"] == "item"
+    assert rows[item_order["order_id"]]["item_id"] == shop.item["id"]
+
+    table = await cli("purchases", "list", "--project", pid)
+    assert table.code == 0, table.err
+    header, *lines = table.out.splitlines()
+    assert header.split() == [
+        *("ORDER_ID", "KIND", "STATUS", "WEBHOOK_STATUS", "AMOUNT", "BUYER_EMAIL", "PAID_AT"),
+        "GATEWAY_ORDER_ID",
+    ]
+    [payment_line] = [line for line in lines if line.startswith("INV-7 ")]
+    assert payment_line.split()[1] == "payment"
+    assert payment_line.split()[-1] == payment["gateway_order_id"]
+
+    # Retried by the merchant's own order id, or by the gateway's.
+    event_id = rows["INV-7"]["event_id"]
+    for given in ("INV-7", payment["gateway_order_id"]):
+        retried = await cli("purchases", "retry", "--project", pid, given)
+        assert retried.code == 0, retried.err
+        assert f"queued {event_id} for {given}" in retried.out
+    await wait_hits(merchant, 5)
+    assert [hit.headers["webhook-id"] for hit in merchant.hits(HOOK)[-2:]] == [event_id] * 2
+    missing = await cli("purchases", "retry", "--project", pid, "INV-8")
+    assert missing.code != 0
+    assert "Traceback" not in missing.err
+
+
+async def test_dlq_list_names_each_event_type(cli: Any, start_relay: StartRelay, merchant: Merchant) -> None:
+    merchant.script[HOOK] = [503]
+    shop = await start_shop(start_relay, merchant, retry_schedule=QUICK)
+    payment, started = await paid_payment_and_subscription(shop)
+
+    async def dead() -> bool:
+        return len(await shop.api.dead_letter_ids()) == 2
+
+    await eventually(dead, what="two dead letters")
+    result = await cli("dlq", "list", "--json")
+    assert result.code == 0, result.err
+    types = {row["order_id"]: row["type"] for row in result.json_lines()}
+    assert types == {
+        payment["gateway_order_id"]: "payment.paid",
+        started["order_id"]: "subscription.activated",
+    }
+    table = await cli("dlq", "list")
+    header, *lines = table.out.splitlines()
+    assert header.split()[:2] == ["EVENT_ID", "TYPE"]
+    assert sorted(line.split()[1] for line in lines) == ["payment.paid", "subscription.activated"]
+
+
+async def test_subscriptions_list(cli: Any, start_relay: StartRelay, merchant: Merchant) -> None:
+    shop = await start_shop(start_relay, merchant)
+    _, started = await paid_payment_and_subscription(shop)
+    pid = shop.project["id"]
+    path = f"/api/platform/projects/{pid}/subscriptions/{started['subscription_id']}"
+    await shop.api.call("POST", path + "/cancel")
+    subscription = (await shop.api.call("GET", path))["subscription"]
+    result = await cli("subscriptions", "list", "--project", pid, "--json")
+    assert result.code == 0, result.err
+    assert result.json_lines() == [subscription]
+    assert (subscription["status"], subscription["cancel_at_period_end"]) == ("active", True)
+
+    table = await cli("subscriptions", "list", "--project", pid)
+    header, line = table.out.splitlines()
+    assert header.split() == [
+        *("ID", "PLAN_NAME", "STATUS", "CURRENT_PERIOD_END", "CANCEL_AT_PERIOD_END", "BUYER_EMAIL")
+    ]
+    assert line.split() == [
+        *(started["subscription_id"], "Pro", "active", subscription["current_period_end"], "True"),
+        "s@example.com",
+    ]
+    missing = await cli("subscriptions", "list", "--project", "no-such-project")
+    assert missing.code != 0
+    assert "does not exist" in missing.err
+    assert "Traceback" not in missing.err
 
 
 async def test_operator_commands_need_redis_url() -> None:

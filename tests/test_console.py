@@ -375,3 +375,122 @@ async def test_unmatched_callbacks_page_lists_them_escaped(start_relay: StartRel
         assert "&lt;b&gt;nobody&lt;/b&gt;" in page
         assert "<b>nobody</b>" not in page
         assert "settlement" in page
+
+
+async def test_every_kind_of_order_its_refunds_plans_and_subscriptions(
+    start_relay: StartRelay, merchant: Merchant
+) -> None:
+    """A shop payment paid and refunded and a subscription's first period, every webhook
+    dead-lettered: the project page shows each kind (a payment by the merchant's order id), the
+    plans and subscriptions; an order's page its refunds; the dead letters their types. Names the
+    merchant chose are shown as text."""
+    merchant.script[HOOK] = [503]
+    shop = await start_shop(start_relay, merchant, retry_schedule=QUICK)
+    api, pid = shop.api, shop.project["id"]
+    await api.call(
+        "POST",
+        f"/api/platform/projects/{pid}/payments",
+        json={
+            "order_id": "INV-1001",
+            "amount": 75000,
+            "buyer_email": "b@example.com",
+            "description": HOSTILE,
+        },
+    )
+    payment = (await api.call("GET", f"/api/platform/projects/{pid}/payments/INV-1001"))["payment"]
+    gateway_order = {"order_id": payment["gateway_order_id"], "amount": 75000}
+    await api.pay(gateway_order)
+    await shop.wait_status(gateway_order, "failed")
+    refund = api.notification(
+        gateway_order["order_id"],
+        75000,
+        status="partial_refund",
+        refunds=[{"refund_chargeback_id": 7, "refund_amount": "25000.00", "reason": HOSTILE}],
+    )
+    await api.callback(refund)
+    plan = (
+        await api.call(
+            "PUT",
+            "/api/platform/plans",
+            json={
+                "project_id": pid,
+                "name": HOSTILE,
+                "price": 99000,
+                "interval": "month",
+                "interval_count": 3,
+            },
+        )
+    )["plan"]
+    started = await api.call(
+        "POST",
+        "/api/platform/public-plans/subscribe",
+        auth=False,
+        json={"client_id": shop.project["client_id"], "plan_id": plan["id"], "buyer_email": "s@example.com"},
+    )
+    await api.pay(started)
+    subscription_path = f"/api/platform/projects/{pid}/subscriptions/{started['subscription_id']}"
+    await api.call("POST", subscription_path + "/cancel")
+
+    async def all_dead() -> bool:
+        return len(await api.dead_letter_ids()) == 3
+
+    await eventually(all_dead, what="three dead letters")
+    types = {row["type"]: row["event_id"] for row in (await api.dead_letters())["dead_letters"]}
+    assert set(types) == {"payment.paid", "payment.refunded", "subscription.activated"}
+
+    project_path = f"/console/projects/{pid}"
+    payment_path = f"{project_path}/purchases/{gateway_order['order_id']}"
+    async with console_client(api.url) as console:
+        await console.login()
+        page = await console.get(project_path)
+        assert "<script" not in page
+        assert "<img" not in page
+        assert f'data-order-id="{gateway_order["order_id"]}" data-kind="payment"' in page
+        assert f'href="{payment_path}"><code>INV-1001</code></a>' in page  # the merchant's id
+        assert f"gateway <code>{gateway_order['order_id']}</code>" in page
+        assert f'data-order-id="{started["order_id"]}" data-kind="subscription"' in page
+        assert f'<code class="muted subscription-id">{started["subscription_id"]}</code>' in page
+        assert page.count(str(escape(HOSTILE))) >= 3  # description, plan name in orders, subscriptions, plans
+        subscription = (await api.call("GET", subscription_path))["subscription"]
+        period_end = subscription["current_period_end"].replace("T", " ")
+        assert f'data-subscription-id="{started["subscription_id"]}"' in page
+        assert '<td class="subscription-status"><span class="badge active">active</span></td>' in page
+        assert f'<td class="nowrap period-end">{period_end}</td>' in page
+        assert '<td class="cancel-at-period-end">yes</td>' in page
+        assert f'data-plan-id="{plan["id"]}"' in page
+        assert '<td class="interval">3 months</td>' in page
+
+        dead = await console.get("/console/dead-letters")
+        for name in types:
+            assert f'<td class="type">{name}</td>' in dead
+
+        detail = await console.get(payment_path)
+        assert "<script" not in detail
+        assert '<code class="merchant-order-id">INV-1001</code>' in detail
+        assert f'<code class="gateway-order-id">{gateway_order["order_id"]}</code>' in detail
+        assert f'<td class="description">{escape(HOSTILE)}</td>' in detail
+        assert 'id="refunds"' in detail
+        assert f'data-event-id="{types["payment.refunded"]}"' in detail
+        assert '<td class="type">payment.refunded</td>' in detail
+        assert "IDR 25,000" in detail
+        assert f'<td class="reason">{escape(HOSTILE)}</td>' in detail
+        assert "of its payment.paid webhook" in detail
+
+        sub_detail = await console.get(f"{project_path}/purchases/{started['order_id']}")
+        assert f'<code class="subscription-id">{started["subscription_id"]}</code>' in sub_detail
+        assert "subscription.activated" in sub_detail
+        assert 'id="refunds"' not in sub_detail
+
+        # The refund's Replay sends that event again, and only it.
+        merchant.script[HOOK] = [200]
+        hits = len(merchant.hits(HOOK))
+        response = await console.post(
+            f"/console/dead-letters/{types['payment.refunded']}/replay",
+            {"csrf_token": await console.csrf(payment_path), "back": payment_path},
+        )
+        assert response.headers["Location"] == payment_path
+        await wait_hits(merchant, hits + 1)
+        assert merchant.hits(HOOK)[-1].headers["webhook-id"] == types["payment.refunded"]
+        assert sorted(await api.dead_letter_ids()) == sorted(
+            [types["payment.paid"], types["subscription.activated"]]
+        )

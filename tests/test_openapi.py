@@ -5,6 +5,7 @@ response outside the document."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sys
 from pathlib import Path
@@ -15,12 +16,15 @@ import pytest
 from openapi_spec_validator import validate
 
 from relay.app import create_app
+from relay.event_types import TYPES
 from relay.openapi import document
-from tests.helpers import ADMIN_TOKEN, Api, Merchant, StartRelay, eventually, make_settings
+from tests.helpers import ADMIN_TOKEN, Api, Merchant, StartRelay, eventually, make_settings, wait_hits
 
 # Development-only and console routes are not part of the API the document describes.
 UNDOCUMENTED_PREFIXES = ("/sandbox/", "/console")
 METHODS = {"get", "put", "post", "delete", "patch"}
+# Keyed by a project's client_id, no auth; every other /api/platform route takes the admin token.
+PUBLIC_PREFIXES = ("/api/platform/public-items", "/api/platform/public-plans")
 SCHEMATHESIS_EXAMPLES = 25
 SCHEMATHESIS_DEADLINE = 150.0
 
@@ -87,7 +91,7 @@ def test_errors_auth_and_the_callback_answers_are_described() -> None:
             admin = (
                 path.startswith("/api/admin")
                 or path == "/metrics"
-                or (path.startswith("/api/platform") and not path.startswith("/api/platform/public-items"))
+                or (path.startswith("/api/platform") and not path.startswith(PUBLIC_PREFIXES))
             )
             assert operation["security"] == ([{"adminToken": []}] if admin else []), f"{method} {path}"
             if admin:
@@ -101,15 +105,136 @@ def test_errors_auth_and_the_callback_answers_are_described() -> None:
     assert midtrans["security"] == []
 
 
-def response_validator(method: str, path: str, status: int) -> jsonschema.Draft202012Validator:
-    doc = document()
-    response = doc["paths"][path][method]["responses"][str(status)]
-    schema = response["content"]["application/json"]["schema"]
+def validator(schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
     # "#/components/..." references resolve against the root: give the schema the components.
     return jsonschema.Draft202012Validator(
-        {**schema, "components": doc["components"]},
+        {**schema, "components": document()["components"]},
         format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
     )
+
+
+def response_validator(method: str, path: str, status: int) -> jsonschema.Draft202012Validator:
+    response = document()["paths"][path][method]["responses"][str(status)]
+    return validator(response["content"]["application/json"]["schema"])
+
+
+def webhook_schema(name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = document()["webhooks"][name]["post"]["requestBody"]["content"][
+        "application/json"
+    ]["schema"]
+    return schema
+
+
+def check_webhook(body: str) -> dict[str, Any]:
+    """A body the merchant received, validated against the document's webhook of its type."""
+    event: dict[str, Any] = json.loads(body)
+    errors = [
+        f"{e.json_path}: {e.message}" for e in validator(webhook_schema(event["event"])).iter_errors(event)
+    ]
+    assert not errors, f"{event['event']} does not match the document: {errors}"
+    return event
+
+
+def test_every_event_type_is_a_webhook_with_its_body_model() -> None:
+    """The catalogue is the registry: each type's summary, and its body model's keys in order."""
+    doc = document()
+    assert list(doc["webhooks"]) == [event_type.name for event_type in TYPES]
+    operation_ids = [op["operationId"] for item in doc["paths"].values() for op in item.values()]
+    for event_type in TYPES:
+        operation = doc["webhooks"][event_type.name]["post"]
+        assert operation["summary"] == event_type.summary
+        operation_ids.append(operation["operationId"])
+        headers = {param["name"] for param in operation["parameters"] if param["in"] == "header"}
+        assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+        assert "2XX" in operation["responses"]
+        model, named = webhook_schema(event_type.name)["allOf"]
+        assert model == {"$ref": f"#/components/schemas/{event_type.body.__name__}"}
+        assert named == {"properties": {"event": {"const": event_type.name}}}
+        body = doc["components"]["schemas"][event_type.body.__name__]
+        assert list(body["properties"]) == list(event_type.body.model_fields)
+        assert body["required"] == list(event_type.body.model_fields)
+        assert body["additionalProperties"] is False
+        assert body["properties"]["paid_at"] in (
+            {"title": "Paid At", "type": "string", "format": "date-time"},
+            {"title": "Paid At", "anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]},
+            {"title": "Paid At", "type": "null"},
+        )
+    assert len(operation_ids) == len(set(operation_ids)), "operationIds are unique"
+    # The item.purchased body keeps exactly the seed's keys.
+    assert doc["components"]["schemas"]["ItemPurchasedEvent"]["required"] == [
+        *("event", "order_id", "item_id", "item_name", "buyer_email", "buyer_name"),
+        *("amount", "currency", "paid_at", "metadata"),
+    ]
+    # A body of the wrong type, or with a key missing, does not pass.
+    paid = {
+        "event": "payment.paid",
+        "order_id": "INV-1",
+        "amount": 1000,
+        "currency": "IDR",
+        "buyer_email": "b@example.com",
+        "buyer_name": None,
+        "description": None,
+        "paid_at": "2026-05-06T10:00:00Z",
+        "metadata": {},
+    }
+    assert validator(webhook_schema("payment.paid")).is_valid(paid)
+    assert not validator(webhook_schema("payment.refunded")).is_valid(paid)
+    assert not validator(webhook_schema("payment.paid")).is_valid(paid | {"event": "item.purchased"})
+    assert not validator(webhook_schema("payment.paid")).is_valid(
+        {k: v for k, v in paid.items() if k != "paid_at"}
+    )
+
+
+def test_the_new_routes_are_documented_with_their_schemas() -> None:
+    doc = document()
+    paths, schemas = doc["paths"], doc["components"]["schemas"]
+
+    def body_ref(path: str, method: str) -> str:
+        ref: str = paths[path][method]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        return ref.rsplit("/", 1)[1]
+
+    def answer(path: str, method: str) -> dict[str, Any]:
+        found: dict[str, Any] = paths[path][method]["responses"]["200"]["content"]["application/json"][
+            "schema"
+        ]
+        return found
+
+    payments = "/api/platform/projects/{project_id}/payments"
+    subscription = "/api/platform/projects/{project_id}/subscriptions/{subscription_id}"
+    assert body_ref(payments, "post") == "PaymentIn"
+    assert body_ref("/api/platform/plans", "put") == "PlanIn"
+    assert body_ref("/api/platform/public-plans/subscribe", "post") == "SubscribeIn"
+    assert answer(payments, "post")["required"] == ["order_id", "invoice_url", "amount", "currency"]
+    assert answer("/api/platform/public-plans/subscribe", "post")["required"] == [
+        *("subscription_id", "order_id", "invoice_url", "amount", "currency")
+    ]
+    assert answer(f"{payments}/{{order_id}}", "get")["properties"]["payment"] == {
+        "$ref": "#/components/schemas/Payment"
+    }
+    assert answer(subscription, "get")["properties"]["subscription"] == {
+        "$ref": "#/components/schemas/Subscription"
+    }
+    assert answer(f"{subscription}/cancel", "post") == answer(subscription, "get")
+    plans = answer("/api/platform/projects/{project_id}/plans", "get")["properties"]["plans"]
+    assert plans == {"type": "array", "items": {"$ref": "#/components/schemas/Plan"}}
+    for path, method in [(payments, "post"), ("/api/platform/public-plans/subscribe", "post")]:
+        headers = [param["name"] for param in paths[path][method]["parameters"] if param["in"] == "header"]
+        assert headers == ["Idempotency-Key"], path
+        assert "Idempotent-Replayed" in paths[path][method]["responses"]["200"]["headers"]
+    assert paths["/api/platform/public-plans/subscribe"]["post"]["security"] == []
+    # The generated inputs state the email rule, and the outputs never show internals.
+    for name in ("PaymentIn", "SubscribeIn"):
+        assert "pattern" in schemas[name]["properties"]["buyer_email"], name
+    assert "version" not in schemas["Subscription"]["properties"]
+    assert {"status", "current_period_start", "current_period_end", "cancel_at_period_end"} <= set(
+        schemas["Subscription"]["required"]
+    )
+    assert schemas["SubscriptionStatus"]["enum"] == ["pending", "active", "past_due", "expired", "canceled"]
+    assert "merchant_order_id" not in schemas["Purchase"]["properties"]
+    assert "item_id" not in schemas["Purchase"]["required"]  # only an item's order has one
+    assert {"kind", "event_type", "gateway_order_id"} <= set(schemas["Purchase"]["properties"])
+    assert {"gateway_order_id", "order_id"} <= set(schemas["Payment"]["required"])
+    assert schemas["Payment"]["properties"]["kind"] == {"const": "payment"}
 
 
 async def call_and_check(
@@ -183,6 +308,7 @@ async def test_real_responses_match_the_document(start_relay: StartRelay, mercha
         return (await api.purchase(pid, order["order_id"]))["webhook_status"] == "failed"
 
     await eventually(dead, what="the purchase's webhook in the dead-letter queue")
+    assert check_webhook(merchant.hits("/hook")[0].body)["order_id"] == order["order_id"]
     purchase = await call_and_check(
         api, "get", "/api/platform/projects/{project_id}/item-purchases/{purchase_id}", purchase_path
     )
@@ -233,6 +359,102 @@ async def test_real_responses_match_the_document(start_relay: StartRelay, mercha
     await call_and_check(
         api, "post", "/callbacks/midtrans", "/callbacks/midtrans", expect=400, auth=False, data=b"[]"
     )
+
+
+async def test_real_payments_plans_and_subscriptions_match_the_document(
+    start_relay: StartRelay, merchant: Merchant
+) -> None:
+    """A shop payment paid and refunded, a plan, a subscription paid and canceled: the answers and
+    the webhooks the merchant receives, against the document."""
+    running = await start_relay()
+    api = running.api
+    project = await api.project(webhook_url=f"{merchant.url}/hook")
+    pid = project["id"]
+    payments = "/api/platform/projects/{project_id}/payments"
+    payment_route = payments + "/{order_id}"
+    request = {"order_id": "INV-1001", "amount": 75000, "buyer_email": "b@example.com", "description": "Cart"}
+    created = await call_and_check(
+        api, "post", payments, f"/api/platform/projects/{pid}/payments", json=request
+    )
+    await call_and_check(
+        api,
+        "post",
+        payments,
+        f"/api/platform/projects/{pid}/payments",
+        json=request | {"amount": 1},
+        expect=409,
+    )
+    await call_and_check(api, "get", payment_route, f"/api/platform/projects/{pid}/payments/nope", expect=404)
+    payment = (
+        await call_and_check(api, "get", payment_route, f"/api/platform/projects/{pid}/payments/INV-1001")
+    )["payment"]
+    await api.pay({"order_id": payment["gateway_order_id"], "amount": created["amount"]})
+    refund = api.notification(
+        payment["gateway_order_id"],
+        75000,
+        status="partial_refund",
+        refunds=[{"refund_chargeback_id": 7, "refund_amount": "25000.00", "reason": "damaged"}],
+    )
+    await api.callback(refund)
+    await wait_hits(merchant, 2, "/hook")
+
+    plan = (
+        await call_and_check(
+            api,
+            "put",
+            "/api/platform/plans",
+            "/api/platform/plans",
+            json={"project_id": pid, "name": "Pro", "price": 99000, "interval": "month"},
+        )
+    )["plan"]
+    plans = await call_and_check(
+        api, "get", "/api/platform/projects/{project_id}/plans", f"/api/platform/projects/{pid}/plans"
+    )
+    assert [found["id"] for found in plans["plans"]] == [plan["id"]]
+    started = await call_and_check(
+        api,
+        "post",
+        "/api/platform/public-plans/subscribe",
+        "/api/platform/public-plans/subscribe",
+        auth=False,
+        json={"client_id": project["client_id"], "plan_id": plan["id"], "buyer_email": "b@example.com"},
+    )
+    route = "/api/platform/projects/{project_id}/subscriptions/{subscription_id}"
+    path = f"/api/platform/projects/{pid}/subscriptions/{started['subscription_id']}"
+    assert (await call_and_check(api, "get", route, path))["subscription"]["status"] == "pending"
+    await api.pay(started)
+    await wait_hits(merchant, 3, "/hook")
+    subscription = (await call_and_check(api, "get", route, path))["subscription"]
+    assert subscription["status"] == "active"
+    canceled = (await call_and_check(api, "post", route + "/cancel", path + "/cancel"))["subscription"]
+    assert canceled["cancel_at_period_end"] is True
+    await call_and_check(
+        api, "get", route, f"/api/platform/projects/{pid}/subscriptions/sub_nope", expect=404
+    )
+
+    # Every kind in one list, and each order's own page.
+    orders = await call_and_check(
+        api,
+        "get",
+        "/api/platform/projects/{project_id}/item-purchases",
+        f"/api/platform/projects/{pid}/item-purchases",
+    )
+    kinds = {order["kind"]: order for order in orders["purchases"]}
+    assert set(kinds) == {"payment", "subscription"}
+    assert kinds["payment"]["order_id"] == "INV-1001"
+    assert kinds["subscription"]["subscription_id"] == started["subscription_id"]
+    await call_and_check(
+        api,
+        "get",
+        "/api/platform/projects/{project_id}/item-purchases/{purchase_id}",
+        f"/api/platform/projects/{pid}/item-purchases/{started['order_id']}",
+    )
+    events = [check_webhook(hit.body) for hit in merchant.hits("/hook")]
+    assert [event["event"] for event in events] == [
+        "payment.paid",
+        "payment.refunded",
+        "subscription.activated",
+    ]
 
 
 async def test_the_relay_serves_the_document(start_relay: StartRelay) -> None:

@@ -1,5 +1,6 @@
-"""The operator console's pages: log in, projects with their endpoints' health, purchases and their
-attempts, dead letters, callbacks for unknown orders.
+"""The operator console's pages: log in, projects with their endpoints' health, plans and recent
+subscriptions, orders of every kind (items, shop payments, subscription periods) with their attempts
+and refunds, dead letters, callbacks for unknown orders.
 
 Reads and actions go through the same use cases as the API (``relay.replay.Operations``): "Retry"
 and "Replay" are ``retry-webhook`` and the dead-letter replay, so the event keeps its
@@ -9,6 +10,8 @@ one-line notice. Routes are relative to the console's mount point, ``/console``.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote, urlencode
 
@@ -28,7 +31,7 @@ from relay.console.middleware import (
     see_other,
     session_cookie,
 )
-from relay.models import Project, WebhookStatus
+from relay.models import Attempt, EventRecord, Project, WebhookStatus
 from relay.sessions import SESSION_TTL, Session
 from relay.store import Store
 from relay.templating import static_text
@@ -38,6 +41,7 @@ routes = web.RouteTableDef()
 
 DEAD_LETTER_PAGE = 100
 UNMATCHED_PAGE = 200
+SUBSCRIPTIONS_PAGE = 100
 
 
 @routes.get("/console.css")
@@ -136,6 +140,9 @@ async def project_page(request: web.Request, session: Session) -> web.StreamResp
         endpoints=await operations.endpoint_health(project.id),
         disable_after=request.config_dict[SETTINGS].endpoint_disable_after,
         purchases=await operations.purchases(project.id, webhook_status=status, limit=limit),
+        plans=await operations.plans(project.id),
+        subscriptions=await operations.recent_subscriptions(project.id, limit=SUBSCRIPTIONS_PAGE),
+        subscriptions_page=SUBSCRIPTIONS_PAGE,
         webhook_status=status.value if status else "",
         statuses=[choice.value for choice in WebhookStatus],
         limit=limit,
@@ -150,7 +157,9 @@ async def purchase_page(request: web.Request, session: Session) -> web.StreamRes
     project = await operations.project(request.match_info["project_id"])
     purchase = await operations.purchase(project.id, request.match_info["order_id"])
     event = await events.get(purchase.event_id) if purchase.event_id else None
-    logs = await events.attempts([purchase.event_id]) if purchase.event_id else {}
+    refunds = await operations.refunds(purchase)
+    logs = await events.attempts([purchase.event_id] if purchase.event_id else [])
+    last = await events.last_attempts([refund.id for refund in refunds])
     return await render(
         request,
         "purchase.html",
@@ -159,7 +168,41 @@ async def purchase_page(request: web.Request, session: Session) -> web.StreamRes
         purchase=purchase,
         event=event,
         attempts=logs.get(purchase.event_id or "", []),
+        refunds=[refund_row(refund, last.get(refund.id)) for refund in refunds],
         here=request.path_qs,
+    )
+
+
+@dataclass(frozen=True)
+class RefundRow:
+    """A refund an order sent, as its page shows it: the event, and what its body says."""
+
+    event: EventRecord
+    amount: int | None
+    refunded_at: str | None
+    reason: str | None
+    last_attempt: Attempt | None
+
+
+def refund_row(event: EventRecord, last_attempt: Attempt | None) -> RefundRow:
+    try:
+        body = json.loads(event.body)
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+
+    def text(name: str) -> str | None:
+        value = body.get(name)
+        return value if isinstance(value, str) else None
+
+    amount = body.get("refund_amount")
+    return RefundRow(
+        event=event,
+        amount=amount if isinstance(amount, int) else None,
+        refunded_at=text("refunded_at"),
+        reason=text("reason"),
+        last_attempt=last_attempt,
     )
 
 

@@ -3,7 +3,9 @@
 Bodies are generated from the pydantic models the handlers validate and serialise with
 (``model_json_schema``), so a changed model changes the document. The routes, parameters and status
 codes are written here by hand; ``tests/test_openapi.py`` checks them against the app's router in
-both directions and fuzzes a live relay with schemathesis against this document.
+both directions and fuzzes a live relay with schemathesis against this document. The ``webhooks``
+(the events a merchant receives) are generated from ``relay.event_types.TYPES``
+(``relay.openapi.webhooks``).
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from typing import Any
 
 from relay import __version__
 from relay.jsonutil import dumps
+from relay.openapi.billing import billing_paths
 from relay.openapi.parts import component_schemas
 from relay.openapi.paths import admin_paths, builder_paths, callback_paths, public_paths, service_paths
+from relay.openapi.webhooks import event_schemas, webhooks
 
 
 @cache
@@ -25,20 +29,36 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "relay",
             "version": __version__,
-            "summary": "Verified payment-gateway callbacks in, signed item.purchased webhooks out.",
+            "summary": "Verified payment-gateway callbacks in, signed webhooks out: items, shop payments, "
+            "subscriptions and their refunds.",
             "description": 'Errors are `{"error": "<ClassName>", "detail": "<sentence>"}` with a 4xx/5xx '
             "status. Builder and admin routes take `Authorization: Bearer <RELAY_ADMIN_TOKEN>`.",
         },
         "tags": [
             {"name": "callbacks", "description": "Payment gateways; the signature is the authentication."},
-            {"name": "builder", "description": "Projects, items and purchases (admin token)."},
+            {
+                "name": "builder",
+                "description": "Projects, items, shop payments, plans, subscriptions and orders of every "
+                "kind (admin token).",
+            },
             {"name": "public", "description": "Keyed by a project's client_id; no auth."},
             {"name": "admin", "description": "The dead-letter queue (admin token)."},
             {"name": "service", "description": "Health, readiness, metrics and this document."},
+            {
+                "name": "webhooks",
+                "description": "The events the relay POSTs to a merchant's endpoint, signed (Standard "
+                "Webhooks); one webhook per event type.",
+            },
         ],
-        "paths": callback_paths() | builder_paths() | public_paths() | admin_paths() | service_paths(),
+        "paths": callback_paths()
+        | builder_paths()
+        | billing_paths()
+        | public_paths()
+        | admin_paths()
+        | service_paths(),
+        "webhooks": webhooks(),
         "components": {
-            "schemas": component_schemas(),
+            "schemas": component_schemas() | event_schemas(),
             "securitySchemes": {
                 "adminToken": {
                     "type": "http",

@@ -4,6 +4,7 @@ models, error and operation helpers."""
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -20,10 +21,16 @@ from relay.models import (
     DeadLetter,
     Item,
     ItemIn,
+    OrderKind,
+    PaymentIn,
+    Plan,
+    PlanIn,
     Project,
     ProjectIn,
     Purchase,
     PurchaseIn,
+    SubscribeIn,
+    Subscription,
 )
 
 Schema = dict[str, Any]
@@ -38,7 +45,7 @@ def ref(name: str) -> Schema:
     return {"$ref": REF.format(model=name)}
 
 
-def _output(schema: Schema, *, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> Schema:
+def output(schema: Schema, *, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> Schema:
     """A model's schema as the API returns it: every field present (``model_dump`` writes defaults
     too), optionally narrowed to ``include`` or without ``exclude``."""
     found = copy.deepcopy(schema)
@@ -60,31 +67,86 @@ def _with(schema: Schema, title: str, **properties: Schema) -> Schema:
     return found
 
 
+def _view_fields(kind: OrderKind) -> list[str]:
+    """The fields ``Purchase.view()`` always shows for an order of ``kind``: those of an order with
+    every optional field unset (the others appear only when set)."""
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    order = Purchase(
+        order_id="o",
+        kind=kind,
+        project_id="p",
+        merchant_order_id="m" if kind is OrderKind.PAYMENT else None,
+        amount=1,
+        currency="IDR",
+        buyer_email="buyer@example.com",
+        created_at=moment,
+        updated_at=moment,
+    )
+    return list(order.view())
+
+
+def _purchase_schemas(generated: Schema) -> dict[str, Schema]:
+    """``Purchase`` (an order of any kind, as ``Purchase.view()`` shows it with its attempts) and
+    ``Payment`` (a shop payment's view)."""
+    found = copy.deepcopy(generated)
+    properties = found["properties"]
+    for prop in properties.values():
+        prop.pop("default", None)
+    properties.pop("merchant_order_id")
+    properties["order_id"]["description"] = (
+        "The order's id: the gateway's, except a shop payment's, which is the merchant's own."
+    )
+    properties["gateway_order_id"] = {
+        "type": "string",
+        "description": "A shop payment's order id at the gateway (`pay-...`).",
+    }
+    properties["attempts"] = {"type": "array", "items": ref("Attempt")}
+    shown = {kind: _view_fields(kind) for kind in OrderKind}
+    common = [name for name in properties if all(name in fields for fields in shown.values())]
+    found["required"] = [*common, "attempts"]
+    found["additionalProperties"] = False
+    found["description"] = (
+        "An order of any kind: a catalogue item (`item_id`), a shop payment (`description`, "
+        "`gateway_order_id`; `order_id` is the merchant's) or a subscription's period "
+        "(`subscription_id`, `plan_id`, `user_id`, `interval`, `period_start`, `period_end`; the "
+        "plan's name in `item_name`). Fields of other kinds, and unset optional ones, are left out."
+    )
+    payment = copy.deepcopy(found) | {"title": "Payment", "description": "A shop payment."}
+    payment["properties"].pop("item_id")
+    payment["properties"]["kind"] = {"const": OrderKind.PAYMENT.value}
+    payment["required"] = [name for name in payment["properties"] if name in shown[OrderKind.PAYMENT]]
+    payment["required"].append("attempts")
+    return {"Purchase": found, "Payment": payment}
+
+
 def component_schemas() -> dict[str, Schema]:
     models: list[type[BaseModel]] = [ProjectIn, ItemIn, PurchaseIn, ReplayIn, Project, Item, Purchase]
     models += [Attempt, DeadLetter, WindowReplayIn, EndpointIn, EndpointHealth]
+    models += [PaymentIn, PlanIn, SubscribeIn, Plan, Subscription]
     modes: list[tuple[type[BaseModel], Literal["validation"]]] = [(model, "validation") for model in models]
     _, defs = models_json_schema(modes, ref_template=REF)
     generated: dict[str, Schema] = defs["$defs"]
-    inputs = ("ProjectIn", "ItemIn", "PurchaseIn", "ReplayIn", "WindowReplayIn", "EndpointIn")
+    inputs = ["ProjectIn", "ItemIn", "PurchaseIn", "ReplayIn", "WindowReplayIn", "EndpointIn"]
+    inputs += ["PaymentIn", "PlanIn", "SubscribeIn"]
     schemas = {name: generated[name] for name in inputs}
     # An AfterValidator leaves no trace in the generated schema: state the rule it checks.
-    schemas["PurchaseIn"]["properties"]["buyer_email"]["pattern"] = EMAIL_RE.pattern
-    schemas |= {
-        name: generated[name] for name in ("PurchaseStatus", "WebhookStatus", "EventKind", "DeadReason")
-    }
-    project = _output(generated["Project"], exclude=SECRET_FIELDS)
+    for name in ("PurchaseIn", "PaymentIn", "SubscribeIn"):
+        schemas[name]["properties"]["buyer_email"]["pattern"] = EMAIL_RE.pattern
+    enums = ("PurchaseStatus", "WebhookStatus", "EventKind", "DeadReason", "OrderKind", "Interval")
+    schemas |= {name: generated[name] for name in (*enums, "SubscriptionStatus")}
+    project = output(generated["Project"], exclude=SECRET_FIELDS)
     secret = {"type": "string", "pattern": "^whsec_", "description": "Shown on create and rotate only."}
     schemas["Project"] = project
     schemas["ProjectWithSecret"] = _with(project, "ProjectWithSecret", webhook_secret=secret)
-    schemas["Item"] = _output(generated["Item"])
-    schemas["PublicItem"] = _output(generated["Item"], include=PUBLIC_ITEM_FIELDS) | {"title": "PublicItem"}
-    schemas["Attempt"] = _output(generated["Attempt"])
-    attempts = {"type": "array", "items": ref("Attempt")}
-    schemas["Purchase"] = _with(_output(generated["Purchase"]), "Purchase", attempts=attempts)
-    schemas["DeadLetter"] = _output(generated["DeadLetter"])
+    schemas["Item"] = output(generated["Item"])
+    schemas["PublicItem"] = output(generated["Item"], include=PUBLIC_ITEM_FIELDS) | {"title": "PublicItem"}
+    schemas["Attempt"] = output(generated["Attempt"])
+    schemas |= _purchase_schemas(generated["Purchase"])
+    schemas["DeadLetter"] = output(generated["DeadLetter"])
     schemas["EndpointState"] = generated["EndpointState"]
-    schemas["EndpointHealth"] = _output(generated["EndpointHealth"])
+    schemas["EndpointHealth"] = output(generated["EndpointHealth"])
+    schemas["Plan"] = output(generated["Plan"])
+    schemas["Subscription"] = output(generated["Subscription"], exclude=("version",))
     text = {"type": ["string", "null"], "maxLength": 128}
     schemas["UnmatchedCallback"] = {
         "type": "object",

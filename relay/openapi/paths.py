@@ -20,18 +20,26 @@ from relay.openapi.parts import (
 
 PROJECT_ID = path_param("project_id", "The project's id.")
 ITEM_ID = path_param("item_id", "The item's id.")
-PURCHASE_ID = path_param("purchase_id", "The purchase's order_id.")
+PURCHASE_ID = path_param(
+    "purchase_id", "The order's id at the gateway (a shop payment's `gateway_order_id`)."
+)
 NON_EMPTY = {"type": "string", "minLength": 1}
 LIMIT = {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}
-IDEMPOTENCY_KEY = {
-    "name": HEADER,
-    "in": "header",
-    "required": False,
-    "description": "Per client_id and route: the same key and body within 24 h answers the first "
-    "response again; the same key with another body, or while the first is in flight, is a 409. "
-    "Without it every request creates an order.",
-    "schema": {"type": "string", "pattern": KEY_PATTERN},
-}
+
+
+def idempotency_key(scope: str) -> Schema:
+    """The Idempotency-Key header of a creating POST, its keys scoped to ``scope`` and the route."""
+    return {
+        "name": HEADER,
+        "in": "header",
+        "required": False,
+        "description": f"Per {scope} and route: the same key and body within 24 h answers the first "
+        "response again; the same key with another body, or while the first is in flight, is a 409. "
+        "Without it every request creates an order.",
+        "schema": {"type": "string", "pattern": KEY_PATTERN},
+    }
+
+
 REPLAYED_HEADER = {
     REPLAYED: {
         "description": "`true` when this is the stored answer to an earlier request with the same "
@@ -39,6 +47,24 @@ REPLAYED_HEADER = {
         "schema": {"type": "string", "enum": ["true"]},
     }
 }
+IDEMPOTENCY_CONFLICT = (
+    "`Conflict`: the Idempotency-Key was used with another body or its first request is still in flight"
+)
+
+
+def invoice_answer(**more: Schema) -> Schema:
+    """The answer of a route that starts an order: what to pay, and where."""
+    return ok(
+        obj(
+            **more,
+            order_id={"type": "string"},
+            invoice_url={"type": ["string", "null"]},
+            amount={"type": "integer"},
+            currency={"type": "string"},
+        )
+    ) | {"headers": REPLAYED_HEADER}
+
+
 CALLBACK_OK = "The outcome is durably stored (also for duplicates, non-final statuses and unknown orders)."
 
 
@@ -127,6 +153,7 @@ def builder_paths() -> dict[str, Schema]:
         "RotateWebhookSecret": link("rotateWebhookSecret", project_id=project_id),
         "ListItems": link("listItems", project_id=project_id),
         "ListPurchases": link("listPurchases", project_id=project_id),
+        "ListPlans": link("listPlans", project_id=project_id),
         "ListPublicItems": link("listPublicItems", client_id="$response.body#/project/client_id"),
     }
     return {
@@ -252,7 +279,8 @@ def builder_paths() -> dict[str, Schema]:
         "/api/platform/projects/{project_id}/item-purchases": {
             "get": operation(
                 "listPurchases",
-                "A project's purchases, newest first, each with its delivery attempts",
+                "A project's orders of every kind (items, shop payments, subscription periods), newest "
+                "first, each with its delivery attempts",
                 tag="builder",
                 admin=True,
                 parameters=[
@@ -272,7 +300,7 @@ def builder_paths() -> dict[str, Schema]:
         "/api/platform/projects/{project_id}/item-purchases/{purchase_id}": {
             "get": operation(
                 "getPurchase",
-                "A purchase with its delivery attempts",
+                "An order of any kind with its delivery attempts",
                 tag="builder",
                 admin=True,
                 parameters=[PROJECT_ID, PURCHASE_ID],
@@ -282,7 +310,7 @@ def builder_paths() -> dict[str, Schema]:
         "/api/platform/projects/{project_id}/item-purchases/{purchase_id}/retry-webhook": {
             "post": operation(
                 "retryWebhook",
-                "Send a paid purchase's webhook again, same webhook-id, fresh retry budget",
+                "Send a paid order's webhook again, same webhook-id, fresh retry budget",
                 tag="builder",
                 admin=True,
                 parameters=[PROJECT_ID, PURCHASE_ID],
@@ -319,26 +347,37 @@ def public_paths() -> dict[str, Schema]:
                 description="`amount` (what the buyer pays, and what the webhook reports) must lie "
                 "within the item's `amount_min` (by default its price) and `amount_max`, else 400.",
                 body=json_body(ref("PurchaseIn")),
-                parameters=[IDEMPOTENCY_KEY],
+                parameters=[idempotency_key("client_id")],
                 responses={
-                    200: ok(
-                        obj(
-                            order_id={"type": "string"},
-                            invoice_url={"type": ["string", "null"]},
-                            amount={"type": "integer"},
-                            currency={"type": "string"},
-                        )
-                    )
-                    | {"headers": REPLAYED_HEADER},
+                    200: invoice_answer(),
                     400: error(
                         400, "`InvalidInput`: a body that does not validate, or a malformed Idempotency-Key."
                     ),
                     404: error(404, "`NotFound`: no such client_id or item."),
-                    409: error(
-                        409,
-                        "`Conflict`: the Idempotency-Key was used with another body or its first "
-                        "request is still in flight; or no free order id was found (retry).",
+                    409: error(409, f"{IDEMPOTENCY_CONFLICT}; or no free order id was found (retry)."),
+                    429: error(429),
+                    502: error(502),
+                },
+            )
+        },
+        "/api/platform/public-plans/subscribe": {
+            "post": operation(
+                "subscribe",
+                "Subscribe to a plan: a pending subscription and the invoice of its first period",
+                tag="public",
+                description="The subscription is `pending` until its first invoice is paid, then "
+                "`active` (`subscription.activated`); its period starts when that invoice is paid.",
+                body=json_body(ref("SubscribeIn")),
+                parameters=[idempotency_key("client_id")],
+                responses={
+                    200: invoice_answer(subscription_id={"type": "string", "pattern": "^sub_"}),
+                    400: error(
+                        400,
+                        "`InvalidInput`: a body that does not validate, a gateway that is not configured, "
+                        "or a malformed Idempotency-Key.",
                     ),
+                    404: error(404, "`NotFound`: no such client_id or plan."),
+                    409: error(409, f"{IDEMPOTENCY_CONFLICT}; or no free order id was found (retry)."),
                     429: error(429),
                     502: error(502),
                 },
