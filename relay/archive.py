@@ -6,6 +6,8 @@ One line per order, oldest first within each project::
     {"order": {...the purchase as the API shows it...},
      "events": [{...the event record, its exact body as sent..., "attempts": [...]}]}
 
+The events are the order's paid event and then its refunds' (``*.refunded``).
+
 Streaming: orders are read a page at a time (``relay.ranges``) and written as they come, so the
 memory used does not depend on the size of the window. The window applies to the order's creation
 (the relay's own record time).
@@ -18,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from relay.events import EventStore
+from relay.models import Purchase
 from relay.ranges import count_between, member_pages
 from relay.store import Store
 
@@ -48,15 +51,20 @@ async def _lines(store: Store, events: EventStore, order_ids: list[str]) -> list
     """The export lines of one page of orders, in three round trips (an order deleted meanwhile is
     skipped)."""
     purchases = await store.get_purchases(order_ids)
-    event_ids = [purchase.event_id for purchase in purchases if purchase.event_id]
+    event_ids = [event_id for purchase in purchases for event_id in _event_ids(purchase)]
     records = {record.id: record for record in await events.get_many(event_ids)}
     logs = await events.attempts(event_ids)
     lines = []
     for purchase in purchases:
         exported = []
-        record = records.get(purchase.event_id or "")
-        if record is not None:
+        for record in filter(None, (records.get(event_id) for event_id in _event_ids(purchase))):
             attempts = [attempt.model_dump(mode="json") for attempt in logs.get(record.id, [])]
             exported.append(record.model_dump(mode="json") | {"attempts": attempts})
-        lines.append({"order": purchase.model_dump(mode="json"), "events": exported})
+        order = purchase.model_dump(mode="json", exclude={"refund_event_ids"})
+        lines.append({"order": order, "events": exported})
     return lines
+
+
+def _event_ids(purchase: Purchase) -> list[str]:
+    """The order's events: its paid event, then its refunds'."""
+    return ([purchase.event_id] if purchase.event_id else []) + sorted(purchase.refund_event_ids)

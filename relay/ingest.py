@@ -20,6 +20,7 @@ import structlog
 from arq.connections import ArqRedis
 
 from relay.errors import AmountMismatch, Conflict
+from relay.metrics import Metrics
 from relay.models import PaymentOutcome, PurchaseStatus, iso_z, new_event_id
 from relay.store import Store
 from workers.arq_compat import job_write
@@ -70,9 +71,15 @@ def unmatched_summary(outcome: PaymentOutcome, now: datetime) -> dict[str, Any]:
 
 
 async def apply_outcome(
-    store: Store, arq: ArqRedis, outcome: PaymentOutcome, *, clock: Callable[[], datetime]
+    store: Store,
+    arq: ArqRedis,
+    outcome: PaymentOutcome,
+    *,
+    clock: Callable[[], datetime],
+    metrics: Metrics | None = None,
 ) -> Ingested:
-    """Apply a verified outcome. Raises Conflict when the purchase was made through another
+    """Apply a verified outcome; ``metrics`` counts the events it created (a settlement can send
+    refunds kept from before it too). Raises Conflict when the purchase was made through another
     gateway or in another currency, and AmountMismatch when the amount differs; then nothing
     changes."""
     now = clock()
@@ -92,6 +99,8 @@ async def apply_outcome(
         code, detail, written = await store.ingest(
             outcome, now=now, paid_at=paid_at, event_id=event_id, job=job, refunded_at=refunded_at
         )
+    if metrics is not None and written:
+        metrics.events_created.inc(written)
     match code:
         case "applied" if detail == PurchaseStatus.REFUNDED and written:
             return Ingested.REFUND_SENT

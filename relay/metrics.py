@@ -22,12 +22,12 @@ class Metrics:
         )
         self.events_created = Counter(
             "relay_events_created_total",
-            "Events created by gateway callbacks: a paid order's (every kind), a refund's.",
+            "Merchant events created: a paid order's (every kind), a refund's, a subscription timer's.",
             registry=self.registry,
         )
         self.purchases_created = Counter(
             "relay_purchases_created_total",
-            "Purchases created through the public API.",
+            "Orders created through the API: item purchases, shop payments, subscriptions' first invoices.",
             registry=self.registry,
         )
         self.deliveries = Counter(
@@ -63,8 +63,9 @@ class Metrics:
         )
         self.deleted = Counter(
             "relay_retention_deleted_total",
-            "Records deleted by retention: finished orders (with their events and attempts), and "
-            "the operator's alert events.",
+            "Records deleted by retention: finished orders (with their events and attempts), events "
+            "about no one order (kind alert: the operator's alerts, subscriptions' timer events), and "
+            "ended subscriptions.",
             ["kind"],
             registry=self.registry,
         )

@@ -315,6 +315,8 @@ class Purchase(Record):
     period_start: datetime | None = None
     period_end: datetime | None = None
     invoice_url: str | None = None
+    # The events its refunds sent, read from its hash (``refund:{key}`` fields), never stored in doc.
+    refund_event_ids: list[str] = Field(default_factory=list)
     amount: int
     currency: str
     buyer_email: str
@@ -331,7 +333,9 @@ class Purchase(Record):
     def view(self) -> dict[str, Any]:
         """The order as the API shows it: a shop payment's ``order_id`` is the merchant's, the
         gateway's is ``gateway_order_id``; unset fields of other kinds are left out."""
-        shown = self.model_dump(mode="json", exclude_none=True, exclude={"merchant_order_id"})
+        shown = self.model_dump(
+            mode="json", exclude_none=True, exclude={"merchant_order_id", "refund_event_ids"}
+        )
         for name in ("buyer_name", "paid_at", "webhook_status", "event_id"):
             shown.setdefault(name, None)
         if self.kind is OrderKind.PAYMENT:

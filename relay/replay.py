@@ -40,8 +40,6 @@ from workers.arq_compat import enqueue_delivery
 PAGE = 500  # dead letters read per round trip when walking them all
 REPLAY_AT_ONCE = 50  # resends in flight at once in a bulk replay
 MAX_WINDOW_REPLAY = 10_000  # events one API call may replay; the CLI takes any number
-# An order's hash names each refund it sent: refund:{key} -> the refund's event id (relay/schema.py).
-REFUND_FIELD = "refund:"
 
 
 @dataclass(frozen=True)
@@ -129,9 +127,8 @@ class Operations:
 
     async def refunds(self, purchase: Purchase) -> list[EventRecord]:
         """The events the order's refunds sent (``*.refunded``), oldest first."""
-        fields = await self.store.redis.hgetall(self.store.keys.purchase(purchase.order_id))  # type: ignore[misc]
-        event_ids = [event_id for name, event_id in fields.items() if name.startswith(REFUND_FIELD)]
-        return sorted(await self.events.get_many(event_ids), key=lambda event: (event.created_at, event.id))
+        refunds = await self.events.get_many(purchase.refund_event_ids)
+        return sorted(refunds, key=lambda event: (event.created_at, event.id))
 
     async def plans(self, project_id: str) -> list[Plan]:
         project = await self.project(project_id)

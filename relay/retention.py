@@ -66,6 +66,7 @@ class Swept:
     expired: int = 0
     deleted_orders: int = 0
     deleted_alerts: int = 0
+    deleted_subscriptions: int = 0
 
 
 class Retention:
@@ -91,9 +92,10 @@ class Retention:
         )
         return int(taken), int(expired)
 
-    async def delete_due(self, *, now: datetime, limit: int = BATCH) -> tuple[int, int, int]:
-        """Delete what is due by ``now``, at most ``limit`` entries: (taken, orders, alerts)."""
-        taken, orders, alerts = await self._delete(
+    async def delete_due(self, *, now: datetime, limit: int = BATCH) -> tuple[int, int, int, int]:
+        """Delete what is due by ``now``, at most ``limit`` entries: (taken, orders, events of
+        their own, subscriptions)."""
+        taken, orders, alerts, subscriptions = await self._delete(
             keys=[
                 self.keys.retention,
                 self.keys.outbox,
@@ -103,24 +105,31 @@ class Retention:
             ],
             args=[self.keys.prefix + ":", to_ms(now), limit],
         )
-        return int(taken), int(orders), int(alerts)
+        return int(taken), int(orders), int(alerts), int(subscriptions)
 
     async def sweep(self, *, now: datetime) -> Swept:
         """Expire, then delete, in batches until nothing is due or MAX_BATCHES of each ran."""
-        expired = orders = alerts = 0
+        expired = orders = alerts = subscriptions = 0
         for _ in range(MAX_BATCHES):
             taken, count = await self.expire(now=now)
             expired += count
             if taken < BATCH:
                 break
         for _ in range(MAX_BATCHES):
-            taken, deleted, deleted_alerts = await self.delete_due(now=now)
+            taken, deleted, deleted_alerts, deleted_subscriptions = await self.delete_due(now=now)
             orders, alerts = orders + deleted, alerts + deleted_alerts
+            subscriptions += deleted_subscriptions
             if taken < BATCH:
                 break
-        if expired or orders or alerts:
-            log.info("retention_swept", expired=expired, deleted_orders=orders, deleted_alerts=alerts)
-        return Swept(expired, orders, alerts)
+        if expired or orders or alerts or subscriptions:
+            log.info(
+                "retention_swept",
+                expired=expired,
+                deleted_orders=orders,
+                deleted_alerts=alerts,
+                deleted_subscriptions=subscriptions,
+            )
+        return Swept(expired, orders, alerts, subscriptions)
 
     async def backfill(self, project_id: str, order_ids: list[str], *, now: datetime) -> tuple[int, int]:
         """Put a page of a project's orders stored before retention existed on the schedules, and

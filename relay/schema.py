@@ -19,7 +19,8 @@ ingest script and arq's in-progress keys in the claim script, so it must agree w
                                                  updated_at, invoice_url; until paid,        remember_invoice
                                                  event_head (relay.event_types); a refund
                                                  kept until paid: pending_refund; each
-                                                 refund sent: refund:{key} -> its event id.
+                                                 refund sent: refund:{key} -> its event id,
+                                                 and refunded_amount, refund_count.
                                                  Purchases stored before: metadata in doc
                                                  and in event_tail
     {p}:subscription:{id}                HASH    doc (JSON of the fixed fields), status,     relay.

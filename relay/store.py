@@ -73,6 +73,8 @@ def ingest_script() -> str:
 
 
 PURCHASE_STATE_FIELDS = ("status", "paid_at", "webhook_status", "event_id", "updated_at", "invoice_url")
+# An order's hash names each refund it sent: refund:{key} -> the refund's event id (ingest.lua).
+REFUND_FIELD = "refund:"
 # Left out of an item's doc while they have their default: the doc every purchase stores stays small.
 _DEFAULTS = {"kind": OrderKind.ITEM, "event_type": "item.purchased"}
 
@@ -83,7 +85,9 @@ def purchase_template(purchase: Purchase) -> dict[str, str]:
     it is paid."""
     defaults = {name for name, value in _DEFAULTS.items() if getattr(purchase, name) == value}
     doc = purchase.model_dump(
-        mode="json", exclude={"metadata", *PURCHASE_STATE_FIELDS, *defaults}, exclude_none=True
+        mode="json",
+        exclude={"metadata", "refund_event_ids", *PURCHASE_STATE_FIELDS, *defaults},
+        exclude_none=True,
     )
     return {
         "doc": dumps(doc),
@@ -108,6 +112,9 @@ def purchase_from_fields(fields: dict[str, str]) -> Purchase:
         data["metadata"] = json.loads(fields["metadata"])
     for name in PURCHASE_STATE_FIELDS:
         data[name] = fields.get(name) or None
+    data["refund_event_ids"] = [
+        event_id for name, event_id in fields.items() if name.startswith(REFUND_FIELD)
+    ]
     return Purchase.model_validate(data)
 
 

@@ -38,6 +38,7 @@ from relay import lua
 from relay.errors import Conflict, RelayError
 from relay.event_body import SubscriptionEvent, SubscriptionRenewalDueEvent
 from relay.jsonutil import dumps
+from relay.metrics import Metrics
 from relay.models import (
     OrderKind,
     Purchase,
@@ -402,10 +403,18 @@ async def cancel(
 class Timers:
     """The worker's part: make the moves that are due (``relay/lua/subscription_move.lua``)."""
 
-    def __init__(self, subscriptions: Subscriptions, *, arq: ArqRedis, invoicer: Invoicer) -> None:
+    def __init__(
+        self,
+        subscriptions: Subscriptions,
+        *,
+        arq: ArqRedis,
+        invoicer: Invoicer,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.subscriptions = subscriptions
         self.arq = arq
         self.invoicer = invoicer
+        self.metrics = metrics
 
     async def sweep(self, *, now: datetime) -> int:
         """Fire every timer that is due (at most BATCH, FIRING at once: a renewal waits on its
@@ -467,6 +476,8 @@ class Timers:
         moved = await subscriptions.move(
             subscription, arq=self.arq, now=now, due=move.due, fields=fields, event=event
         )
+        if moved and event is not None and self.metrics is not None:
+            self.metrics.events_created.inc()
         if moved:
             log.info(
                 "subscription_moved",

@@ -804,3 +804,30 @@ async def test_the_worker_sends_renewal_due_when_the_notice_is_longer_than_the_p
     assert parse_utc(subscription["current_period_start"]) == parse_utc(due["period_start"])
     assert parse_utc(subscription["current_period_end"]) == parse_utc(due["period_end"])
     assert merchant.hits("/hook") == []
+
+
+async def test_an_ended_subscription_is_deleted_retention_after_it_ended(world: World) -> None:
+    """Canceled or expired, it goes on the retention schedule when it ends and is deleted with its
+    index entries RELAY_RETENTION later; one paid again in between is kept."""
+    retention = world.stores.retention
+    lifetime = world.stores.subscriptions.lifetimes.retention
+    subscriptions_key = world.stores.keys.project_subscriptions("shop")
+
+    pending = await world.subscribe()
+    await world.cancel(pending.id, at=CREATED + SECOND)
+    unpaid = await world.subscribe()
+    assert await world.sweep(CREATED + LIFETIMES.purchase_expiry) == 1  # its first invoice expired
+    assert (await world.get(unpaid.id)).status is SubscriptionStatus.EXPIRED
+    revived = await world.subscribe()
+    await world.cancel(revived.id, at=CREATED + SECOND)
+    await world.pay(revived.order_id, at=CREATED + 2 * SECOND)  # the money arrived all the same
+    assert (await world.get(revived.id)).status is ACTIVE
+
+    await retention.sweep(now=CREATED + SECOND + lifetime - SECOND)
+    assert await world.stores.subscriptions.get(pending.id) is not None
+    swept = await retention.sweep(now=CREATED + LIFETIMES.purchase_expiry + lifetime)
+    assert swept.deleted_subscriptions == 2
+    assert await world.stores.subscriptions.get(pending.id) is None
+    assert await world.stores.subscriptions.get(unpaid.id) is None
+    assert await world.backend.redis.zrange(subscriptions_key, 0, -1) == [revived.id]
+    assert (await world.get(revived.id)).status is ACTIVE

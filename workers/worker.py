@@ -77,6 +77,7 @@ async def sweep_task(ctx: dict[str, Any]) -> int:
         deps.metrics.expired.inc(swept.expired)
         deps.metrics.deleted.labels("order").inc(swept.deleted_orders)
         deps.metrics.deleted.labels("alert").inc(swept.deleted_alerts)
+        deps.metrics.deleted.labels("subscription").inc(swept.deleted_subscriptions)
     try:
         await ctx[TIMERS].sweep(now=deps.clock())
     except (RedisError, OSError) as error:
@@ -130,7 +131,7 @@ def create_worker(
         ctx[RETENTION] = stores.retention
         ctx[GATEWAY_HTTP] = gateway_http = aiohttp.ClientSession(timeout=GATEWAY_TIMEOUT, trust_env=False)
         invoicer = await make_invoicer(settings, connections.redis, gateway_http)
-        ctx[TIMERS] = Timers(stores.subscriptions, arq=connections.arq, invoicer=invoicer)
+        ctx[TIMERS] = Timers(stores.subscriptions, arq=connections.arq, invoicer=invoicer, metrics=metrics)
         ctx[DEPS] = Deps.over(
             stores, arq=connections.arq, http=http, settings=settings, metrics=metrics, clock=clock, rng=rng
         )

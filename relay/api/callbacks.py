@@ -17,7 +17,7 @@ from relay.api.context import ARQ, CLOCK, GATEWAYS, HTTP, METRICS, STORE
 from relay.errors import RelayError, not_found
 from relay.gateways import Gateway
 from relay.gateways.custom import ROUTE_PREFIX
-from relay.ingest import Ingested, apply_outcome
+from relay.ingest import apply_outcome
 
 routes = web.RouteTableDef()
 
@@ -57,10 +57,10 @@ async def handle_callback(request: web.Request, name: str) -> web.Response:
             order_id=outcome.order_id, gateway=gateway.name, gateway_status=outcome.raw_status
         )
         outcome = await gateway.confirm(outcome, request.app[HTTP])
-        result = await apply_outcome(request.app[STORE], request.app[ARQ], outcome, clock=request.app[CLOCK])
+        result = await apply_outcome(
+            request.app[STORE], request.app[ARQ], outcome, clock=request.app[CLOCK], metrics=metrics
+        )
         outcome_label = result.value
-        if result in (Ingested.PAID, Ingested.REFUND_SENT):
-            metrics.events_created.inc()
         structlog.contextvars.bind_contextvars(result=result.value)
         return web.Response(body=ok_body(gateway), content_type="application/json")
     except RelayError as error:

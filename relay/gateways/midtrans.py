@@ -275,9 +275,12 @@ def refund_details(payload: dict[str, Any]) -> dict[str, Any]:
     if isinstance(reason, str) and reason.strip():
         details["refund_reason"] = reason.strip()[:255]
     details["refunded_at"] = paid_time(latest.get("created_at"), "refunds.created_at", jakarta_to_utc)
-    key = latest.get("refund_chargeback_id", latest.get("refund_key"))
-    if isinstance(key, int | str) and not isinstance(key, bool) and str(key).strip():
-        details["refund_key"] = f"midtrans:{str(key).strip()[:100]}"
+    # The refund's id, else its refund_key: one that is null or empty does not hide the other.
+    for name in ("refund_chargeback_id", "refund_key"):
+        key = latest.get(name)
+        if isinstance(key, int | str) and not isinstance(key, bool) and str(key).strip():
+            details["refund_key"] = f"midtrans:{str(key).strip()[:100]}"
+            break
     return details
 
 

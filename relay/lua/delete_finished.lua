@@ -2,7 +2,10 @@
 -- entries that are due and delete what each names, with every index entry pointing at it:
 --   o:{order id}  the purchase, its events (paid, refunds) and their attempt logs, and their entries in the project's
 --                 purchases and events, the outbox, the dead-letter sets and the expiry schedule;
---   e:{event id}  an event of the operator's (a relay alert) and its attempt log.
+--   e:{event id}  an event about no one order (a relay alert, a subscription's timer event) and its
+--                 attempt log;
+--   s:{subscription id}  an ended subscription (expired or canceled), its entries in the project's
+--                 subscriptions and the timers; one paid again since is kept.
 -- Each is checked again first: an order with an event pending or retrying (a replay, a late
 -- settlement) or that is still pending itself is not finished; it only leaves the schedule (it
 -- comes back when it finishes). One atomic step, so a callback for the order sees it whole or
@@ -14,11 +17,11 @@
 -- KEYS[1] retention    KEYS[2] outbox    KEYS[3] dead letters    KEYS[4] expiry    KEYS[5] stats
 -- ARGV[1] the key prefix with its colon    ARGV[2] now (ms)    ARGV[3] most entries to take
 --
--- Returns {entries taken, orders deleted, operator events deleted}.
+-- Returns {entries taken, orders deleted, events of their own deleted, subscriptions deleted}.
 
 local p = ARGV[1]
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
-local orders, alerts = 0, 0
+local orders, alerts, subscriptions = 0, 0, 0
 
 local function unfinished(state)
   return state == 'pending' or state == 'retrying'
@@ -63,6 +66,15 @@ for _, member in ipairs(due) do
       drop_event(id, found[2])
       alerts = alerts + 1
     end
+  elseif kind == 's' then
+    local key = p .. 'subscription:' .. id
+    local found = redis.call('HMGET', key, 'status', 'doc')
+    if found[1] == 'expired' or found[1] == 'canceled' then
+      redis.call('DEL', key)
+      redis.call('ZREM', p .. 'project:' .. cjson.decode(found[2]).project_id .. ':subscriptions', id)
+      redis.call('ZREM', p .. 'subscriptions:due', id)
+      subscriptions = subscriptions + 1
+    end
   end
 end
-return {#due, orders, alerts}
+return {#due, orders, alerts, subscriptions}

@@ -11,14 +11,17 @@
 -- pays the period its invoice names: the subscription becomes active with that period, its renewal
 -- timer set RELAY_RENEWAL_NOTICE before the period ends. A refund of a paid order writes the refund
 -- type's event (once per refund key), its body the paid body with refunded_at, refund_amount and
--- reason before metadata. Each event gets its outbox entry and, given one, its first arq job as
--- arq's enqueue_job writes it (job key with its expiry, queue entry), unless that job id exists.
+-- reason before metadata; refund_amount is at most the order's amount, and refunded_at never
+-- before the paid_at it follows (a gateway's time, or a refund kept from before the payment, is
+-- raised to it). Each event gets its outbox entry and, given one, its first arq job as arq's
+-- enqueue_job writes it (job key with its expiry, queue entry), unless that job id exists.
 -- One round trip, no read-then-write race.
 --
 -- The first settlement writes the event even when the order is already refunded (a refund or
 -- chargeback that arrived first, reordered or forged, must not swallow a real payment); the status
--- stays refunded, and the refund kept from then is sent too (outbox only: the sweeper enqueues it).
--- An order never gets a second paid event.
+-- stays refunded, and the refunds kept from then (each refund key once, in the order they came,
+-- at most MAX_KEPT_REFUNDS: pending_refund holds them as a JSON list) are sent too (outbox only:
+-- the sweeper enqueues them). An order never gets a second paid event.
 --
 -- Key names other than KEYS are built here under the prefix ARGV[15] (``{p}:``); relay runs on
 -- one Redis, no cluster.
@@ -43,8 +46,12 @@
 --   | {'clamped', 'paid'}: applied, with paid_at raised to the order's creation (it was earlier).
 
 local p = ARGV[15]
+-- Refunds one order sends (and keeps, unpaid, for its payment): a bound, as a refund's details are
+-- not signed (Midtrans signs order, status code and gross amount only), so one captured
+-- notification could otherwise be replayed into any number of refunds.
+local MAX_KEPT_REFUNDS = 20
 local found = redis.call('HMGET', KEYS[1], 'status', 'doc', 'event_id', 'event_head', 'event_tail', 'metadata',
-  'pending_refund')
+  'pending_refund', 'paid_at')
 local status = found[1]
 if not status then return {'unknown_order', '', 0} end
 local doc = cjson.decode(found[2])
@@ -91,29 +98,56 @@ local function refund_body(paid_body, refund)
     .. string.sub(paid_body, split + 1)
 end
 
-local function write_refund(refund, event_id, score)
+-- Both times are ISO 8601 UTC to the second with a Z: as text they compare as times.
+local function write_refund(refund, event_id, score, paid_at)
   local paid_body = redis.call('HGET', p .. 'event:' .. paid_event_id, 'body')
   if not paid_body or not REFUND_OF[event_type] then return false end
-  redis.call('HSET', KEYS[1], 'refund:' .. refund.key, event_id, 'webhook_status', 'pending')
+  -- What is refunded adds up to at most the order's amount, in at most MAX_KEPT_REFUNDS refunds:
+  -- refund details are not signed, so a replayed notification with made-up refund ids sends at
+  -- most that many events, and none past a full refund. A refund past the rest is the rest.
+  local sent = redis.call('HMGET', KEYS[1], 'refunded_amount', 'refund_count')
+  local left, count = doc.amount - (tonumber(sent[1]) or 0), tonumber(sent[2]) or 0
+  if left <= 0 or count >= MAX_KEPT_REFUNDS then return false end
+  if tonumber(refund.amount) > left then refund.amount = string.format('%d', left) end
+  if paid_at and refund.at < paid_at then refund.at = paid_at end
+  redis.call('HSET', KEYS[1], 'refund:' .. refund.key, event_id, 'webhook_status', 'pending',
+    'refunded_amount', string.format('%d', doc.amount - left + tonumber(refund.amount)), 'refund_count', count + 1)
   write_event(p .. 'event:' .. event_id, event_id, refund_body(paid_body, refund), REFUND_OF[event_type], score)
   redis.call('ZREM', KEYS[7], 'o:' .. doc.order_id)  -- not finished until this event is
   return true
 end
 
+-- The refunds kept for the payment, oldest first (an order stored by an earlier version of this
+-- script keeps one, as an object).
+local function kept_refunds()
+  if not found[7] then return {} end
+  local kept = cjson.decode(found[7])
+  if kept.key then return {kept} end
+  return kept
+end
+
 if ARGV[2] == 'refunded' then
   local refund = {key = ARGV[16], at = ARGV[17], amount = ARGV[18], reason = ARGV[19]}
+  -- At most the order's amount: a gateway whose amounts include the buyer's fees (the at_least
+  -- rule) reports a full refund as more than the order was for.
+  if tonumber(refund.amount) > doc.amount then refund.amount = stored end
   if redis.call('HEXISTS', KEYS[1], 'refund:' .. refund.key) == 1 then return {'unchanged', status, 0} end
-  if not paid_event_id then  -- kept (the first one), and sent when the settlement arrives
-    if found[7] or status == 'refunded' then
-      redis.call('HSETNX', KEYS[1], 'pending_refund', cjson.encode(refund))
-      return {'unchanged', status, 0}
+  if not paid_event_id then  -- kept, each refund once, and sent when the settlement arrives
+    local kept = kept_refunds()
+    for _, each in ipairs(kept) do
+      if each.key == refund.key then return {'unchanged', status, 0} end
     end
-    redis.call('HSET', KEYS[1], 'status', 'refunded', 'updated_at', ARGV[3], 'pending_refund', cjson.encode(refund))
+    if #kept < MAX_KEPT_REFUNDS then
+      kept[#kept + 1] = refund
+      redis.call('HSET', KEYS[1], 'pending_refund', cjson.encode(kept))
+    end
+    if status == 'refunded' then return {'unchanged', status, 0} end
+    redis.call('HSET', KEYS[1], 'status', 'refunded', 'updated_at', ARGV[3])
     redis.call('ZADD', KEYS[7], ARGV[14], 'o:' .. doc.order_id)
     return {'applied', 'refunded', 0}
   end
   redis.call('HSET', KEYS[1], 'status', 'refunded', 'updated_at', ARGV[3])
-  if not write_refund(refund, ARGV[6], ARGV[9]) then return {'applied', 'refunded', 0} end
+  if not write_refund(refund, ARGV[6], ARGV[9], found[8]) then return {'applied', 'refunded', 0} end
   enqueue_job()
   return {'applied', 'refunded', 1}
 end
@@ -155,11 +189,13 @@ paid_event_id = event_id
 if found[1] ~= 'pending' then redis.call('ZREM', KEYS[7], 'o:' .. doc.order_id) end  -- it was finished
 enqueue_job()
 local written = 1
-if found[7] then  -- a refund that came first: sent now, after the payment it refunds
-  local refund = cjson.decode(found[7])
-  redis.call('HDEL', KEYS[1], 'pending_refund')
-  if write_refund(refund, event_id .. '_refund', ARGV[9]) then written = 2 end
+-- The refunds that came first: sent now, after the payment they refund (the first as
+-- {event id}_refund, the next as {event id}_refund2, ...).
+for index, refund in ipairs(kept_refunds()) do
+  local suffix = index == 1 and '' or tostring(index)
+  if write_refund(refund, event_id .. '_refund' .. suffix, ARGV[9], paid_at) then written = written + 1 end
 end
+if found[7] then redis.call('HDEL', KEYS[1], 'pending_refund') end
 
 if doc.subscription_id then
   local sub_key = p .. 'subscription:' .. doc.subscription_id
