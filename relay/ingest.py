@@ -12,6 +12,7 @@ A gateway's own timestamp never fails a correctly signed callback: ``paid_at`` i
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -82,6 +83,16 @@ async def apply_outcome(
     refunds kept from before it too). Raises Conflict when the purchase was made through another
     gateway or in another currency, and AmountMismatch when the amount differs; then nothing
     changes."""
+    if outcome.status is PurchaseStatus.REFUNDED and outcome.settled_at is not None:
+        # A confirmed refund of a settled order: the payment first (unchanged when it was applied).
+        settlement = replace(
+            outcome,
+            status=PurchaseStatus.PAID,
+            paid_at=outcome.settled_at,
+            raw_status="settlement",
+            settled_at=None,
+        )
+        await apply_outcome(store, arq, settlement, clock=clock, metrics=metrics)
     now = clock()
     paid_at, refunded_at, event_id, job = None, None, "", None
     if outcome.status in (PurchaseStatus.PAID, PurchaseStatus.REFUNDED):

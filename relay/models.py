@@ -73,17 +73,23 @@ def new_order_id(item_id: str) -> str:
     return f"item-{item_id[:8]}-{secrets.token_hex(ORDER_ID_RANDOM_BYTES)}"
 
 
-def payment_order_id(project_id: str, order_id: str) -> str:
-    """The order id the gateway sees for a shop payment: ``pay-`` and 96 bits of a digest of the
-    project and the merchant's order id. Derived, not drawn, so the merchant's order id finds its
-    payment with no index, and unique per project (two projects may both have an order "1001")."""
-    digest = hashlib.sha256(f"{project_id}\n{order_id}".encode()).hexdigest()
-    return f"pay-{digest[:24]}"
+def new_payment_order_id() -> str:
+    """The order id the gateway sees for a shop payment: ``pay-`` and 96 random bits. Drawn, not
+    derived from the merchant's order id: a merchant id used again once retention deleted its
+    payment makes a new gateway order, which no notification of the old one can pay."""
+    return f"pay-{secrets.token_hex(12)}"
 
 
 def new_subscription_order_id(subscription_id: str) -> str:
-    """A subscription period's invoice: ``sub-<first 8 of the subscription's hex>-<16 random hex>``."""
+    """A subscription's first invoice: ``sub-<first 8 of the subscription's hex>-<16 random hex>``."""
     return f"sub-{subscription_id.removeprefix('sub_')[:8]}-{secrets.token_hex(ORDER_ID_RANDOM_BYTES)}"
+
+
+def renewal_order_id(subscription_id: str, period_start: datetime) -> str:
+    """A renewal's invoice, one per subscription and period: drawn again (a sweep that died, an
+    invoice API that failed) it is the same order, never a second one."""
+    digest = hashlib.sha256(f"{subscription_id}\n{iso_z(period_start)}".encode()).hexdigest()
+    return f"sub-{subscription_id.removeprefix('sub_')[:8]}-{digest[:16]}"
 
 
 def new_subscription_id() -> str:
@@ -315,6 +321,9 @@ class Purchase(Record):
     period_start: datetime | None = None
     period_end: datetime | None = None
     invoice_url: str | None = None
+    # Until when its invoice may be paid, when that is not RELAY_PURCHASE_EXPIRY (a renewal's: until
+    # its subscription would expire unpaid); the gateway's hosted page is asked to last as long.
+    pay_by: datetime | None = None
     # The events its refunds sent, read from its hash (``refund:{key}`` fields), never stored in doc.
     refund_event_ids: list[str] = Field(default_factory=list)
     amount: int
@@ -417,6 +426,10 @@ class PaymentOutcome:
     refund_reason: str | None = None
     refunded_at: datetime | None = None
     refund_key: str | None = None
+    # A refund a gateway's status API confirmed, and when that API says the order was paid: the
+    # payment is applied first (its event, if the settlement's callback never came). Never from a
+    # callback alone, whose status no signature covers.
+    settled_at: datetime | None = None
 
 
 class DeadLetter(BaseModel):

@@ -30,7 +30,6 @@ from relay.models import (
     Purchase,
     Subscription,
     WebhookStatus,
-    payment_order_id,
     utcnow,
 )
 from relay.ranges import count_between, member_pages
@@ -120,8 +119,8 @@ class Operations:
         when no order has that id, the project's shop payment whose own order id it is (as the API
         and ``relay purchases list`` show it). ``given`` when neither exists."""
         if await self.store.get_purchase(given) is None:
-            payment = await self.store.get_purchase(payment_order_id(project_id, given))
-            if payment is not None and payment.kind is OrderKind.PAYMENT and payment.project_id == project_id:
+            payment = await self.store.payment(project_id, given)
+            if payment is not None and payment.kind is OrderKind.PAYMENT:
                 return payment.order_id
         return given
 

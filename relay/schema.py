@@ -32,6 +32,8 @@ ingest script and arq's in-progress keys in the claim script, so it must agree w
     {p}:subscriptions:due                ZSET    subscription id -> its next timer (ms)      ingest.lua,
                                                                                              subscription_move
     {p}:project:{id}:purchases           ZSET    order id -> created at (ms)                 relay.store
+    {p}:project:{id}:payment:{order_id}  STRING  a shop payment's gateway order id, by the   create_purchase,
+                                                 merchant's own order id                     delete_finished
     {p}:unmatched                        LIST    JSON callbacks for unknown orders, newest   relay.store
                                                  first, capped
     {p}:expiry                           ZSET    order id -> when it expires if unpaid (ms)  create_purchase,
@@ -146,6 +148,10 @@ class Keys:
 
     def project_purchases(self, project_id: str) -> str:
         return f"{self.prefix}:project:{project_id}:purchases"
+
+    def project_payment(self, project_id: str, merchant_order_id: str) -> str:
+        """A shop payment's gateway order id, by the merchant's own order id."""
+        return f"{self.prefix}:project:{project_id}:payment:{merchant_order_id}"
 
     # --- events and their delivery -----------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from relay.models import (
     Plan,
     Project,
     Purchase,
+    PurchaseStatus,
     WebhookStatus,
     iso_z,
     to_ms,
@@ -106,6 +107,19 @@ def _integral_amount(outcome: PaymentOutcome) -> str:
     return str(int(amount)) if amount == amount.to_integral_value() else ""
 
 
+REFUNDED = PurchaseStatus.REFUNDED
+# The ingest script's refund arguments for an outcome that is no refund (a settlement's hot path).
+NO_REFUND = ("", "", "0", "null")
+
+
+def _refund_args(outcome: PaymentOutcome, refunded_at: datetime) -> tuple[str, str, str, str]:
+    """A refund's key (the gateway's refund id, else its status and amount), time, amount (the
+    whole amount when the gateway says none) and reason as JSON."""
+    amount = outcome.amount if outcome.refund_amount is None else outcome.refund_amount
+    key = outcome.refund_key or f"{outcome.raw_status}:{amount}"
+    return key[:200], iso_z(refunded_at), str(int(amount)), reason_json(outcome.refund_reason)
+
+
 def purchase_from_fields(fields: dict[str, str]) -> Purchase:
     data: dict[str, Any] = dict(json.loads(fields["doc"]))
     if "metadata" in fields:  # else a purchase stored before metadata had its own field: in doc
@@ -150,6 +164,8 @@ class Store:
         self._create_purchase = redis.register_script(lua.source("create_purchase"))
         self._add_template = redis.register_script(lua.source("add_template"))
         self._remember_invoice = redis.register_script(lua.source("remember_invoice"))
+        self._prefix = prefix + ":"
+        self._renewal_notice_ms = int(lifetimes.renewal_notice.total_seconds() * 1000)
 
     # --- projects ---------------------------------------------------------------------------
 
@@ -279,8 +295,9 @@ class Store:
     # --- purchases --------------------------------------------------------------------------
 
     async def create_purchase(self, purchase: Purchase, *, expires_at: datetime | None = None) -> bool:
-        """Store a new purchase, only if its order id is not taken (create_purchase.lua, one atomic
-        step): False, and nothing written, when it is. A stored purchase is never overwritten. It
+        """Store a new purchase, only if its order id is not taken, nor a shop payment's own order
+        id in its project (create_purchase.lua, one atomic step): False, and nothing written, when
+        it is. A stored purchase is never overwritten. It
         expires at ``expires_at``, by default RELAY_PURCHASE_EXPIRY after it was made, unless paid
         by then (relay.retention)."""
         expires_at = expires_at or purchase.created_at + self.lifetimes.purchase_expiry
@@ -292,6 +309,9 @@ class Store:
                 self.keys.project_purchases(purchase.project_id),
                 self.keys.expiry,
                 self.keys.stats,
+                self.keys.project_payment(purchase.project_id, purchase.merchant_order_id)
+                if purchase.merchant_order_id is not None
+                else "-",
             ],
             args=[
                 purchase.order_id,
@@ -306,6 +326,12 @@ class Store:
         """Keep an order's invoice URL (a shop payment asked for again answers it), only while the
         order exists."""
         await self._remember_invoice(keys=[self.keys.purchase(order_id)], args=[invoice_url])
+
+    async def payment(self, project_id: str, merchant_order_id: str) -> Purchase | None:
+        """The project's shop payment whose own order id is ``merchant_order_id``."""
+        order_id = await self.redis.get(self.keys.project_payment(project_id, merchant_order_id))
+        found = None if order_id is None else await self.get_purchase(order_id)
+        return found if found is not None and found.project_id == project_id else None
 
     async def get_purchase(self, order_id: str) -> Purchase | None:
         fields = await self.redis.hgetall(self.keys.purchase(order_id))  # type: ignore[misc]
@@ -353,8 +379,6 @@ class Store:
         job_args: list[str | bytes | int] = ["", "", 0, 0]
         if job is not None:
             job_args = [job.job_id, job.payload, job.score, job.expires_ms]
-        refund_amount = outcome.amount if outcome.refund_amount is None else outcome.refund_amount
-        refund_key = outcome.refund_key or f"{outcome.raw_status}:{refund_amount}"
         code, detail, written = await self._ingest(
             keys=[
                 self.keys.purchase(outcome.order_id),
@@ -377,12 +401,9 @@ class Store:
                 to_ms(now),
                 *job_args,
                 to_ms(now + self.lifetimes.retention),
-                self.keys.prefix + ":",
-                refund_key[:200],
-                iso_z(refunded_at or now),
-                str(int(refund_amount)),
-                reason_json(outcome.refund_reason),
-                int(self.lifetimes.renewal_notice.total_seconds() * 1000),
+                self._prefix,
+                *(_refund_args(outcome, refunded_at or now) if outcome.status is REFUNDED else NO_REFUND),
+                self._renewal_notice_ms,
             ],
         )
         return str(code), str(detail), int(written)

@@ -46,7 +46,7 @@ from relay.models import (
     SubscriptionStatus,
     iso_z,
     new_event_id,
-    new_subscription_order_id,
+    renewal_order_id,
     to_ms,
 )
 from relay.periods import next_period_end
@@ -102,17 +102,19 @@ def first_order(subscription: Subscription, *, order_id: str, now: datetime) -> 
     return _order(subscription, order_id=order_id, event_type="subscription.activated", now=now)
 
 
-def renewal_order(subscription: Subscription, *, now: datetime) -> Purchase:
-    """The next period's order: it starts where the current period ends, whenever it is paid."""
+def renewal_order(subscription: Subscription, *, now: datetime, grace: timedelta) -> Purchase:
+    """The next period's order: it starts where the current period ends, whenever it is paid, and
+    may be paid until the subscription would expire unpaid (``grace`` after that)."""
     start = subscription.current_period_end
     assert start is not None, subscription
     end = next_period_end(start, subscription.interval, subscription.interval_count, subscription.anchor)
     return _order(
         subscription,
-        order_id=new_subscription_order_id(subscription.id),
+        order_id=renewal_order_id(subscription.id, start),
         event_type="subscription.renewed",
         now=now,
         period=(start, end),
+        pay_by=start + grace,
     )
 
 
@@ -123,6 +125,7 @@ def _order(
     event_type: str,
     now: datetime,
     period: tuple[datetime, datetime] | None = None,
+    pay_by: datetime | None = None,
 ) -> Purchase:
     return Purchase(
         order_id=order_id,
@@ -143,6 +146,7 @@ def _order(
         buyer_name=subscription.buyer_name,
         metadata=subscription.metadata,
         gateway=subscription.gateway,
+        pay_by=pay_by,
         created_at=now,
         updated_at=now,
     )
@@ -439,6 +443,19 @@ class Timers:
         due = await self.subscriptions.due(now=now)
         return sum(await asyncio.gather(*(guarded(subscription_id) for subscription_id in due)))
 
+    async def invoiced(self, order: Purchase) -> str | None:
+        """Store a renewal's order (one per period: an earlier sweep's is taken as it is) and
+        invoice it unless it already was; its invoice URL. It expires when it may no longer be paid."""
+        store = self.subscriptions.store
+        if not await store.create_purchase(order, expires_at=order.pay_by):
+            existing = await store.get_purchase(order.order_id)
+            if existing is not None and existing.invoice_url:
+                return existing.invoice_url
+        invoice_url = await self.invoicer(order)
+        if invoice_url:
+            await store.remember_invoice(order.order_id, invoice_url)
+        return invoice_url
+
     async def postpone(self, subscription_id: str, *, until: datetime) -> None:
         """Move a timer on without reading its subscription (one that cannot be read)."""
         key = self.subscriptions.keys.subscriptions_due
@@ -460,15 +477,8 @@ class Timers:
             if not await subscriptions.move(subscription, arq=self.arq, now=now, due=now + RENEWAL_LEASE):
                 return False
             subscription = subscription.model_copy(update={"version": subscription.version + 1})
-            order = renewal_order(subscription, now=now)
-            assert order.period_start is not None, order
-            # The invoice is payable until the subscription would expire unpaid.
-            expires_at = order.period_start + subscriptions.lifetimes.subscription_grace
-            if not await subscriptions.store.create_purchase(order, expires_at=expires_at):
-                return False  # an order id drawn twice: drawn again when the lease ends
-            invoice_url = await self.invoicer(order)
-            if invoice_url:
-                await subscriptions.store.remember_invoice(order.order_id, invoice_url)
+            order = renewal_order(subscription, now=now, grace=subscriptions.lifetimes.subscription_grace)
+            invoice_url = await self.invoiced(order)
             fields |= {"pending_order_id": order.order_id, "invoice_url": invoice_url or ""}
             event = NewEvent("subscription.renewal_due", renewal_due_body(subscription, order, invoice_url))
         elif move.event_type:

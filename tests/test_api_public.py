@@ -8,13 +8,16 @@ import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
 from relay.api.sandbox import sandbox_token
-from relay.gateways.midtrans import sign_notification
+from relay.gateways.midtrans import create_snap_transaction, sign_notification
+from relay.models import Purchase
 from tests.helpers import (
     ITEMS,
     PROJECTS,
@@ -250,3 +253,32 @@ async def test_snap_mode_verifies_with_the_server_key(snap_relay: Running) -> No
     assert await shop.status(order) == "pending"
     assert await api.pay(order) == {"status": "ok"}
     assert await shop.status(order) == "paid"
+
+
+async def test_a_snap_invoice_with_a_pay_by_asks_snap_to_last_that_long(snap: FakeSnap) -> None:
+    """A renewal is payable until its subscription would expire, not Snap's default 24 h (and
+    Snap's pages last 7 days at most); an item's invoice asks nothing."""
+    now = datetime(2026, 5, 6, 10, 0, tzinfo=UTC)
+    order = Purchase(
+        order_id="sub-12345678-0123456789abcdef",
+        project_id="shop",
+        item_name="Pro",
+        amount=99000,
+        currency="IDR",
+        buyer_email="b@example.com",
+        pay_by=now + timedelta(days=3, minutes=30),
+        created_at=now,
+        updated_at=now,
+    )
+    async with aiohttp.ClientSession() as http:
+        await create_snap_transaction(http, base=snap.url, server_key=SERVER_KEY, purchase=order)
+        far = order.model_copy(update={"pay_by": now + timedelta(days=30)})
+        await create_snap_transaction(http, base=snap.url, server_key=SERVER_KEY, purchase=far)
+        plain = order.model_copy(update={"pay_by": None})
+        await create_snap_transaction(http, base=snap.url, server_key=SERVER_KEY, purchase=plain)
+    minutes = 3 * 24 * 60 + 30
+    [(_, first), (_, capped), (_, item)] = snap.calls
+    assert first["expiry"] == first["page_expiry"] == {"unit": "minutes", "duration": minutes}
+    assert capped["expiry"]["duration"] == 7 * 24 * 60
+    assert "expiry" not in item
+    assert "page_expiry" not in item

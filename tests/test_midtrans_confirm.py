@@ -195,3 +195,33 @@ async def test_a_refund_is_confirmed(
     assert await running.api.pay(order, status="refund") == {"status": "ok"}
     assert await status_of(running, project, order) == expected
     assert len(fake.status_calls) == 2
+
+
+async def test_a_confirmed_refund_of_an_order_whose_settlement_never_came_sends_the_payment_too(
+    start_relay: StartRelay, fake: FakeMidtrans
+) -> None:
+    """The settlement's notification was lost, and the merchant refunded before Midtrans's next
+    notification: the status API says refunded, after a settlement at its settlement_time. The
+    payment's event is written first (the buyer paid), then the refund's."""
+    running = await confirming_relay(start_relay, fake.url)
+    project, order = await shop_order(running)
+    fake.statuses[order["order_id"]] = api_answer(order, "partial_refund")
+    assert await running.api.pay(order, status="partial_refund") == {"status": "ok"}
+    purchase = await running.api.purchase(project["id"], order["order_id"])
+    assert purchase["status"] == "refunded"
+    assert purchase["event_id"] is not None
+    assert purchase["paid_at"] is not None
+    # Told again, nothing more: one payment event, the refund once.
+    assert await running.api.pay(order, status="partial_refund") == {"status": "ok"}
+    again = await running.api.purchase(project["id"], order["order_id"])
+    assert again["event_id"] == purchase["event_id"]
+
+
+async def test_an_unconfirmed_refund_of_an_unpaid_order_sends_no_payment(start_relay: StartRelay) -> None:
+    """Without the status API a refund notification of an unpaid order is kept, never a payment:
+    its status is not signed, so it cannot vouch for one."""
+    running = await start_relay()
+    project, order = await shop_order(running)
+    assert await running.api.pay(order, status="refund") == {"status": "ok"}
+    purchase = await running.api.purchase(project["id"], order["order_id"])
+    assert (purchase["status"], purchase["event_id"], purchase["paid_at"]) == ("refunded", None, None)

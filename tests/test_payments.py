@@ -7,22 +7,30 @@ resolving the namespaced gateway order id to one ``payment.paid`` carrying the m
 from __future__ import annotations
 
 import asyncio
+import re
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from relay.event_body import PaymentPaidEvent
-from relay.models import payment_order_id
+from relay.ingest import Ingested, apply_outcome
+from relay.models import OrderKind, Purchase, PurchaseStatus, WebhookStatus, new_payment_order_id
+from relay.stores import make_stores
 from tests.gateway_callbacks import GATEWAY_SETTINGS, OK_BODY, send
 from tests.helpers import (
     ADMIN_TOKEN,
+    T0,
     Api,
+    Backend,
     Merchant,
     Received,
     Running,
     StartRelay,
     assert_error,
     eventually,
+    make_outcome,
+    make_settings,
     verify,
 )
 
@@ -144,10 +152,8 @@ async def test_every_order_id_of_the_pattern_is_accepted_and_answered_as_given(
     created = await create(ingress.api, project["id"], BODY | {"order_id": order_id})
     assert created["order_id"] == order_id
     shown = await payment(ingress.api, project["id"], order_id)
-    assert (shown["order_id"], shown["gateway_order_id"]) == (
-        order_id,
-        payment_order_id(project["id"], order_id),
-    )
+    assert shown["order_id"] == order_id
+    assert re.fullmatch(r"pay-[0-9a-f]{24}", shown["gateway_order_id"])
 
 
 async def test_an_unknown_project_is_404(ingress: Running) -> None:
@@ -356,7 +362,8 @@ async def test_the_project_list_shows_the_payment_with_both_order_ids(ingress: R
     by_order = {row["order_id"]: row for row in listed}
     assert set(by_order) == {"INV-1001", bought["order_id"]}
     row = by_order["INV-1001"]
-    assert row["gateway_order_id"] == shown["gateway_order_id"] == payment_order_id(project["id"], "INV-1001")
+    assert row["gateway_order_id"] == shown["gateway_order_id"]
+    assert re.fullmatch(r"pay-[0-9a-f]{24}", row["gateway_order_id"])
     assert (row["kind"], row["amount"], row["description"], row["status"]) == (
         "payment",
         75000,
@@ -387,7 +394,7 @@ async def test_each_gateways_callback_delivers_payment_paid_with_the_merchants_o
     created = await create(api, project["id"], request)
     assert created["order_id"] == "INV-1001"
     gateway_order = (await payment(api, project["id"], "INV-1001"))["gateway_order_id"]
-    assert gateway_order == payment_order_id(project["id"], "INV-1001")
+    assert re.fullmatch(r"pay-[0-9a-f]{24}", gateway_order)
 
     order = {"order_id": gateway_order, "amount": 75000}
     if gateway == "midtrans":
@@ -451,3 +458,51 @@ async def test_a_paid_payment_keeps_its_event_and_its_answer(ingress: Running) -
     # Asked for again once paid, the same body still answers its invoice; another body is 409.
     assert (await create(api, project["id"], BODY))["order_id"] == "INV-1001"
     await create(api, project["id"], BODY | {"amount": 1}, expect=409)
+
+
+# --- a merchant order id used again once retention deleted its payment ----------------------------------
+
+
+async def test_an_order_id_used_again_after_retention_is_a_new_gateway_order(stores: Backend) -> None:
+    """Once retention deletes a finished payment its order id is free in the project again, as a
+    new gateway order: a replayed notification of the old one finds no order, so it pays nothing."""
+    kept = make_stores(stores.redis, make_settings(retention=timedelta(seconds=60)))
+
+    def payment(at: datetime) -> Purchase:
+        return Purchase(
+            order_id=new_payment_order_id(),
+            kind=OrderKind.PAYMENT,
+            event_type="payment.paid",
+            project_id="shop",
+            merchant_order_id="INV-1001",
+            amount=50000,
+            currency="IDR",
+            buyer_email="b@example.com",
+            created_at=at,
+            updated_at=at,
+        )
+
+    first = payment(T0)
+    assert await kept.store.create_purchase(first)
+    assert not await kept.store.create_purchase(payment(T0))  # taken while the first is kept
+    paid = await apply_outcome(kept.store, stores.arq, make_outcome(first.order_id), clock=lambda: T0)
+    assert paid is Ingested.PAID
+    stored = await kept.store.payment("shop", "INV-1001")
+    assert stored is not None
+    assert stored.event_id is not None
+    event = await kept.events.get(stored.event_id)
+    assert event is not None
+    await kept.events.finish_attempt(event, seq=0, attempt=None, state=WebhookStatus.NO_ENDPOINT, now=T0)
+    swept = await kept.retention.sweep(now=T0 + timedelta(seconds=61))
+    assert swept.deleted_orders == 1
+    assert await kept.store.payment("shop", "INV-1001") is None
+
+    again = payment(T0 + timedelta(seconds=62))
+    assert await kept.store.create_purchase(again)
+    assert again.order_id != first.order_id
+    assert (await kept.store.payment("shop", "INV-1001")) == await kept.store.get_purchase(again.order_id)
+    replayed = await apply_outcome(kept.store, stores.arq, make_outcome(first.order_id), clock=lambda: T0)
+    assert replayed is Ingested.UNKNOWN_ORDER
+    pending = await kept.store.get_purchase(again.order_id)
+    assert pending is not None
+    assert pending.status is PurchaseStatus.PENDING

@@ -44,7 +44,7 @@ from relay.models import (
     PurchaseStatus,
     WebhookStatus,
     iso_z,
-    payment_order_id,
+    new_payment_order_id,
 )
 from relay.periods import Interval, add_interval
 from relay.retention import Lifetimes, Retention
@@ -434,7 +434,7 @@ async def test_a_refund_is_never_of_more_than_the_order(stores: Backend) -> None
 
 
 async def test_a_refund_of_a_shop_payment_is_payment_refunded(stores: Backend) -> None:
-    order_id = payment_order_id("shop", "INV-1001")
+    order_id = new_payment_order_id()
     payment = make_purchase(order_id).model_copy(
         update={
             "kind": OrderKind.PAYMENT,
@@ -747,15 +747,14 @@ async def test_an_order_whose_payment_is_still_retrying_is_not_deleted_when_its_
     await assert_all_gone(kept, [paid, refund], before)
 
 
-async def test_a_refund_of_a_delivered_order_takes_it_off_the_schedule(kept: Kept) -> None:
-    """Delivered, the order is due for deletion; a refund then makes it unfinished until its own
-    event is done (it never goes with a refund pending)."""
+async def test_a_refund_of_a_delivered_order_keeps_it_until_the_refund_is_done(kept: Kept) -> None:
+    """Delivered, the order is due for deletion; a refund then keeps it until its own event is
+    done (the sweep finds it unfinished and leaves it; it never goes with a refund pending)."""
     before = await relay_keys(kept)
     paid = await paid_order(kept, make_purchase("order-1"))
     await finish(kept, paid, WebhookStatus.DELIVERED, timedelta(seconds=1))
     assert await kept.redis.zscore(kept.store.keys.retention, "o:order-1") is not None
     assert await ingest(kept, refund_of("order-1"), timedelta(seconds=30)) is Ingested.REFUND_SENT
-    assert await kept.redis.zscore(kept.store.keys.retention, "o:order-1") is None
     [refund] = (await sent_refunds(kept, "order-1")).values()
 
     assert (await kept.retention.sweep(now=T0 + timedelta(seconds=61))).deleted_orders == 0
@@ -1120,3 +1119,18 @@ async def test_the_export_carries_an_orders_refunds_after_its_payment(stores: Ba
     kinds = [json.loads(event["body"])["event"] for event in line["events"]]
     assert kinds == ["item.purchased", "item.refunded"]
     assert "refund_event_ids" not in line["order"]
+
+
+async def test_a_refund_does_not_shorten_a_dead_lettered_payments_retention(kept: Kept) -> None:
+    """The paid event dead-lettered keeps its order for RELAY_DEAD_LETTER_RETENTION; a refund
+    delivered after it does not bring that forward to RELAY_RETENTION."""
+    paid = await paid_order(kept, make_purchase("order-1"))
+    await finish(kept, paid, WebhookStatus.FAILED, timedelta(seconds=1), status=500)
+    assert await ingest(kept, refund_of("order-1"), timedelta(seconds=2)) is Ingested.REFUND_SENT
+    [refund] = (await sent_refunds(kept, "order-1")).values()
+    await finish(kept, refund, WebhookStatus.DELIVERED, timedelta(seconds=3))
+
+    assert (await kept.retention.sweep(now=T0 + timedelta(seconds=64))).deleted_orders == 0
+    assert await kept.events.get(paid.id) is not None
+    assert await kept.redis.zcard(kept.store.keys.project_dead_letters("shop")) == 1
+    assert (await kept.retention.sweep(now=T0 + timedelta(seconds=121))).deleted_orders == 1

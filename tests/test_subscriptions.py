@@ -34,7 +34,7 @@ from relay.models import (
 from relay.periods import Interval, add_interval
 from relay.retention import Lifetimes
 from relay.stores import Stores, make_stores
-from relay.subscriptions import RENEWAL_LEASE, Move, Timers, cancel, first_order, next_move
+from relay.subscriptions import RENEWAL_LEASE, Move, Timers, cancel, first_order, next_move, renewal_order
 from tests.helpers import (
     Backend,
     Merchant,
@@ -831,3 +831,39 @@ async def test_an_ended_subscription_is_deleted_retention_after_it_ended(world: 
     assert await world.stores.subscriptions.get(unpaid.id) is None
     assert await world.backend.redis.zrange(subscriptions_key, 0, -1) == [revived.id]
     assert (await world.get(revived.id)).status is ACTIVE
+
+
+async def test_a_renewal_paid_after_a_cancel_runs_its_period_and_then_ends(world: World) -> None:
+    """The money arrived, so the period paid runs; the cancel stands, so it ends after it."""
+    active = await world.activated(at=CREATED)
+    end = active.current_period_end
+    assert end is not None
+    await world.sweep(end - NOTICE)
+    renewal = (await world.get(active.id)).pending_order_id
+    assert renewal is not None
+    await world.cancel(active.id, at=end - NOTICE + SECOND)
+    await world.pay(renewal, at=end - SECOND)
+
+    paid = await world.get(active.id)
+    assert (paid.status, paid.cancel_at_period_end, paid.pending_order_id) == (ACTIVE, True, None)
+    new_end = paid.current_period_end
+    assert new_end is not None
+    assert new_end > end
+    assert await world.sweep(new_end - NOTICE) == 0  # no renewal of a canceling subscription
+    assert await world.sweep(new_end) == 1
+    assert (await world.get(active.id)).status is CANCELED
+
+
+async def test_a_period_has_one_renewal_order_however_often_its_timer_fires(world: World) -> None:
+    """A renewal's order id is the subscription's and the period's: fired again after its lease (a
+    sweep that died before its move), the timer takes the same order, invoiced once."""
+    active = await world.activated(at=CREATED)
+    end = active.current_period_end
+    assert end is not None
+    timers = world.timers
+    first = renewal_order(active, now=end - NOTICE, grace=GRACE)
+    again = renewal_order(active, now=end - NOTICE + RENEWAL_LEASE, grace=GRACE)
+    assert first.order_id == again.order_id
+    assert await timers.invoiced(first) == await timers.invoiced(again)
+    assert len(world.invoices.orders) == 1
+    assert first.pay_by == end + GRACE

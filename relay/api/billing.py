@@ -1,8 +1,8 @@
 """Shop payments, plans and subscriptions: the builder routes (bearer admin token).
 
 A shop payment is the merchant's own order: its amount and its ``order_id``, unique in the
-project. The gateway sees ``relay.models.payment_order_id`` (namespaced, derived: the merchant's id
-finds it with no index); every answer and event carries the merchant's. The same body again
+project. The gateway sees ``relay.models.new_payment_order_id`` (``pay-`` and 96 random bits; the
+project keeps which is the merchant's); every answer and event carries the merchant's. The same body again
 answers the same invoice; another body with that order id is a 409.
 """
 
@@ -20,7 +20,16 @@ from relay.api.invoices import chosen_gateway, invoice, sandbox_invoice
 from relay.api.parsing import parse, read_model
 from relay.errors import Conflict, not_found
 from relay.idempotency import idempotent
-from relay.models import OrderKind, PaymentIn, Plan, PlanIn, Purchase, new_id, payment_order_id
+from relay.models import (
+    OrderKind,
+    PaymentIn,
+    Plan,
+    PlanIn,
+    Purchase,
+    Subscription,
+    new_id,
+    new_payment_order_id,
+)
 from relay.subscriptions import cancel
 
 log = structlog.get_logger("relay.billing")
@@ -57,7 +66,7 @@ async def _start_payment(request: web.Request, project_id: str, data: PaymentIn)
     project = await request.app[OPERATIONS].project(project_id)
     gateway = chosen_gateway(request, data.gateway)
     order = Purchase(
-        order_id=payment_order_id(project.id, data.order_id),
+        order_id=new_payment_order_id(),
         kind=OrderKind.PAYMENT,
         event_type="payment.paid",
         project_id=project.id,
@@ -74,7 +83,7 @@ async def _start_payment(request: web.Request, project_id: str, data: PaymentIn)
     )
     sandbox_url = sandbox_invoice(request, order)
     if not await store.create_purchase(order):
-        existing = await store.get_purchase(order.order_id)
+        existing = await store.payment(project.id, data.order_id)
         if existing is None:  # deleted between the two steps: retention, at the very end of its life
             raise Conflict(f"payment {data.order_id} is being deleted; retry")
         if [getattr(existing, name) for name in PAYMENT_FIELDS] != [
@@ -102,8 +111,8 @@ async def get_payment(request: web.Request) -> web.Response:
     operations = request.app[OPERATIONS]
     project = await operations.project(request.match_info["project_id"])
     order_id = request.match_info["order_id"]
-    payment = await request.app[STORE].get_purchase(payment_order_id(project.id, order_id))
-    if payment is None or payment.project_id != project.id or payment.kind is not OrderKind.PAYMENT:
+    payment = await request.app[STORE].payment(project.id, order_id)
+    if payment is None or payment.kind is not OrderKind.PAYMENT:
         raise not_found("payment", order_id)
     [view] = await operations.with_attempts([payment])
     return web.json_response({"payment": view})
@@ -144,8 +153,9 @@ async def list_plans(request: web.Request) -> web.Response:
 # --- subscriptions -------------------------------------------------------------------------------------
 
 
-def subscription_view(subscription: Any) -> dict[str, Any]:
-    return dict(subscription.model_dump(mode="json", exclude={"version"}))
+def subscription_view(subscription: Subscription) -> dict[str, Any]:
+    """A subscription as the API shows it: every field but the version its moves are fenced by."""
+    return subscription.model_dump(mode="json", exclude={"version"})
 
 
 @routes.get("/api/platform/projects/{project_id}/subscriptions/{subscription_id}")

@@ -216,7 +216,12 @@ class Midtrans:
             return replace(outcome, status=PurchaseStatus.PENDING, paid_at=None)
         if payload.get("order_id") != outcome.order_id:
             raise GatewayUnavailable("Midtrans status API answered for another order; retry the callback")
-        return self.normalise(payload)
+        confirmed = self.normalise(payload)
+        if confirmed.status is PurchaseStatus.REFUNDED:
+            # Refunded after a settlement whose callback may never have come: the API vouches for it.
+            settled = paid_time(payload.get("settlement_time"), "settlement_time", jakarta_to_utc)
+            confirmed = replace(confirmed, settled_at=settled)
+        return confirmed
 
     async def _transaction_status(self, http: aiohttp.ClientSession, order_id: str) -> dict[str, Any] | None:
         """The status API's answer, None when Midtrans knows no such transaction."""
@@ -284,6 +289,9 @@ def refund_details(payload: dict[str, Any]) -> dict[str, Any]:
     return details
 
 
+SNAP_LONGEST_MINUTES = 7 * 24 * 60
+
+
 def notified_code(status: str) -> str:
     """The status_code a notification of ``status`` carries (the lowest Midtrans documents)."""
     return min(STATUS_CODES.get(status, frozenset({"202"})))
@@ -327,6 +335,13 @@ async def create_snap_transaction(
         ],
         "customer_details": {"email": purchase.buyer_email, "first_name": purchase.buyer_name or ""},
     }
+    if purchase.pay_by is not None:
+        # Payable until pay_by (a renewal: until its subscription would expire), not Snap's 24 h;
+        # Snap's pages last at most 7 days.
+        minutes = int((purchase.pay_by - purchase.created_at).total_seconds() // 60)
+        minutes = max(1, min(minutes, SNAP_LONGEST_MINUTES))
+        body["expiry"] = {"unit": "minutes", "duration": minutes}
+        body["page_expiry"] = {"unit": "minutes", "duration": minutes}
     headers = {"Authorization": f"Basic {auth}", "Accept": "application/json"}
     try:
         async with http.post(f"{base}/snap/v1/transactions", json=body, headers=headers) as response:

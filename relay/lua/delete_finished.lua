@@ -1,6 +1,7 @@
 -- Delete finished records (relay.retention.Retention.delete_due): take up to ARGV[3] retention
 -- entries that are due and delete what each names, with every index entry pointing at it:
---   o:{order id}  the purchase, its events (paid, refunds) and their attempt logs, and their entries in the project's
+--   o:{order id}  the purchase (a shop payment with its merchant order id), its events (paid,
+--                 refunds) and their attempt logs, and their entries in the project's
 --                 purchases and events, the outbox, the dead-letter sets and the expiry schedule;
 --   e:{event id}  an event about no one order (a relay alert, a subscription's timer event) and its
 --                 attempt log;
@@ -55,6 +56,10 @@ for _, member in ipairs(due) do
       local project_id = cjson.decode(found[3]).project_id
       for _, event_id in ipairs(events) do drop_event(event_id, project_id) end
       redis.call('DEL', key)
+      local doc = cjson.decode(found[3])
+      if doc.kind == 'payment' and type(doc.merchant_order_id) == 'string' then  -- its id is free again
+        redis.call('DEL', p .. 'project:' .. project_id .. ':payment:' .. doc.merchant_order_id)
+      end
       redis.call('ZREM', p .. 'project:' .. project_id .. ':purchases', id)
       redis.call('ZREM', KEYS[4], id)
       redis.call('HINCRBY', KEYS[5], 'orders', -1)

@@ -113,7 +113,9 @@ local function write_refund(refund, event_id, score, paid_at)
   redis.call('HSET', KEYS[1], 'refund:' .. refund.key, event_id, 'webhook_status', 'pending',
     'refunded_amount', string.format('%d', doc.amount - left + tonumber(refund.amount)), 'refund_count', count + 1)
   write_event(p .. 'event:' .. event_id, event_id, refund_body(paid_body, refund), REFUND_OF[event_type], score)
-  redis.call('ZREM', KEYS[7], 'o:' .. doc.order_id)  -- not finished until this event is
+  -- The order stays on the retention schedule: delete_finished.lua keeps it while this event is
+  -- unfinished, and finish.lua never brings its deadline earlier (a dead-lettered payment keeps
+  -- RELAY_DEAD_LETTER_RETENTION).
   return true
 end
 
@@ -199,13 +201,17 @@ if found[7] then redis.call('HDEL', KEYS[1], 'pending_refund') end
 
 if doc.subscription_id then
   local sub_key = p .. 'subscription:' .. doc.subscription_id
-  local sub = redis.call('HMGET', sub_key, 'status', 'current_period_end', 'pending_order_id')
-  -- A renewal paid out of order (an older period's invoice) never moves the period back.
+  local sub = redis.call('HMGET', sub_key, 'status', 'current_period_end', 'cancel_at_period_end')
+  -- A renewal paid out of order (an older period's invoice) never moves the period back. The paid
+  -- period runs whatever the subscription's status (the money arrived), but a cancel stands: a
+  -- canceling or canceled subscription runs the period paid and then ends. Any invoice still open
+  -- was for this period or an earlier one: none is pending now.
   if sub[1] and (not sub[2] or sub[2] == '' or period_end > sub[2]) then
+    local canceling = (sub[1] == 'canceled' or sub[3] == '1') and '1' or ''
     redis.call('HSET', sub_key, 'status', 'active', 'current_period_start', period_start,
-      'current_period_end', period_end, 'cancel_at_period_end', '', 'order_id', doc.order_id, 'paid_at', paid_at,
-      'updated_at', ARGV[3])
-    if sub[3] == doc.order_id then redis.call('HDEL', sub_key, 'pending_order_id', 'invoice_url') end
+      'current_period_end', period_end, 'cancel_at_period_end', canceling, 'order_id', doc.order_id,
+      'paid_at', paid_at, 'updated_at', ARGV[3])
+    redis.call('HDEL', sub_key, 'pending_order_id', 'invoice_url')
     if first_payment then redis.call('HSET', sub_key, 'anchor', period_start) end
     redis.call('HINCRBY', sub_key, 'version', 1)
     redis.call('ZADD', p .. 'subscriptions:due', iso_ms(period_end) - tonumber(ARGV[20]), doc.subscription_id)

@@ -12,7 +12,9 @@ local removed = redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 if removed == 1 then
   local found = redis.call('HMGET', KEYS[3], 'kind', 'order_id')
-  local member = found[1] == 'operator' and ('e:' .. ARGV[1]) or ('o:' .. (found[2] or ''))
-  if found[1] == 'operator' or found[2] then redis.call('ZADD', KEYS[4], ARGV[2], member) end
+  -- An event about no one order (an operator's alert, a subscription's timer) is retained as itself.
+  local own = found[1] == 'operator' or not found[2] or found[2] == ''
+  local member = own and ('e:' .. ARGV[1]) or ('o:' .. found[2])
+  if found[1] or found[2] then redis.call('ZADD', KEYS[4], ARGV[2], member) end
 end
 return removed

@@ -34,9 +34,9 @@ from relay.models import (
     Subscription,
     new_client_id,
     new_order_id,
+    new_payment_order_id,
     new_subscription_id,
     new_subscription_order_id,
-    payment_order_id,
     utcnow,
 )
 from relay.periods import Interval
@@ -264,7 +264,7 @@ class Data:
                 merchant_order = f"INV-{os.urandom(8).hex()}"
                 made.append(
                     Purchase(
-                        order_id=payment_order_id(project.id, merchant_order),
+                        order_id=new_payment_order_id(),
                         kind=OrderKind.PAYMENT,
                         event_type="payment.paid",
                         project_id=project.id,
