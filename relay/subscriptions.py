@@ -41,11 +41,13 @@ from relay.jsonutil import dumps
 from relay.metrics import Metrics
 from relay.models import (
     OrderKind,
+    Plan,
     Purchase,
     Subscription,
     SubscriptionStatus,
     iso_z,
     new_event_id,
+    new_subscription_order_id,
     renewal_order_id,
     to_ms,
 )
@@ -95,6 +97,42 @@ def subscription_fields(subscription: Subscription) -> dict[str, str]:
     fields = {name: "" if value is None else str(value) for name, value in state.items()}
     fields["cancel_at_period_end"] = "1" if subscription.cancel_at_period_end else ""
     return {"doc": dumps(subscription.model_dump(mode="json", exclude=set(STATE_FIELDS)))} | fields
+
+
+def subscription_to(
+    plan: Plan,
+    *,
+    subscription_id: str,
+    buyer_email: str,
+    buyer_name: str | None,
+    user_id: str | None,
+    metadata: dict[str, Any],
+    gateway: str,
+    now: datetime,
+) -> tuple[Subscription, Purchase]:
+    """A new subscription to ``plan`` (its price and interval as they are now), pending its first
+    order, and that order (a fresh id each call: drawn again when taken)."""
+    order_id = new_subscription_order_id(subscription_id)
+    subscription = Subscription(
+        id=subscription_id,
+        project_id=plan.project_id,
+        plan_id=plan.id,
+        plan_name=plan.name,
+        amount=plan.price,
+        currency=plan.currency,
+        interval=plan.interval,
+        interval_count=plan.interval_count,
+        buyer_email=buyer_email,
+        buyer_name=buyer_name,
+        user_id=user_id,
+        metadata=metadata,
+        gateway=gateway,
+        order_id=order_id,
+        pending_order_id=order_id,
+        created_at=now,
+        updated_at=now,
+    )
+    return subscription, first_order(subscription, order_id=order_id, now=now)
 
 
 def first_order(subscription: Subscription, *, order_id: str, now: datetime) -> Purchase:

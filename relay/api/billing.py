@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 
 from relay.api.auth import admin_only
-from relay.api.builder import check_target
+from relay.api.builder import check_target, put_fields
 from relay.api.context import ARQ, CLOCK, METRICS, OPERATIONS, SETTINGS, STORE, SUBSCRIPTIONS
 from relay.api.invoices import chosen_gateway, invoice, sandbox_invoice
 from relay.api.parsing import parse, read_model
@@ -27,7 +27,6 @@ from relay.models import (
     PlanIn,
     Purchase,
     Subscription,
-    new_id,
     new_payment_order_id,
 )
 from relay.subscriptions import cancel
@@ -130,14 +129,7 @@ async def put_plan(request: web.Request) -> web.Response:
     check_target(request.app[SETTINGS], data.webhook_url)
     await request.app[OPERATIONS].project(data.project_id)
     existing = await store.get_plan(data.id) if data.id else None
-    if existing is not None:
-        if existing.project_id != data.project_id:
-            raise Conflict(f"plan {existing.id} belongs to another project")
-        changes = data.model_dump(include=data.model_fields_set - {"id", "project_id"})
-        fields = existing.model_dump() | changes | {"updated_at": now}
-    else:
-        fields = data.model_dump() | {"id": data.id or new_id(), "created_at": now, "updated_at": now}
-    plan = parse(Plan, fields)
+    plan = parse(Plan, put_fields("plan", existing, data, now=now))
     await store.put_plan(plan)
     return web.json_response({"plan": plan.model_dump(mode="json")})
 

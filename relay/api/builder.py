@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from aiohttp import web
 from pydantic import Field
@@ -11,7 +12,7 @@ from relay.api.auth import admin_only
 from relay.api.context import CLOCK, OPERATIONS, SETTINGS, STORE
 from relay.api.parsing import parse, parse_webhook_status, query_int, read_model, required_query
 from relay.errors import Conflict, InvalidInput, not_found
-from relay.models import Input, Item, ItemIn, Project, ProjectIn, new_client_id, new_id
+from relay.models import Input, Item, ItemIn, Plan, PlanIn, Project, ProjectIn, new_client_id, new_id
 from relay.settings import Settings
 from relay.signing import new_webhook_secret
 from relay.store import Store
@@ -28,6 +29,19 @@ def check_target(settings: Settings, url: str | None) -> None:
         settings.check_target(url)
     except ValueError as error:
         raise InvalidInput(f"webhook_url: {error}") from None
+
+
+def put_fields(
+    kind: str, existing: Item | Plan | None, data: ItemIn | PlanIn, *, now: datetime
+) -> dict[str, Any]:
+    """The fields a PUT of a project's item or plan makes: the existing one with the fields sent
+    changed (409 when it belongs to another project), or a new one (its id given or drawn)."""
+    if existing is None:
+        return data.model_dump() | {"id": data.id or new_id(), "created_at": now, "updated_at": now}
+    if existing.project_id != data.project_id:
+        raise Conflict(f"{kind} {existing.id} belongs to another project")
+    changes = data.model_dump(include=data.model_fields_set - {"id", "project_id"})
+    return existing.model_dump() | changes | {"updated_at": now}
 
 
 @routes.put("/api/platform/projects")
@@ -109,14 +123,9 @@ async def put_item(request: web.Request) -> web.Response:
     check_target(request.app[SETTINGS], data.webhook_url)
     await request.app[OPERATIONS].project(data.project_id)
     existing = await store.get_item(data.id) if data.id else None
-    if existing is not None:
-        if existing.project_id != data.project_id:
-            raise Conflict(f"item {existing.id} belongs to another project")
-        changes = data.model_dump(include=data.model_fields_set - {"id", "project_id"})
-        fields = existing.model_dump() | changes | {"updated_at": now}
-    else:
-        fields = data.model_dump() | {"id": data.id or new_id(), "created_at": now, "updated_at": now}
-    item = parse(Item, fields)  # 400 when the amount bounds do not hold the price
+    item = parse(
+        Item, put_fields("item", existing, data, now=now)
+    )  # 400 when the bounds do not hold the price
     await store.put_item(item)
     return web.json_response({"item": item.model_dump(mode="json")})
 

@@ -16,13 +16,11 @@ from relay.models import (
     Purchase,
     PurchaseIn,
     SubscribeIn,
-    Subscription,
     new_order_id,
     new_subscription_id,
-    new_subscription_order_id,
 )
 from relay.store import Store
-from relay.subscriptions import first_order
+from relay.subscriptions import subscription_to
 
 log = structlog.get_logger("relay.public")
 # Order ids carry 64 random bits: a taken one is next to impossible, three in a row a broken RNG.
@@ -120,31 +118,20 @@ async def _subscribe(request: web.Request, data: SubscribeIn) -> web.Response:
     await request.app[PURCHASE_LIMIT].hit(data.client_id, address, now=now)
     subscription_id = new_subscription_id()
     for _ in range(ORDER_ID_TRIES):
-        order_id = new_subscription_order_id(subscription_id)
-        subscription = Subscription(
-            id=subscription_id,
-            project_id=project.id,
-            plan_id=plan.id,
-            plan_name=plan.name,
-            amount=plan.price,
-            currency=plan.currency,
-            interval=plan.interval,
-            interval_count=plan.interval_count,
+        subscription, order = subscription_to(
+            plan,
+            subscription_id=subscription_id,
             buyer_email=data.buyer_email,
             buyer_name=data.buyer_name,
             user_id=data.user_id,
             metadata=data.metadata,
             gateway=gateway.name,
-            order_id=order_id,
-            pending_order_id=order_id,
-            created_at=now,
-            updated_at=now,
+            now=now,
         )
-        order = first_order(subscription, order_id=order_id, now=now)
         sandbox_url = sandbox_invoice(request, order)
         if await request.app[SUBSCRIPTIONS].create(subscription, order):
             break
-        log.warning("order_id_taken", order_id=order_id)
+        log.warning("order_id_taken", order_id=order.order_id)
     else:
         raise Conflict("no free order id was found; retry the subscription")
     structlog.contextvars.bind_contextvars(order_id=order.order_id, subscription_id=subscription.id)

@@ -36,14 +36,13 @@ from relay.models import (
     new_order_id,
     new_payment_order_id,
     new_subscription_id,
-    new_subscription_order_id,
     utcnow,
 )
 from relay.periods import Interval
 from relay.settings import Settings
 from relay.signing import new_webhook_secret, webhook_headers
 from relay.stores import make_stores
-from relay.subscriptions import first_order
+from relay.subscriptions import subscription_to
 
 PYTHON = sys.executable
 RELAY = str(Path(sys.executable).with_name("relay"))
@@ -294,27 +293,18 @@ class Data:
         )
         await self.store.put_plan(plan)
         for _ in range(count):
-            subscription_id = new_subscription_id()
-            order_id = new_subscription_order_id(subscription_id)
-            subscription = Subscription(
-                id=subscription_id,
-                project_id=project.id,
-                plan_id=plan.id,
-                plan_name=plan.name,
-                amount=plan.price,
-                currency=plan.currency,
-                interval=plan.interval,
+            subscription, order = subscription_to(
+                plan,
+                subscription_id=new_subscription_id(),
                 buyer_email="buyer@example.com",
                 buyer_name="John Doe",
                 user_id="user-1",
                 metadata={"ref": "campaign-42"},
-                order_id=order_id,
-                pending_order_id=order_id,
-                created_at=now,
-                updated_at=now,
+                gateway="midtrans",
+                now=now,
             )
             subscriptions.append(subscription)
-            made.append(first_order(subscription, order_id=order_id, now=now))
+            made.append(order)
         for start in range(0, count, width):
             pairs = zip(subscriptions[start : start + width], made[start : start + width], strict=True)
             await asyncio.gather(*(self.subscriptions.create(sub, order) for sub, order in pairs))
