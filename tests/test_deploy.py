@@ -31,6 +31,8 @@ from tests.helpers import StartRelay, eventually
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 K8S = DEPLOY / "k8s"
+# The settings that are a gateway's keys (relay.settings): every RELAY_<gateway>_* and the custom sources.
+GATEWAY_PREFIXES = ("midtrans", "xendit", "tripay", "doku", "duitku", "custom")
 # The oldest Kubernetes these manifests support, and the newest kubernetes-validate knows.
 KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 CUSTOM_KINDS = {
@@ -194,6 +196,25 @@ def test_the_ingress_is_ready_when_redis_answers_and_serves_relay() -> None:
     assert worker["command"] == ["relay", "worker"]
     config = one("ConfigMap", "relay-config")["data"]
     assert {port["containerPort"] for port in worker["ports"]} == {int(config["RELAY_WORKER_METRICS_PORT"])}
+
+
+def test_the_worker_has_the_ingress_gateway_keys() -> None:
+    """The worker invoices subscriptions' renewals: with other gateway keys than the ingress's it
+    would decide otherwise whether the sandbox runs (and link renewals to a checkout the ingress
+    does not serve)."""
+    [ingress] = pod_spec(one("Deployment", "relay-ingress"))["containers"]
+    [worker] = pod_spec(one("Deployment", "relay-worker"))["containers"]
+
+    def gateway_keys(container: dict[str, Any]) -> dict[str, Any]:
+        gateway = {name for name in Settings.model_fields if name.split("_")[0] in GATEWAY_PREFIXES}
+        return {
+            entry["name"]: entry["valueFrom"]
+            for entry in container["env"]
+            if entry["name"].removeprefix("RELAY_").lower() in gateway
+        }
+
+    assert "RELAY_MIDTRANS_SERVER_KEY" in gateway_keys(ingress)
+    assert gateway_keys(worker) == gateway_keys(ingress)
 
 
 def test_secrets_come_only_from_the_secret() -> None:
