@@ -14,6 +14,7 @@ from aiohttp import web
 from relay.api import admin, billing, builder, callbacks, public, sandbox, service
 from relay.api.clients import UNTRUSTED_PROXIES_SEEN
 from relay.api.context import (
+    API_KEYS,
     ARQ,
     CLOCK,
     CONNECTIONS,
@@ -91,6 +92,7 @@ def create_app(
         app[STORE], app[EVENTS], app[SESSIONS] = stores.store, stores.events, stores.sessions
         app[PURCHASE_LIMIT], app[FAILED_AUTH] = stores.purchase_limit, stores.failed_auth
         app[SUBSCRIPTIONS] = stores.subscriptions
+        app[API_KEYS] = stores.api_keys
         app[ARQ] = connections.arq
         app[OPERATIONS] = Operations(stores, connections.arq, clock=clock, metrics=app[METRICS])
         sandbox_key: sandbox.SandboxKey | None = None

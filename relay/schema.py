@@ -57,6 +57,9 @@ ingest script and arq's in-progress keys in the claim script, so it must agree w
     {p}:project:{id}:disabled-endpoints  STRING  the digests of its disabled endpoints,      finish.lua,
                                                  comma-separated (read in the MGET of every  enable_endpoint
                                                  delivery's project and item)
+    {p}:api-key:{sha256(key)}            STRING  JSON ApiKey: id, project, name, prefix      relay.api_keys
+    {p}:project:{id}:api-keys            HASH    key id -> the SHA-256 of its key            relay.api_keys
+    {p}:project:{id}:api-keys-used       HASH    key id -> when it was last used (ISO)       relay.api_keys
     {p}:idempotency:{scope}:{sha256}     STRING  a creating POST's first response, or its    relay.idempotency
                                                  claim while in flight; expires after 24 h
     {p}:console:session:{sha256(sid)}    HASH    csrf, created_at; expires after 8 h         relay.sessions
@@ -191,6 +194,18 @@ class Keys:
 
     def project_disabled_endpoints(self, project_id: str) -> str:
         return f"{self.prefix}:project:{project_id}:disabled-endpoints"
+
+    # --- project API keys ----------------------------------------------------------------------------
+
+    def api_key(self, digest: str) -> str:
+        """A project API key's record, by the SHA-256 of the key (relay.api_keys)."""
+        return f"{self.prefix}:api-key:{digest}"
+
+    def project_api_keys(self, project_id: str) -> str:
+        return f"{self.prefix}:project:{project_id}:api-keys"
+
+    def project_api_keys_used(self, project_id: str) -> str:
+        return f"{self.prefix}:project:{project_id}:api-keys-used"
 
     # --- idempotency keys ----------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from relay.api_keys import ApiKeys
 from relay.crypto import SecretBox
 from relay.endpoints import Endpoints
 from relay.events import EventStore
@@ -29,6 +30,7 @@ class Stores:
     sessions: SessionStore  # console sessions
     purchase_limit: PurchaseLimit  # public purchases per client and address (RELAY_PURCHASE_RATE_LIMIT)
     failed_auth: FailedAuth  # failed bearer tokens and console logins per address
+    api_keys: ApiKeys  # project API keys
 
 
 def make_stores(redis: Redis, settings: Settings) -> Stores:
@@ -46,4 +48,5 @@ def make_stores(redis: Redis, settings: Settings) -> Stores:
         sessions=SessionStore(redis, prefix=prefix),
         purchase_limit=PurchaseLimit(redis, prefix=prefix, limit=settings.purchase_rate_limit),
         failed_auth=FailedAuth(redis, prefix=prefix),
+        api_keys=ApiKeys(redis, prefix=prefix),
     )

@@ -93,9 +93,14 @@ def test_errors_auth_and_the_callback_answers_are_described() -> None:
                 or path == "/metrics"
                 or (path.startswith("/api/platform") and not path.startswith(PUBLIC_PREFIXES))
             )
-            assert operation["security"] == ([{"adminToken": []}] if admin else []), f"{method} {path}"
+            # Builder routes take a project's API key too, but not the routes that manage keys.
+            keys = admin and path.startswith("/api/platform") and "/api-keys" not in path
+            security = [{"adminToken": []}, {"projectKey": []}] if keys else [{"adminToken": []}]
+            assert operation["security"] == (security if admin else []), f"{method} {path}"
             if admin:
                 assert {"401", "429"} <= set(operation["responses"])
+            if admin and not keys:
+                assert "403" in operation["responses"], f"{method} {path}: a project key is a 403"
             for status, response in operation["responses"].items():
                 if int(status) >= 400:
                     schema = response["content"]["application/json"]["schema"]

@@ -1,19 +1,46 @@
-"""The admin bearer token: ``admin_only`` for the builder and admin routes, compared in constant
-time, with failed attempts limited per address (``relay.ratelimit.FailedAuth``)."""
+"""Bearer credentials: the admin token (``admin_only``: every route) and a project's API key
+(``builder``: the builder routes of its own project only).
+
+Both are checked with failed attempts limited per address (``relay.ratelimit.FailedAuth``): an
+attempt counts before the credential is compared and is given back when it proves right. The admin
+token is compared in constant time; a project key is found by its SHA-256 (``relay.api_keys``).
+
+A project key reaching another project's resource gets the 404 that resource would give if it did
+not exist (no oracle of other projects' ids); on an admin route, 403.
+"""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from relay.api.clients import client_address, limit_key
-from relay.api.context import CLOCK, FAILED_AUTH, SETTINGS
-from relay.errors import Unauthorized
+from relay.api.context import API_KEYS, CLOCK, FAILED_AUTH, SETTINGS
+from relay.api_keys import KEY_PREFIX
+from relay.errors import Forbidden, Unauthorized, not_found
 from relay.settings import Settings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+WRONG = "missing or wrong bearer token"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts as: the admin (``project_id`` None) or one project's API key."""
+
+    project_id: str | None = None
+    key_id: str | None = None
+
+    @property
+    def admin(self) -> bool:
+        return self.project_id is None
+
+
+ADMIN = Principal()
+PRINCIPAL = web.RequestKey("relay_principal", Principal)
 
 
 def admin_token_matches(settings: Settings, given: str) -> bool:
@@ -26,33 +53,79 @@ def admin_token_matches(settings: Settings, given: str) -> bool:
 
 
 def admin_only(handler: Handler) -> Handler:
-    """Require ``Authorization: Bearer <RELAY_ADMIN_TOKEN>``. An address that failed too often
-    in the current minute is refused (429) before its token is even compared."""
+    """Require ``Authorization: Bearer <RELAY_ADMIN_TOKEN>``; a project key is a 403. An address
+    that failed too often in the current minute is refused (429) before its token is compared."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        await check_admin(request)
+        principal = await authenticate(request)
+        if not principal.admin:
+            raise Forbidden("a project API key cannot use this route; it needs the admin token")
+        request[PRINCIPAL] = principal
         return await handler(request)
 
     return wrapped
 
 
-async def check_admin(request: web.Request) -> None:
+def builder(handler: Handler) -> Handler:
+    """The admin token, or a project API key whose project is the route's ``{project_id}`` (any
+    other answers the 404 of a missing project). Routes that name their project elsewhere (in the
+    body, the query, or through an item) check it with ``in_scope``."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        principal = await authenticate(request)
+        request[PRINCIPAL] = principal
+        project_id = request.match_info.get("project_id")
+        if project_id is not None:
+            in_scope(request, project_id, "project", project_id)
+        return await handler(request)
+
+    return wrapped
+
+
+def principal_of(request: web.Request) -> Principal:
+    principal: Principal = request.get(PRINCIPAL, ADMIN)
+    return principal
+
+
+def in_scope(request: web.Request, project_id: str, kind: str, name: str) -> None:
+    """NotFound (``kind`` ``name``, as if it did not exist) unless the request may act on
+    ``project_id``: the admin may on any, a project key on its own only."""
+    principal = principal_of(request)
+    if not principal.admin and principal.project_id != project_id:
+        raise not_found(kind, name)
+
+
+async def authenticate(request: web.Request) -> Principal:
     """A request without a bearer token is refused and counts for nothing; one with a token counts
-    against its address until the token proves right (``relay.ratelimit.FailedAuth``)."""
+    against its address until the token proves right."""
     settings = request.config_dict[SETTINGS]
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        raise Unauthorized("missing or wrong bearer token")
+    given = value.strip()
+    if scheme.lower() != "bearer" or not given:
+        raise Unauthorized(WRONG)
     address = client_address(request, settings.trusted_proxies)
-    if not await admin_token_accepted(request, value.strip(), address=address):
-        raise Unauthorized("missing or wrong bearer token")
+    failures = request.config_dict[FAILED_AUTH]
+    now = request.config_dict[CLOCK]()
+    attempt = await failures.attempt(limit_key(address), now=now)
+    if given.startswith(KEY_PREFIX):
+        api_keys = request.config_dict[API_KEYS]
+        api_key = await api_keys.lookup(given)
+        if api_key is None:
+            raise Unauthorized(WRONG)
+        await failures.succeeded(attempt)
+        await api_keys.touch(api_key, now=now)
+        return Principal(project_id=api_key.project_id, key_id=api_key.id)
+    if not admin_token_matches(settings, given):
+        raise Unauthorized(WRONG)
+    await failures.succeeded(attempt)
+    return ADMIN
 
 
 async def admin_token_accepted(request: web.Request, given: str, *, address: str) -> bool:
     """Whether ``given`` is the admin token; the attempt counts against ``address`` before the
     token is compared and is given back when it proves right (``relay.ratelimit.FailedAuth``): an
-    address past its limit is refused (429) with its token unread. The bearer token and the
-    console's login form both ask here."""
+    address past its limit is refused (429) with its token unread. The console's login form asks
+    here."""
     failures = request.config_dict[FAILED_AUTH]
     attempt = await failures.attempt(limit_key(address), now=request.config_dict[CLOCK]())
     if not admin_token_matches(request.config_dict[SETTINGS], given):

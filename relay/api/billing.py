@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from relay.api.auth import admin_only
+from relay.api.auth import builder, in_scope
 from relay.api.builder import check_target, put_fields
 from relay.api.context import ARQ, CLOCK, METRICS, OPERATIONS, SETTINGS, STORE, SUBSCRIPTIONS
 from relay.api.invoices import chosen_gateway, invoice, sandbox_invoice
@@ -49,7 +49,7 @@ def payment_answer(payment: Purchase) -> dict[str, Any]:
 
 
 @routes.post("/api/platform/projects/{project_id}/payments")
-@admin_only
+@builder
 async def create_payment(request: web.Request) -> web.Response:
     """Start a shop payment; the merchant's order id makes it idempotent (and so does an
     Idempotency-Key)."""
@@ -105,7 +105,7 @@ async def _invoiced(request: web.Request, order: Purchase, sandbox_url: str | No
 
 
 @routes.get("/api/platform/projects/{project_id}/payments/{order_id}")
-@admin_only
+@builder
 async def get_payment(request: web.Request) -> web.Response:
     operations = request.app[OPERATIONS]
     project = await operations.project(request.match_info["project_id"])
@@ -121,21 +121,24 @@ async def get_payment(request: web.Request) -> web.Response:
 
 
 @routes.put("/api/platform/plans")
-@admin_only
+@builder
 async def put_plan(request: web.Request) -> web.Response:
     """Create a plan, or change one (its price and interval apply to subscriptions taken after)."""
     store, now = request.app[STORE], request.app[CLOCK]()
     data = await read_model(request, PlanIn)
+    in_scope(request, data.project_id, "project", data.project_id)
     check_target(request.app[SETTINGS], data.webhook_url)
     await request.app[OPERATIONS].project(data.project_id)
     existing = await store.get_plan(data.id) if data.id else None
+    if existing is not None:
+        in_scope(request, existing.project_id, "plan", existing.id)
     plan = parse(Plan, put_fields("plan", existing, data, now=now))
     await store.put_plan(plan)
     return web.json_response({"plan": plan.model_dump(mode="json")})
 
 
 @routes.get("/api/platform/projects/{project_id}/plans")
-@admin_only
+@builder
 async def list_plans(request: web.Request) -> web.Response:
     project = await request.app[OPERATIONS].project(request.match_info["project_id"])
     plans = await request.app[STORE].list_plans(project.id)
@@ -151,7 +154,7 @@ def subscription_view(subscription: Subscription) -> dict[str, Any]:
 
 
 @routes.get("/api/platform/projects/{project_id}/subscriptions/{subscription_id}")
-@admin_only
+@builder
 async def get_subscription(request: web.Request) -> web.Response:
     project = await request.app[OPERATIONS].project(request.match_info["project_id"])
     subscription_id = request.match_info["subscription_id"]
@@ -162,7 +165,7 @@ async def get_subscription(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/platform/projects/{project_id}/subscriptions/{subscription_id}/cancel")
-@admin_only
+@builder
 async def cancel_subscription(request: web.Request) -> web.Response:
     """Cancel at the period's end (relay.subscriptions.cancel); canceling again changes nothing."""
     project = await request.app[OPERATIONS].project(request.match_info["project_id"])

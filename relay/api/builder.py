@@ -8,14 +8,13 @@ from typing import Any
 from aiohttp import web
 from pydantic import Field
 
-from relay.api.auth import admin_only
-from relay.api.context import CLOCK, OPERATIONS, SETTINGS, STORE
+from relay.api.auth import admin_only, builder, in_scope, principal_of
+from relay.api.context import API_KEYS, CLOCK, OPERATIONS, SETTINGS, STORE
 from relay.api.parsing import parse, parse_webhook_status, query_int, read_model, required_query
-from relay.errors import Conflict, InvalidInput, not_found
+from relay.errors import Conflict, Forbidden, InvalidInput, not_found
 from relay.models import Input, Item, ItemIn, Plan, PlanIn, Project, ProjectIn, new_client_id, new_id
 from relay.settings import Settings
 from relay.signing import new_webhook_secret
-from relay.store import Store
 
 ROTATION_GRACE = timedelta(hours=24)
 routes = web.RouteTableDef()
@@ -45,10 +44,15 @@ def put_fields(
 
 
 @routes.put("/api/platform/projects")
-@admin_only
+@builder
 async def put_project(request: web.Request) -> web.Response:
+    """Create a project (admin only), or change one (a project key: its own)."""
     store, now = request.app[STORE], request.app[CLOCK]()
     data = await read_model(request, ProjectIn)
+    if not principal_of(request).admin:
+        if data.id is None:
+            raise Forbidden("a project API key cannot create projects; it needs the admin token")
+        in_scope(request, data.id, "project", data.id)
     check_target(request.app[SETTINGS], data.webhook_url)
     existing = await store.get_project(data.id) if data.id else None
     if existing is not None:
@@ -70,14 +74,14 @@ async def put_project(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/platform/projects/{project_id}")
-@admin_only
+@builder
 async def get_project(request: web.Request) -> web.Response:
     project = await request.app[OPERATIONS].project(request.match_info["project_id"])
     return web.json_response({"project": project.public_view()})
 
 
 @routes.post("/api/platform/projects/{project_id}/webhook-secret/rotate")
-@admin_only
+@builder
 async def rotate_secret(request: web.Request) -> web.Response:
     """A new secret. The one it replaces keeps signing for ROTATION_GRACE, and so does each one
     replaced before it for the rest of its own: a merchant still on any of them keeps verifying."""
@@ -93,12 +97,49 @@ async def rotate_secret(request: web.Request) -> web.Response:
     )
 
 
+class ApiKeyIn(Input):
+    name: str = Field(min_length=1, max_length=200)
+
+
+@routes.post("/api/platform/projects/{project_id}/api-keys")
+@admin_only
+async def create_api_key(request: web.Request) -> web.Response:
+    """A new API key of the project: its ``key`` is shown here once and never again."""
+    project = await request.app[OPERATIONS].project(request.match_info["project_id"])
+    data = await read_model(request, ApiKeyIn)
+    api_key, material = await request.app[API_KEYS].create(project.id, data.name, now=request.app[CLOCK]())
+    shown = api_key.model_dump(mode="json", exclude={"project_id"})
+    return web.json_response({"api_key": shown | {"key": material}})
+
+
+@routes.get("/api/platform/projects/{project_id}/api-keys")
+@admin_only
+async def list_api_keys(request: web.Request) -> web.Response:
+    """The project's keys: name, prefix, created and last used; never a key."""
+    project = await request.app[OPERATIONS].project(request.match_info["project_id"])
+    found = await request.app[API_KEYS].recent(project.id)
+    return web.json_response(
+        {"api_keys": [key.model_dump(mode="json", exclude={"project_id"}) for key in found]}
+    )
+
+
+@routes.delete("/api/platform/projects/{project_id}/api-keys/{key_id}")
+@admin_only
+async def revoke_api_key(request: web.Request) -> web.Response:
+    """Revoke a key at once, in every process (none caches keys)."""
+    project = await request.app[OPERATIONS].project(request.match_info["project_id"])
+    key_id = request.match_info["key_id"]
+    if not await request.app[API_KEYS].revoke(project.id, key_id):
+        raise not_found("api key", key_id)
+    return web.json_response({"revoked": True, "id": key_id})
+
+
 class EndpointIn(Input):
     url: str = Field(min_length=1, max_length=2048)
 
 
 @routes.get("/api/platform/projects/{project_id}/endpoints")
-@admin_only
+@builder
 async def endpoint_health(request: web.Request) -> web.Response:
     """Each endpoint the project's events went to: last success, failing since, disabled."""
     found = await request.app[OPERATIONS].endpoint_health(request.match_info["project_id"])
@@ -106,7 +147,7 @@ async def endpoint_health(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/platform/projects/{project_id}/endpoints/enable")
-@admin_only
+@builder
 async def enable_endpoint(request: web.Request) -> web.Response:
     """Enable an endpoint disabled after failing too long (a no-op on an enabled one). Its dead
     letters (reason endpoint_disabled) are replayed with the dead-letter replay."""
@@ -116,13 +157,16 @@ async def enable_endpoint(request: web.Request) -> web.Response:
 
 
 @routes.put("/api/platform/items")
-@admin_only
+@builder
 async def put_item(request: web.Request) -> web.Response:
     store, now = request.app[STORE], request.app[CLOCK]()
     data = await read_model(request, ItemIn)
+    in_scope(request, data.project_id, "project", data.project_id)
     check_target(request.app[SETTINGS], data.webhook_url)
     await request.app[OPERATIONS].project(data.project_id)
     existing = await store.get_item(data.id) if data.id else None
+    if existing is not None:
+        in_scope(request, existing.project_id, "item", existing.id)
     item = parse(
         Item, put_fields("item", existing, data, now=now)
     )  # 400 when the bounds do not hold the price
@@ -131,38 +175,41 @@ async def put_item(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/platform/items")
-@admin_only
+@builder
 async def list_items(request: web.Request) -> web.Response:
-    project = await request.app[OPERATIONS].project(required_query(request, "project_id"))
+    project_id = required_query(request, "project_id")
+    in_scope(request, project_id, "project", project_id)
+    project = await request.app[OPERATIONS].project(project_id)
     items = await request.app[STORE].list_items(project.id)
     return web.json_response({"items": [item.model_dump(mode="json") for item in items]})
 
 
-async def _item(store: Store, item_id: str) -> Item:
-    item = await store.get_item(item_id)
+async def _item(request: web.Request, item_id: str) -> Item:
+    """The item, when the request may see its project (else as missing)."""
+    item = await request.app[STORE].get_item(item_id)
     if item is None:
         raise not_found("item", item_id)
+    in_scope(request, item.project_id, "item", item_id)
     return item
 
 
 @routes.get("/api/platform/items/{item_id}")
-@admin_only
+@builder
 async def get_item(request: web.Request) -> web.Response:
-    item = await _item(request.app[STORE], request.match_info["item_id"])
+    item = await _item(request, request.match_info["item_id"])
     return web.json_response({"item": item.model_dump(mode="json")})
 
 
 @routes.delete("/api/platform/items/{item_id}")
-@admin_only
+@builder
 async def delete_item(request: web.Request) -> web.Response:
-    store = request.app[STORE]
-    item = await _item(store, request.match_info["item_id"])
-    await store.delete_item(item)
+    item = await _item(request, request.match_info["item_id"])
+    await request.app[STORE].delete_item(item)
     return web.json_response({"deleted": True, "item": item.model_dump(mode="json")})
 
 
 @routes.get("/api/platform/projects/{project_id}/item-purchases")
-@admin_only
+@builder
 async def list_purchases(request: web.Request) -> web.Response:
     operations = request.app[OPERATIONS]
     purchases = await operations.purchases(
@@ -174,7 +221,7 @@ async def list_purchases(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/platform/projects/{project_id}/item-purchases/{purchase_id}")
-@admin_only
+@builder
 async def get_purchase(request: web.Request) -> web.Response:
     operations = request.app[OPERATIONS]
     project = await operations.project(request.match_info["project_id"])
@@ -184,7 +231,7 @@ async def get_purchase(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/platform/projects/{project_id}/item-purchases/{purchase_id}/retry-webhook")
-@admin_only
+@builder
 async def retry_webhook(request: web.Request) -> web.Response:
     operations = request.app[OPERATIONS]
     project = await operations.project(request.match_info["project_id"])

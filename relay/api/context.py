@@ -12,6 +12,7 @@ import jinja2
 from aiohttp import web
 from arq.connections import ArqRedis
 
+from relay.api_keys import ApiKeys
 from relay.connections import Connections
 from relay.events import EventStore
 from relay.gateways import Gateway
@@ -39,3 +40,4 @@ ARQ = web.AppKey("arq", ArqRedis)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 PURCHASE_LIMIT = web.AppKey("purchase_limit", PurchaseLimit)
 FAILED_AUTH = web.AppKey("failed_auth", FailedAuth)
+API_KEYS = web.AppKey("api_keys", ApiKeys)

@@ -16,6 +16,7 @@ from typing import Any
 from relay import __version__
 from relay.jsonutil import dumps
 from relay.openapi.billing import billing_paths
+from relay.openapi.keys import api_key_paths
 from relay.openapi.parts import component_schemas
 from relay.openapi.paths import admin_paths, builder_paths, callback_paths, public_paths, service_paths
 from relay.openapi.webhooks import event_schemas, webhooks
@@ -39,7 +40,7 @@ def document() -> dict[str, Any]:
             {
                 "name": "builder",
                 "description": "Projects, items, shop payments, plans, subscriptions and orders of every "
-                "kind (admin token).",
+                "kind (admin token, or the project's API key).",
             },
             {"name": "public", "description": "Keyed by a project's client_id; no auth."},
             {"name": "admin", "description": "The dead-letter queue (admin token)."},
@@ -53,6 +54,7 @@ def document() -> dict[str, Any]:
         "paths": callback_paths()
         | builder_paths()
         | billing_paths()
+        | api_key_paths()
         | public_paths()
         | admin_paths()
         | service_paths(),
@@ -64,7 +66,12 @@ def document() -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "RELAY_ADMIN_TOKEN (16+ characters).",
-                }
+                },
+                "projectKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A project's API key (`rk_...`): the builder routes of that project only.",
+                },
             },
         },
     }

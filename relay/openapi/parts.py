@@ -11,7 +11,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from relay.api.admin import ReplayIn, WindowReplayIn
-from relay.api.builder import EndpointIn
+from relay.api.builder import ApiKeyIn, EndpointIn
+from relay.api_keys import ApiKey
 from relay.endpoints import EndpointHealth
 from relay.gateways.registry import BUILT_IN
 from relay.models import (
@@ -122,12 +123,12 @@ def _purchase_schemas(generated: Schema) -> dict[str, Schema]:
 def component_schemas() -> dict[str, Schema]:
     models: list[type[BaseModel]] = [ProjectIn, ItemIn, PurchaseIn, ReplayIn, Project, Item, Purchase]
     models += [Attempt, DeadLetter, WindowReplayIn, EndpointIn, EndpointHealth]
-    models += [PaymentIn, PlanIn, SubscribeIn, Plan, Subscription]
+    models += [PaymentIn, PlanIn, SubscribeIn, Plan, Subscription, ApiKeyIn, ApiKey]
     modes: list[tuple[type[BaseModel], Literal["validation"]]] = [(model, "validation") for model in models]
     _, defs = models_json_schema(modes, ref_template=REF)
     generated: dict[str, Schema] = defs["$defs"]
     inputs = ["ProjectIn", "ItemIn", "PurchaseIn", "ReplayIn", "WindowReplayIn", "EndpointIn"]
-    inputs += ["PaymentIn", "PlanIn", "SubscribeIn"]
+    inputs += ["PaymentIn", "PlanIn", "SubscribeIn", "ApiKeyIn"]
     schemas = {name: generated[name] for name in inputs}
     # An AfterValidator leaves no trace in the generated schema: state the rule it checks.
     for name in ("PurchaseIn", "PaymentIn", "SubscribeIn"):
@@ -147,6 +148,10 @@ def component_schemas() -> dict[str, Schema]:
     schemas["EndpointHealth"] = output(generated["EndpointHealth"])
     schemas["Plan"] = output(generated["Plan"])
     schemas["Subscription"] = output(generated["Subscription"], exclude=("version",))
+    api_key = output(generated["ApiKey"], exclude=("project_id",))
+    schemas["ApiKey"] = api_key
+    material = {"type": "string", "pattern": "^rk_", "description": "Shown once, here; stored hashed."}
+    schemas["ApiKeyWithKey"] = _with(api_key, "ApiKeyWithKey", key=material)
     text = {"type": ["string", "null"], "maxLength": 128}
     schemas["UnmatchedCallback"] = {
         "type": "object",
@@ -192,6 +197,7 @@ def component_schemas() -> dict[str, Schema]:
 ERRORS = {
     400: ("InvalidInput", "Malformed JSON, a wrong type or a failed validation."),
     401: ("Unauthorized", "Missing or wrong credentials."),
+    403: ("Forbidden", "A project API key on a route that needs the admin token."),
     404: ("NotFound", "No such resource."),
     408: ("RequestTimeout", "The body did not arrive within RELAY_BODY_TIMEOUT."),
     409: ("Conflict", "The request contradicts stored state."),
@@ -255,6 +261,10 @@ def json_body(schema: Schema, description: str | None = None) -> Schema:
     return found
 
 
+ADMIN_ONLY: list[Schema] = [{"adminToken": []}]
+KEY_OR_ADMIN: list[Schema] = [{"adminToken": []}, {"projectKey": []}]
+
+
 def operation(
     operation_id: str,
     summary: str,
@@ -266,11 +276,17 @@ def operation(
     parameters: list[Schema] | None = None,
     description: str | None = None,
     store: bool = True,
+    keys: bool | None = None,
 ) -> Schema:
     """One operation. Every route that reads or writes Redis can answer 503 (``store``), every
     route taking a body 400, 408 and 413, every admin route 401, and 429 to an address that failed
     too often (it reads the failure count from Redis, so 503 too)."""
     codes = dict(responses)
+    # A builder route takes a project's API key too (on its own project only); any other needs the
+    # admin token, and a key there is a 403.
+    keys = tag == "builder" if keys is None else keys
+    if admin and not keys:
+        codes.setdefault(403, error(403))
     if store or admin:
         codes.setdefault(503, error(503))
     if admin:
@@ -286,7 +302,9 @@ def operation(
         "operationId": operation_id,
         "summary": summary,
         "tags": [tag],
-        "security": [{"adminToken": []}] if admin else [],
+        "security": ([{"adminToken": []}, {"projectKey": []}] if keys else [{"adminToken": []}])
+        if admin
+        else [],
         "responses": {str(code): codes[code] for code in sorted(codes)},
     }
     if description:
