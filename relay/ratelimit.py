@@ -80,7 +80,9 @@ class FailedAuth:
 
     async def attempt(self, address: str, *, now: datetime) -> str:
         """Count one attempt by ``address``; TooManyRequests past the limit. The key returned
-        gives the attempt back (``succeeded``)."""
+        gives the attempt back (``succeeded``). A refused attempt gives its count back at once: it
+        compared nothing, so it is no failure, and a burst of right requests in parallel (more than
+        the limit in flight) does not lock its address out for the rest of the window."""
         window, retry_after = _window(now, self.window)
         key = self.keys.rate_limit(f"auth-failed:{address}", window)
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -88,6 +90,7 @@ class FailedAuth:
             pipe.expire(key, self.window * 2)
             count, _ = await pipe.execute()
         if int(count) > self.limit:
+            await self.redis.decr(key)
             raise TooManyRequests(
                 f"too many failed logins from this address; retry in {retry_after} s", retry_after=retry_after
             )
@@ -95,3 +98,21 @@ class FailedAuth:
 
     async def succeeded(self, key: str) -> None:
         await self.redis.decr(key)
+
+    async def refuse_if_over(self, address: str, *, now: datetime) -> str:
+        """TooManyRequests when ``address`` is past the limit, counting nothing: for credentials
+        no burst of guesses can find (a project key's 256 bits), whose parallel right uses must not
+        count against each other. The key ``failed`` counts a failure with."""
+        window, retry_after = _window(now, self.window)
+        key = self.keys.rate_limit(f"auth-failed:{address}", window)
+        if int(await self.redis.get(key) or 0) >= self.limit:
+            raise TooManyRequests(
+                f"too many failed logins from this address; retry in {retry_after} s", retry_after=retry_after
+            )
+        return key
+
+    async def failed(self, key: str) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, self.window * 2)
+            await pipe.execute()

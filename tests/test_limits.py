@@ -8,8 +8,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
+from relay.errors import TooManyRequests
+from relay.ratelimit import FailedAuth
 from tests.console_client import console_client
-from tests.helpers import ADMIN_TOKEN, Running, Shop, StartRelay, open_shop
+from tests.helpers import ADMIN_TOKEN, T0, Backend, Running, Shop, StartRelay, open_shop
 
 PURCHASE = "/api/platform/public-items/purchase"
 TRUST_LOOPBACK = {"trusted_proxies": "127.0.0.0/8"}
@@ -134,6 +138,21 @@ async def test_parallel_guesses_cannot_slip_past_the_count(start_relay: StartRel
         *(admin_get(running, f"guess-{n:04d}-abcdefghij", "203.0.113.7") for n in range(40))
     )
     assert sorted(guesses) == [401] * 10 + [429] * 30
+
+
+async def test_attempts_refused_past_the_limit_do_not_lock_their_address_out(stores: Backend) -> None:
+    """More right requests in flight than the limit: the ones past it are refused at once, but a
+    refusal compared nothing, so it is no failure: once those in flight succeed, the address is
+    free again, not locked out for the rest of the window."""
+    failures = FailedAuth(stores.redis, prefix="t")
+    in_flight = [await failures.attempt("203.0.113.7", now=T0) for _ in range(10)]
+    for _ in range(20):
+        with pytest.raises(TooManyRequests):
+            await failures.attempt("203.0.113.7", now=T0)
+    for attempt in in_flight:
+        await failures.succeeded(attempt)
+    for _ in range(10):
+        await failures.succeeded(await failures.attempt("203.0.113.7", now=T0))
 
 
 async def test_a_right_token_gives_its_attempt_back(start_relay: StartRelay) -> None:

@@ -106,15 +106,18 @@ async def authenticate(request: web.Request) -> Principal:
     address = client_address(request, settings.trusted_proxies)
     failures = request.config_dict[FAILED_AUTH]
     now = request.config_dict[CLOCK]()
-    attempt = await failures.attempt(limit_key(address), now=now)
     if given.startswith(KEY_PREFIX):
+        # 256 random bits: no burst of parallel guesses finds one, so a key's right uses do not
+        # count against each other; only failures count (the address's limit is shared with tokens).
+        counter = await failures.refuse_if_over(limit_key(address), now=now)
         api_keys = request.config_dict[API_KEYS]
         api_key = await api_keys.lookup(given)
         if api_key is None:
+            await failures.failed(counter)
             raise Unauthorized(WRONG)
-        await failures.succeeded(attempt)
         await api_keys.touch(api_key, now=now)
         return Principal(project_id=api_key.project_id, key_id=api_key.id)
+    attempt = await failures.attempt(limit_key(address), now=now)
     if not admin_token_matches(settings, given):
         raise Unauthorized(WRONG)
     await failures.succeeded(attempt)
