@@ -16,6 +16,7 @@ from relay.api.clients import UNTRUSTED_PROXIES_SEEN
 from relay.api.context import (
     API_KEYS,
     ARQ,
+    AUDIT,
     CLOCK,
     CONNECTIONS,
     EVENTS,
@@ -93,6 +94,7 @@ def create_app(
         app[PURCHASE_LIMIT], app[FAILED_AUTH] = stores.purchase_limit, stores.failed_auth
         app[SUBSCRIPTIONS] = stores.subscriptions
         app[API_KEYS] = stores.api_keys
+        app[AUDIT] = stores.audit
         app[ARQ] = connections.arq
         app[OPERATIONS] = Operations(stores, connections.arq, clock=clock, metrics=app[METRICS])
         sandbox_key: sandbox.SandboxKey | None = None

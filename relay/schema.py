@@ -57,6 +57,8 @@ ingest script and arq's in-progress keys in the claim script, so it must agree w
     {p}:project:{id}:disabled-endpoints  STRING  the digests of its disabled endpoints,      finish.lua,
                                                  comma-separated (read in the MGET of every  enable_endpoint
                                                  delivery's project and item)
+    {p}:audit                            ZSET    audit entry id -> when (ms)                 relay.audit
+    {p}:audit:entries                    HASH    audit entry id -> JSON AuditEntry           relay.audit
     {p}:api-key:{sha256(key)}            STRING  JSON ApiKey: id, project, name, prefix      relay.api_keys
     {p}:project:{id}:api-keys            HASH    key id -> the SHA-256 of its key            relay.api_keys
     {p}:project:{id}:api-keys-used       HASH    key id -> when it was last used (ISO)       relay.api_keys
@@ -110,6 +112,8 @@ class Keys:
         self.retention = f"{prefix}:retention"
         self.stats = f"{prefix}:stats"
         self.subscriptions_due = f"{prefix}:subscriptions:due"
+        self.audit = f"{prefix}:audit"
+        self.audit_entries = f"{prefix}:audit:entries"
 
     # --- catalogue ---------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from relay.api_keys import ApiKeys
+from relay.audit import AuditLog
 from relay.crypto import SecretBox
 from relay.endpoints import Endpoints
 from relay.events import EventStore
@@ -31,6 +32,7 @@ class Stores:
     purchase_limit: PurchaseLimit  # public purchases per client and address (RELAY_PURCHASE_RATE_LIMIT)
     failed_auth: FailedAuth  # failed bearer tokens and console logins per address
     api_keys: ApiKeys  # project API keys
+    audit: AuditLog  # every change through the API and the console
 
 
 def make_stores(redis: Redis, settings: Settings) -> Stores:
@@ -49,4 +51,5 @@ def make_stores(redis: Redis, settings: Settings) -> Stores:
         purchase_limit=PurchaseLimit(redis, prefix=prefix, limit=settings.purchase_rate_limit),
         failed_auth=FailedAuth(redis, prefix=prefix),
         api_keys=ApiKeys(redis, prefix=prefix),
+        audit=AuditLog(redis, prefix=prefix, retention=lifetimes.retention),
     )

@@ -7,7 +7,7 @@ from aiohttp import web
 from pydantic import Field
 
 from relay.api.auth import admin_only
-from relay.api.context import OPERATIONS, STORE
+from relay.api.context import AUDIT, OPERATIONS, STORE
 from relay.api.parsing import parse_since, query_int, read_model
 from relay.errors import InvalidInput
 from relay.models import Identifier, Input, Instant, WebhookStatus
@@ -86,3 +86,17 @@ async def unmatched_callbacks(request: web.Request) -> web.Response:
     by retention), newest first: a bounded summary of each, the newest 1000."""
     limit = query_int(request, "limit", default=100, low=1, high=1000)
     return web.json_response({"callbacks": await request.app[STORE].unmatched(limit)})
+
+
+@routes.get("/api/admin/audit")
+@admin_only
+async def audit_log(request: web.Request) -> web.Response:
+    """Every change made through the admin token, a project's API key or the console, oldest first
+    from ``since``, a page at a time (kept RELAY_RETENTION)."""
+    page = await request.app[AUDIT].page(
+        since=parse_since(request.query.get("since")),
+        limit=query_int(request, "limit", default=100, low=1, high=1000),
+        cursor=request.query.get("cursor") or None,
+    )
+    entries = [entry.model_dump(mode="json") for entry in page.entries]
+    return web.json_response({"entries": entries, "next_cursor": page.next_cursor})

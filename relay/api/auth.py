@@ -15,10 +15,11 @@ import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import structlog
 from aiohttp import web
 
 from relay.api.clients import client_address, limit_key
-from relay.api.context import API_KEYS, CLOCK, FAILED_AUTH, SETTINGS
+from relay.api.context import API_KEYS, AUDIT, CLOCK, FAILED_AUTH, SETTINGS
 from relay.api_keys import KEY_PREFIX
 from relay.errors import Forbidden, Unauthorized, not_found
 from relay.settings import Settings
@@ -52,16 +53,46 @@ def admin_token_matches(settings: Settings, given: str) -> bool:
     return hmac.compare_digest(encoded, expected.encode()) and bool(expected)
 
 
+CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+async def audited(
+    request: web.Request, response: web.StreamResponse, *, actor: str, project_id: str | None
+) -> None:
+    """Record a changing request that succeeded in the audit log (``relay.audit``)."""
+    if request.method not in CHANGING or response.status >= 400:
+        return
+    route = request.match_info.route.resource
+    settings = request.config_dict[SETTINGS]
+    await request.config_dict[AUDIT].record(
+        actor=actor,
+        action=f"{request.method} {route.canonical if route is not None else request.path}",
+        target=dict(request.match_info),
+        project_id=project_id,
+        address=client_address(request, settings.trusted_proxies),
+        status=response.status,
+        request_id=str(structlog.contextvars.get_contextvars().get("request_id", "")),
+        now=request.config_dict[CLOCK](),
+    )
+
+
+def actor_of(principal: Principal) -> str:
+    return "admin" if principal.admin else f"key:{principal.key_id}"
+
+
 def admin_only(handler: Handler) -> Handler:
     """Require ``Authorization: Bearer <RELAY_ADMIN_TOKEN>``; a project key is a 403. An address
-    that failed too often in the current minute is refused (429) before its token is compared."""
+    that failed too often in the current minute is refused (429) before its token is compared.
+    A change it makes is audited."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         principal = await authenticate(request)
         if not principal.admin:
             raise Forbidden("a project API key cannot use this route; it needs the admin token")
         request[PRINCIPAL] = principal
-        return await handler(request)
+        response = await handler(request)
+        await audited(request, response, actor="admin", project_id=request.match_info.get("project_id"))
+        return response
 
     return wrapped
 
@@ -69,7 +100,7 @@ def admin_only(handler: Handler) -> Handler:
 def builder(handler: Handler) -> Handler:
     """The admin token, or a project API key whose project is the route's ``{project_id}`` (any
     other answers the 404 of a missing project). Routes that name their project elsewhere (in the
-    body, the query, or through an item) check it with ``in_scope``."""
+    body, the query, or through an item) check it with ``in_scope``. A change is audited."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         principal = await authenticate(request)
@@ -77,7 +108,11 @@ def builder(handler: Handler) -> Handler:
         project_id = request.match_info.get("project_id")
         if project_id is not None:
             in_scope(request, project_id, "project", project_id)
-        return await handler(request)
+        response = await handler(request)
+        await audited(
+            request, response, actor=actor_of(principal), project_id=project_id or principal.project_id
+        )
+        return response
 
     return wrapped
 

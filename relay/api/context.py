@@ -13,6 +13,7 @@ from aiohttp import web
 from arq.connections import ArqRedis
 
 from relay.api_keys import ApiKeys
+from relay.audit import AuditLog
 from relay.connections import Connections
 from relay.events import EventStore
 from relay.gateways import Gateway
@@ -41,3 +42,4 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 PURCHASE_LIMIT = web.AppKey("purchase_limit", PurchaseLimit)
 FAILED_AUTH = web.AppKey("failed_auth", FailedAuth)
 API_KEYS = web.AppKey("api_keys", ApiKeys)
+AUDIT = web.AppKey("audit", AuditLog)

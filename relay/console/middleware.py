@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from relay.api.auth import audited
 from relay.api.context import SESSIONS, SETTINGS, TEMPLATES
 from relay.api.middleware import ERROR_NAME, answered
 from relay.errors import Forbidden, RelayError
@@ -125,6 +126,8 @@ def operator_page(handler: PageHandler) -> Handler:
             if not isinstance(token, str) or not session.csrf_matches(token):
                 log.warning("console_csrf_rejected", path=request.path)
                 raise Forbidden("the form's CSRF token is missing or wrong; reload the page and try again")
-        return await handler(request, session)
+        response = await handler(request, session)
+        await audited(request, response, actor="console", project_id=request.match_info.get("project_id"))
+        return response
 
     return authorised

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from relay.api.auth import admin_token_accepted
 from relay.api.clients import client_address
-from relay.api.context import CLOCK, EVENTS, OPERATIONS, SESSIONS, SETTINGS, STORE
+from relay.api.context import AUDIT, CLOCK, EVENTS, OPERATIONS, SESSIONS, SETTINGS, STORE
 from relay.api.parsing import parse_project_id, parse_since, parse_webhook_status, query_int
 from relay.console.middleware import (
     LOGIN,
@@ -40,6 +40,7 @@ log = structlog.get_logger("relay.console")
 routes = web.RouteTableDef()
 
 DEAD_LETTER_PAGE = 100
+AUDIT_PAGE = 200  # audit entries one console page shows
 UNMATCHED_PAGE = 200
 SUBSCRIPTIONS_PAGE = 100
 
@@ -301,3 +302,17 @@ async def replay_all(request: web.Request, session: Session) -> web.StreamRespon
     noun = "dead letter" if replayed == 1 else "dead letters"
     await request.config_dict[SESSIONS].flash(session, f"Replayed {replayed} {noun}.")
     return see_other(_dead_letters_url(values))
+
+
+@routes.get("/audit")
+@operator_page
+async def audit_page(request: web.Request, session: Session) -> web.StreamResponse:
+    """The audit log, a page at a time from ``since`` (``cursor`` for the next)."""
+    page = await request.config_dict[AUDIT].page(
+        since=parse_since(request.query.get("since")),
+        limit=AUDIT_PAGE,
+        cursor=request.query.get("cursor") or None,
+    )
+    return await render(
+        request, "audit.html", session=session, entries=page.entries, next_cursor=page.next_cursor
+    )

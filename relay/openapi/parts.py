@@ -13,6 +13,7 @@ from pydantic.json_schema import models_json_schema
 from relay.api.admin import ReplayIn, WindowReplayIn
 from relay.api.builder import ApiKeyIn, EndpointIn
 from relay.api_keys import ApiKey
+from relay.audit import AuditEntry
 from relay.endpoints import EndpointHealth
 from relay.gateways.registry import BUILT_IN
 from relay.models import (
@@ -123,7 +124,7 @@ def _purchase_schemas(generated: Schema) -> dict[str, Schema]:
 def component_schemas() -> dict[str, Schema]:
     models: list[type[BaseModel]] = [ProjectIn, ItemIn, PurchaseIn, ReplayIn, Project, Item, Purchase]
     models += [Attempt, DeadLetter, WindowReplayIn, EndpointIn, EndpointHealth]
-    models += [PaymentIn, PlanIn, SubscribeIn, Plan, Subscription, ApiKeyIn, ApiKey]
+    models += [PaymentIn, PlanIn, SubscribeIn, Plan, Subscription, ApiKeyIn, ApiKey, AuditEntry]
     modes: list[tuple[type[BaseModel], Literal["validation"]]] = [(model, "validation") for model in models]
     _, defs = models_json_schema(modes, ref_template=REF)
     generated: dict[str, Schema] = defs["$defs"]
@@ -150,6 +151,7 @@ def component_schemas() -> dict[str, Schema]:
     schemas["Subscription"] = output(generated["Subscription"], exclude=("version",))
     api_key = output(generated["ApiKey"], exclude=("project_id",))
     schemas["ApiKey"] = api_key
+    schemas["AuditEntry"] = output(generated["AuditEntry"])
     material = {"type": "string", "pattern": "^rk_", "description": "Shown once, here; stored hashed."}
     schemas["ApiKeyWithKey"] = _with(api_key, "ApiKeyWithKey", key=material)
     text = {"type": ["string", "null"], "maxLength": 128}

@@ -452,6 +452,29 @@ def admin_paths() -> dict[str, Schema]:
                 },
             )
         },
+        "/api/admin/audit": {
+            "get": operation(
+                "listAudit",
+                "Every change made through the admin token, a project's API key or the console, oldest "
+                "first (kept RELAY_RETENTION)",
+                tag="admin",
+                admin=True,
+                parameters=[
+                    query_param("since", "Only from this time on (ISO 8601).", {"type": "string"}),
+                    query_param("limit", "At most this many.", LIMIT),
+                    query_param("cursor", "`next_cursor` of the previous page.", {"type": "string"}),
+                ],
+                responses={
+                    200: ok(
+                        obj(
+                            entries={"type": "array", "items": ref("AuditEntry")},
+                            next_cursor={"type": ["string", "null"]},
+                        )
+                    ),
+                    400: error(400),
+                },
+            )
+        },
         "/api/admin/dead-letters/{event_id}": {
             "delete": operation(
                 "deleteDeadLetter",

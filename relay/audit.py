@@ -1,0 +1,125 @@
+"""The audit log: every change made through the admin token, a project's API key or the console
+(who, what, on what, when, from where), kept RELAY_RETENTION.
+
+An entry is recorded when a changing request (POST, PUT, DELETE) succeeds (``relay.api.auth``'s
+decorators, the console's forms). Entries live in a hash by id and a sorted set by time
+(``{p}:audit``, ``{p}:audit:entries``); each record also deletes what is older than the retention,
+so the log is bounded without a sweep. Pages are oldest first from ``since``, with a cursor, as the
+dead letters are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import aclosing
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict
+from redis.asyncio import Redis
+
+from relay.errors import InvalidInput
+from relay.models import iso_ms, to_ms
+from relay.ranges import scored_members
+from relay.schema import Keys
+
+TRIM_BATCH = 1000  # old entries one record deletes at most (a long-idle log catches up over several)
+
+
+class AuditEntry(BaseModel):
+    """One change: ``actor`` is ``admin``, ``key:<key id>`` or ``console``; ``action`` the method and
+    route template; ``target`` the route's ids; ``project_id`` the project it concerns, when one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    at: str
+    actor: str
+    action: str
+    target: dict[str, str]
+    project_id: str | None
+    address: str
+    status: int
+    request_id: str
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    entries: list[AuditEntry]
+    next_cursor: str | None
+
+
+class AuditLog:
+    """``redis`` must decode responses to ``str``."""
+
+    def __init__(self, redis: Redis, *, prefix: str, retention: timedelta) -> None:
+        self.redis = redis
+        self.keys = Keys(prefix)
+        self.retention = retention
+
+    async def record(
+        self,
+        *,
+        actor: str,
+        action: str,
+        target: dict[str, str],
+        project_id: str | None,
+        address: str,
+        status: int,
+        request_id: str,
+        now: datetime,
+    ) -> AuditEntry:
+        entry = AuditEntry(
+            id=f"{to_ms(now):013d}-{os.urandom(6).hex()}",
+            at=iso_ms(now),
+            actor=actor,
+            action=action,
+            target=target,
+            project_id=project_id,
+            address=address,
+            status=status,
+            request_id=request_id,
+        )
+        oldest = to_ms(now - self.retention)
+        expired = await self.redis.zrangebyscore(
+            self.keys.audit, "-inf", f"({oldest}", start=0, num=TRIM_BATCH
+        )
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.audit_entries, entry.id, entry.model_dump_json())
+            pipe.zadd(self.keys.audit, {entry.id: to_ms(now)})
+            if expired:
+                pipe.hdel(self.keys.audit_entries, *expired)
+                pipe.zrem(self.keys.audit, *expired)
+            await pipe.execute()
+        return entry
+
+    async def page(
+        self, *, since: datetime | None = None, limit: int = 100, cursor: str | None = None
+    ) -> AuditPage:
+        """Oldest first; the cursor is ``<score>:<entry id>`` of the last entry returned."""
+        after = _parse_cursor(cursor) if cursor else None
+        rows: list[tuple[str, int]] = []
+        walk = scored_members(
+            self.redis, self.keys.audit, since=since, until=None, after=after, page=limit + 1
+        )
+        async with aclosing(walk):
+            async for row in walk:
+                rows.append(row)
+                if len(rows) > limit:
+                    break
+        page = rows[:limit]
+        raws: list[str | None] = []
+        if page:
+            ids = [entry_id for entry_id, _ in page]
+            raws = await self.redis.hmget(self.keys.audit_entries, ids)  # type: ignore[misc]
+        entries = [AuditEntry.model_validate(json.loads(raw)) for raw in raws if raw is not None]
+        next_cursor = f"{page[-1][1]}:{page[-1][0]}" if len(rows) > limit else None
+        return AuditPage(entries, next_cursor)
+
+
+def _parse_cursor(cursor: str) -> tuple[int, str]:
+    score, _, entry_id = cursor.partition(":")
+    if not (score.isascii() and score.isdigit()) or not entry_id:
+        raise InvalidInput("cursor is not one this API returned")
+    return int(score), entry_id
