@@ -120,6 +120,6 @@ class AuditLog:
 
 def _parse_cursor(cursor: str) -> tuple[int, str]:
     score, _, entry_id = cursor.partition(":")
-    if not (score.isascii() and score.isdigit()) or not entry_id:
+    if not (score.isascii() and score.isdigit() and len(score) <= 16) or not entry_id:
         raise InvalidInput("cursor is not one this API returned")
     return int(score), entry_id

@@ -258,6 +258,6 @@ class EventStore:
 
 def _parse_cursor(cursor: str) -> tuple[int, str]:
     score, _, event_id = cursor.partition(":")
-    if not (score.isascii() and score.isdigit()) or not event_id:
+    if not (score.isascii() and score.isdigit() and len(score) <= 16) or not event_id:
         raise InvalidInput("cursor is not one this API returned")
     return int(score), event_id

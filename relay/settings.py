@@ -188,6 +188,8 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 16 characters")
         if len(set(token)) < 10:
             raise ValueError("has too little entropy: use at least 10 distinct characters (a random string)")
+        if token.startswith("rk_"):
+            raise ValueError("must not start with rk_, which marks a project's API key")
         return value
 
     @field_validator("operator_webhook_secret")

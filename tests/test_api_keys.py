@@ -140,3 +140,35 @@ async def test_an_unknown_key_is_401_and_failures_are_limited_per_address(
     for _ in range(10):
         assert_error(await as_key(api, given, "GET", path, expect=401), "Unauthorized")
     assert_error(await as_key(api, given, "GET", path, expect=429), "TooManyRequests")
+
+
+async def test_a_right_key_is_taken_whatever_its_addresses_failures(start_relay: StartRelay) -> None:
+    """Others behind the same address (a NAT) failing cannot lock a merchant's backend out."""
+    api = (await start_relay()).api
+    project = await api.project()
+    key = (await make_key(api, project["id"]))["key"]
+    path = f"/api/platform/projects/{project['id']}"
+    for _ in range(10):
+        await as_key(api, "rk_" + "y" * 43, "GET", path, expect=401)
+    await as_key(api, "rk_" + "y" * 43, "GET", path, expect=429)
+    await as_key(api, key, "GET", path)
+
+
+async def test_a_key_cannot_choose_a_new_item_or_plan_id(start_relay: StartRelay) -> None:
+    """Ids are global: a key naming an id its project does not have gets a 404 and creates
+    nothing, whether another project has it or not; without an id the relay draws one."""
+    api = (await start_relay()).api
+    mine, theirs = await api.project(), await api.project()
+    key = (await make_key(api, mine["id"]))["key"]
+    taken = await api.item(theirs["id"], id="diamonds-100")
+    for chosen in (taken["id"], "diamonds-999"):
+        body = {"id": chosen, "project_id": mine["id"], "name": "X", "price": 1}
+        first = await as_key(api, key, "PUT", "/api/platform/items", json=body, expect=404)
+        plan = {"id": chosen, "project_id": mine["id"], "name": "P", "price": 1, "interval": "month"}
+        second = await as_key(api, key, "PUT", "/api/platform/plans", json=plan, expect=404)
+        assert_error(first, "NotFound", mentions=chosen)
+        assert_error(second, "NotFound", mentions=chosen)
+    await api.call("GET", "/api/platform/items/diamonds-999", expect=404)
+    fresh = {"project_id": mine["id"], "name": "X", "price": 1}
+    made = await as_key(api, key, "PUT", "/api/platform/items", json=fresh)
+    assert made["item"]["id"]

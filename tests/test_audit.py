@@ -42,6 +42,8 @@ async def test_changes_are_recorded_with_who_what_and_where_and_reads_are_not(
         ("admin", "POST /api/platform/projects/{project_id}/api-keys"),
         (f"key:{key['id']}", "POST /api/platform/projects/{project_id}/webhook-secret/rotate"),
     ]
+    assert entries[0]["target"] == {"project_id": project["id"]}  # the project it made
+    assert entries[2]["target"] == {"project_id": project["id"], "key_id": key["id"]}  # the key it made
     by_key = entries[-1]
     assert by_key["target"] == {"project_id": project["id"]}
     assert by_key["project_id"] == project["id"]
@@ -89,3 +91,11 @@ async def test_pages_walk_the_log_once_and_old_entries_leave(stores: Backend) ->
         request_id="late", now=T0 + timedelta(days=1, minutes=3),
     )  # fmt: skip
     assert [entry.request_id for entry in (await log.page()).entries] == ["r3", "r4", "r5", "r6", "late"]
+
+
+async def test_a_cursor_that_is_no_cursor_is_a_400(start_relay: StartRelay) -> None:
+    api = (await start_relay()).api
+    for cursor in ("1" * 4400 + ":x", "abc:x", "12"):
+        body = await api.call("GET", "/api/admin/audit", params={"cursor": cursor}, expect=400)
+        assert body["error"] == "InvalidInput"
+        await api.call("GET", "/api/admin/dead-letters", params={"cursor": cursor}, expect=400)

@@ -259,6 +259,7 @@ def test_the_sandbox_cannot_run_beside_a_real_midtrans_key() -> None:
         ("aaaaaaaaaaaaaaaaaaaa", "too little entropy"),
         ("abcabcabcabcabcabcabc", "too little entropy"),
         ("0123456789012345", None),
+        ("rk_0123456789abcdef", "must not start with rk_"),  # a project API key's prefix
     ],
 )
 def test_an_admin_token_with_too_little_entropy_is_refused(token: str, problem: str | None) -> None:

@@ -42,6 +42,13 @@ class Principal:
 
 ADMIN = Principal()
 PRINCIPAL = web.RequestKey("relay_principal", Principal)
+# The ids a change names besides its route's (in its body, or made by it): ``audit_target``.
+AUDIT_TARGET: web.RequestKey[dict[str, str]] = web.RequestKey("relay_audit_target")
+
+
+def audit_target(request: web.Request, **ids: str) -> None:
+    """Name what a change acted on, for its audit entry (the route's own ids are there already)."""
+    request[AUDIT_TARGET] = request.get(AUDIT_TARGET, {}) | ids
 
 
 def admin_token_matches(settings: Settings, given: str) -> bool:
@@ -64,11 +71,12 @@ async def audited(
         return
     route = request.match_info.route.resource
     settings = request.config_dict[SETTINGS]
+    target = dict(request.match_info) | request.get(AUDIT_TARGET, {})
     await request.config_dict[AUDIT].record(
         actor=actor,
         action=f"{request.method} {route.canonical if route is not None else request.path}",
-        target=dict(request.match_info),
-        project_id=project_id,
+        target=target,
+        project_id=target.get("project_id") or project_id,
         address=client_address(request, settings.trusted_proxies),
         status=response.status,
         request_id=str(structlog.contextvars.get_contextvars().get("request_id", "")),
@@ -142,12 +150,13 @@ async def authenticate(request: web.Request) -> Principal:
     failures = request.config_dict[FAILED_AUTH]
     now = request.config_dict[CLOCK]()
     if given.startswith(KEY_PREFIX):
-        # 256 random bits: no burst of parallel guesses finds one, so a key's right uses do not
-        # count against each other; only failures count (the address's limit is shared with tokens).
-        counter = await failures.refuse_if_over(limit_key(address), now=now)
+        # 256 random bits: no burst of guesses finds one, so a right key is taken whatever its
+        # address's failures (others behind the same NAT cannot lock a merchant's backend out); a
+        # wrong one counts as a failure against the limit the admin token's failures share.
         api_keys = request.config_dict[API_KEYS]
         api_key = await api_keys.lookup(given)
         if api_key is None:
+            counter = await failures.refuse_if_over(limit_key(address), now=now)
             await failures.failed(counter)
             raise Unauthorized(WRONG)
         await api_keys.touch(api_key, now=now)

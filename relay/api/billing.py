@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from relay.api.auth import builder, in_scope
+from relay.api.auth import audit_target, builder, in_scope, principal_of
 from relay.api.builder import check_target, put_fields
 from relay.api.context import ARQ, CLOCK, METRICS, OPERATIONS, SETTINGS, STORE, SUBSCRIPTIONS
 from relay.api.invoices import chosen_gateway, invoice, sandbox_invoice
@@ -93,6 +93,7 @@ async def _start_payment(request: web.Request, project_id: str, data: PaymentIn)
             existing = await _invoiced(request, existing, sandbox_url)
         return web.json_response(payment_answer(existing))
     structlog.contextvars.bind_contextvars(order_id=order.order_id)
+    audit_target(request, order_id=data.order_id, gateway_order_id=order.order_id)
     request.app[METRICS].purchases_created.inc()
     return web.json_response(payment_answer(await _invoiced(request, order, sandbox_url)))
 
@@ -132,8 +133,11 @@ async def put_plan(request: web.Request) -> web.Response:
     existing = await store.get_plan(data.id) if data.id else None
     if existing is not None:
         in_scope(request, existing.project_id, "plan", existing.id)
+    elif data.id and not principal_of(request).admin:  # plan ids are global: as for items
+        raise not_found("plan", data.id)
     plan = parse(Plan, put_fields("plan", existing, data, now=now))
     await store.put_plan(plan)
+    audit_target(request, plan_id=plan.id, project_id=plan.project_id)
     return web.json_response({"plan": plan.model_dump(mode="json")})
 
 

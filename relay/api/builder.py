@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import Field
 
-from relay.api.auth import admin_only, builder, in_scope, principal_of
+from relay.api.auth import admin_only, audit_target, builder, in_scope, principal_of
 from relay.api.context import API_KEYS, CLOCK, OPERATIONS, SETTINGS, STORE
 from relay.api.parsing import parse, parse_webhook_status, query_int, read_model, required_query
 from relay.errors import Conflict, Forbidden, InvalidInput, not_found
@@ -59,6 +59,7 @@ async def put_project(request: web.Request) -> web.Response:
         changes = data.model_dump(include=data.model_fields_set - {"id"})
         project = Project.model_validate(existing.model_dump() | changes | {"updated_at": now})
         await store.put_project(project)
+        audit_target(request, project_id=project.id)
         return web.json_response({"project": project.public_view()})
     project = Project(
         id=data.id or new_id(),
@@ -70,6 +71,7 @@ async def put_project(request: web.Request) -> web.Response:
         updated_at=now,
     )
     await store.put_project(project)
+    audit_target(request, project_id=project.id)
     return web.json_response({"project": project.public_view() | {"webhook_secret": project.webhook_secret}})
 
 
@@ -108,6 +110,7 @@ async def create_api_key(request: web.Request) -> web.Response:
     project = await request.app[OPERATIONS].project(request.match_info["project_id"])
     data = await read_model(request, ApiKeyIn)
     api_key, material = await request.app[API_KEYS].create(project.id, data.name, now=request.app[CLOCK]())
+    audit_target(request, key_id=api_key.id)
     shown = api_key.model_dump(mode="json", exclude={"project_id"})
     return web.json_response({"api_key": shown | {"key": material}})
 
@@ -167,10 +170,15 @@ async def put_item(request: web.Request) -> web.Response:
     existing = await store.get_item(data.id) if data.id else None
     if existing is not None:
         in_scope(request, existing.project_id, "item", existing.id)
+    elif data.id and not principal_of(request).admin:
+        # Item ids are global: a key naming a new one could learn another project's ids exist, or
+        # take ids another project would choose. A key makes items with ids the relay draws.
+        raise not_found("item", data.id)
     item = parse(
         Item, put_fields("item", existing, data, now=now)
     )  # 400 when the bounds do not hold the price
     await store.put_item(item)
+    audit_target(request, item_id=item.id, project_id=item.project_id)
     return web.json_response({"item": item.model_dump(mode="json")})
 
 
