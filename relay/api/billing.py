@@ -13,9 +13,9 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from relay.api.auth import audit_target, builder, in_scope, principal_of
-from relay.api.builder import check_target, put_fields
-from relay.api.context import ARQ, CLOCK, METRICS, OPERATIONS, SETTINGS, STORE, SUBSCRIPTIONS
+from relay.api.auth import audit_target, builder
+from relay.api.builder import put_fields
+from relay.api.context import ARQ, CLOCK, METRICS, OPERATIONS, STORE, SUBSCRIPTIONS
 from relay.api.invoices import chosen_gateway, invoice, sandbox_invoice
 from relay.api.parsing import parse, read_model
 from relay.errors import Conflict, not_found
@@ -127,15 +127,8 @@ async def put_plan(request: web.Request) -> web.Response:
     """Create a plan, or change one (its price and interval apply to subscriptions taken after)."""
     store, now = request.app[STORE], request.app[CLOCK]()
     data = await read_model(request, PlanIn)
-    in_scope(request, data.project_id, "project", data.project_id)
-    check_target(request.app[SETTINGS], data.webhook_url)
-    await request.app[OPERATIONS].project(data.project_id)
     existing = await store.get_plan(data.id) if data.id else None
-    if existing is not None:
-        in_scope(request, existing.project_id, "plan", existing.id)
-    elif data.id and not principal_of(request).admin:  # plan ids are global: as for items
-        raise not_found("plan", data.id)
-    plan = parse(Plan, put_fields("plan", existing, data, now=now))
+    plan = parse(Plan, await put_fields(request, "plan", existing, data, now=now))
     await store.put_plan(plan)
     audit_target(request, plan_id=plan.id, project_id=plan.project_id)
     return web.json_response({"plan": plan.model_dump(mode="json")})

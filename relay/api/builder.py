@@ -30,13 +30,23 @@ def check_target(settings: Settings, url: str | None) -> None:
         raise InvalidInput(f"webhook_url: {error}") from None
 
 
-def put_fields(
-    kind: str, existing: Item | Plan | None, data: ItemIn | PlanIn, *, now: datetime
+async def put_fields(
+    request: web.Request, kind: str, existing: Item | Plan | None, data: ItemIn | PlanIn, *, now: datetime
 ) -> dict[str, Any]:
     """The fields a PUT of a project's item or plan makes: the existing one with the fields sent
-    changed (409 when it belongs to another project), or a new one (its id given or drawn)."""
+    changed (409 when it belongs to another project), or a new one (its id given or drawn).
+
+    A project key reaches its own project's only: another's is a 404, as if it did not exist. Ids
+    are global, so a key cannot choose a new one either (404): it could learn that another project
+    has it, or take ids another project would choose; its new items and plans get drawn ids."""
+    in_scope(request, data.project_id, "project", data.project_id)
+    check_target(request.app[SETTINGS], data.webhook_url)
+    await request.app[OPERATIONS].project(data.project_id)
     if existing is None:
+        if data.id and not principal_of(request).admin:
+            raise not_found(kind, data.id)
         return data.model_dump() | {"id": data.id or new_id(), "created_at": now, "updated_at": now}
+    in_scope(request, existing.project_id, kind, existing.id)
     if existing.project_id != data.project_id:
         raise Conflict(f"{kind} {existing.id} belongs to another project")
     changes = data.model_dump(include=data.model_fields_set - {"id", "project_id"})
@@ -164,19 +174,9 @@ async def enable_endpoint(request: web.Request) -> web.Response:
 async def put_item(request: web.Request) -> web.Response:
     store, now = request.app[STORE], request.app[CLOCK]()
     data = await read_model(request, ItemIn)
-    in_scope(request, data.project_id, "project", data.project_id)
-    check_target(request.app[SETTINGS], data.webhook_url)
-    await request.app[OPERATIONS].project(data.project_id)
     existing = await store.get_item(data.id) if data.id else None
-    if existing is not None:
-        in_scope(request, existing.project_id, "item", existing.id)
-    elif data.id and not principal_of(request).admin:
-        # Item ids are global: a key naming a new one could learn another project's ids exist, or
-        # take ids another project would choose. A key makes items with ids the relay draws.
-        raise not_found("item", data.id)
-    item = parse(
-        Item, put_fields("item", existing, data, now=now)
-    )  # 400 when the bounds do not hold the price
+    fields = await put_fields(request, "item", existing, data, now=now)
+    item = parse(Item, fields)  # 400 when the amount bounds do not hold the price
     await store.put_item(item)
     audit_target(request, item_id=item.id, project_id=item.project_id)
     return web.json_response({"item": item.model_dump(mode="json")})
