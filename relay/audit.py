@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
-from relay.errors import InvalidInput
 from relay.models import iso_ms, to_ms
-from relay.ranges import scored_members
+from relay.ranges import cursor_page
 from relay.schema import Keys
 
 TRIM_BATCH = 1000  # old entries one record deletes at most (a long-idle log catches up over several)
@@ -98,28 +96,11 @@ class AuditLog:
         self, *, since: datetime | None = None, limit: int = 100, cursor: str | None = None
     ) -> AuditPage:
         """Oldest first; the cursor is ``<score>:<entry id>`` of the last entry returned."""
-        after = _parse_cursor(cursor) if cursor else None
-        rows: list[tuple[str, int]] = []
-        walk = scored_members(
-            self.redis, self.keys.audit, since=since, until=None, after=after, page=limit + 1
+        ids, next_cursor = await cursor_page(
+            self.redis, self.keys.audit, since=since, limit=limit, cursor=cursor
         )
-        async with aclosing(walk):
-            async for row in walk:
-                rows.append(row)
-                if len(rows) > limit:
-                    break
-        page = rows[:limit]
         raws: list[str | None] = []
-        if page:
-            ids = [entry_id for entry_id, _ in page]
+        if ids:
             raws = await self.redis.hmget(self.keys.audit_entries, ids)  # type: ignore[misc]
         entries = [AuditEntry.model_validate(json.loads(raw)) for raw in raws if raw is not None]
-        next_cursor = f"{page[-1][1]}:{page[-1][0]}" if len(rows) > limit else None
         return AuditPage(entries, next_cursor)
-
-
-def _parse_cursor(cursor: str) -> tuple[int, str]:
-    score, _, entry_id = cursor.partition(":")
-    if not (score.isascii() and score.isdigit() and len(score) <= 16) or not entry_id:
-        raise InvalidInput("cursor is not one this API returned")
-    return int(score), entry_id

@@ -9,16 +9,14 @@ still needs an attempt; it, not arq, is the source of truth the sweeper repairs 
 
 from __future__ import annotations
 
-from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
 
 from redis.asyncio import Redis
 
 from relay import lua
-from relay.errors import InvalidInput
 from relay.models import Attempt, DeadReason, EventRecord, WebhookStatus, iso_ms, to_ms
-from relay.ranges import scored_members
+from relay.ranges import cursor_page
 from relay.retention import DEFAULT_LIFETIMES, Lifetimes
 from relay.schema import Keys
 
@@ -218,17 +216,8 @@ class EventStore:
         """Oldest first. The cursor is ``<score>:<event id>`` of the last row returned: the walk
         goes on after it (relay.ranges, which orders members sharing a score by id)."""
         key = self.keys.dead_letters_of(project_id)
-        after = _parse_cursor(cursor) if cursor else None
-        rows: list[tuple[str, int]] = []
-        walk = scored_members(self.redis, key, since=since, until=None, after=after, page=limit + 1)
-        async with aclosing(walk):
-            async for row in walk:
-                rows.append(row)
-                if len(rows) > limit:
-                    break
-        page = rows[:limit]
-        events = await self.get_many([event_id for event_id, _ in page])
-        next_cursor = f"{page[-1][1]}:{page[-1][0]}" if len(rows) > limit else None
+        event_ids, next_cursor = await cursor_page(self.redis, key, since=since, limit=limit, cursor=cursor)
+        events = await self.get_many(event_ids)
         return DeadLetterPage(events, next_cursor)
 
     async def last_attempts(self, event_ids: list[str]) -> dict[str, Attempt]:
@@ -254,10 +243,3 @@ class EventStore:
                 pipe.zcard(self.keys.project_dead_letters(project_id))
             counts = await pipe.execute()
         return dict(zip(project_ids, (int(count) for count in counts), strict=True))
-
-
-def _parse_cursor(cursor: str) -> tuple[int, str]:
-    score, _, event_id = cursor.partition(":")
-    if not (score.isascii() and score.isdigit() and len(score) <= 16) or not event_id:
-        raise InvalidInput("cursor is not one this API returned")
-    return int(score), event_id

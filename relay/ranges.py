@@ -9,10 +9,12 @@ Deleting or adding members elsewhere cannot make the walk skip or repeat a membe
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from datetime import datetime
 
 from redis.asyncio import Redis
 
+from relay.errors import InvalidInput
 from relay.models import to_ms
 
 PAGE = 500
@@ -73,3 +75,29 @@ async def count_between(redis: Redis, key: str, *, since: datetime | None, until
     low = to_ms(since) if since else "-inf"
     high = to_ms(until) if until else "+inf"
     return int(await redis.zcount(key, low, high))
+
+
+async def cursor_page(
+    redis: Redis, key: str, *, since: datetime | None, limit: int, cursor: str | None
+) -> tuple[list[str], str | None]:
+    """One page of an API listing, oldest first: at most ``limit`` members from ``since`` after
+    ``cursor``, and the cursor of the next page (None on the last). A cursor is
+    ``<score>:<member>`` of the last member returned; one this did not make is InvalidInput."""
+    after = _parse_cursor(cursor) if cursor else None
+    rows: list[tuple[str, int]] = []
+    walk = scored_members(redis, key, since=since, until=None, after=after, page=limit + 1)
+    async with aclosing(walk):
+        async for row in walk:
+            rows.append(row)
+            if len(rows) > limit:
+                break
+    page = rows[:limit]
+    next_cursor = f"{page[-1][1]}:{page[-1][0]}" if len(rows) > limit else None
+    return [member for member, _ in page], next_cursor
+
+
+def _parse_cursor(cursor: str) -> tuple[int, str]:
+    score, _, member = cursor.partition(":")
+    if not (score.isascii() and score.isdigit() and len(score) <= 16) or not member:
+        raise InvalidInput("cursor is not one this API returned")
+    return int(score), member
