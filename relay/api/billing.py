@@ -16,7 +16,7 @@ from aiohttp import web
 from relay.api.auth import audit_target, builder
 from relay.api.builder import put_fields
 from relay.api.context import ARQ, CLOCK, METRICS, OPERATIONS, STORE, SUBSCRIPTIONS
-from relay.api.invoices import chosen_gateway, invoice, sandbox_invoice
+from relay.api.invoices import chosen_gateway, kept_invoice, sandbox_invoice
 from relay.api.parsing import parse, read_model
 from relay.errors import Conflict, not_found
 from relay.idempotency import idempotent
@@ -99,9 +99,7 @@ async def _start_payment(request: web.Request, project_id: str, data: PaymentIn)
 
 
 async def _invoiced(request: web.Request, order: Purchase, sandbox_url: str | None) -> Purchase:
-    url = await invoice(request, order, chosen_gateway(request, order.gateway), sandbox_url)
-    if url is not None:
-        await request.app[STORE].remember_invoice(order.order_id, url)
+    url = await kept_invoice(request, order, chosen_gateway(request, order.gateway), sandbox_url)
     return order.model_copy(update={"invoice_url": url})
 
 

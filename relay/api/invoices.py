@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from relay.api.context import GATEWAYS, HTTP, SETTINGS
+from relay.api.context import GATEWAYS, HTTP, SETTINGS, STORE
 from relay.api.sandbox import checkout_url
 from relay.errors import InvalidInput
 from relay.gateways import Gateway
@@ -32,3 +32,14 @@ async def invoice(
     """The invoice a buyer pays: the sandbox checkout, or the gateway's hosted page (Midtrans
     Snap), or None when the merchant creates the invoice at the gateway itself."""
     return sandbox_url or await gateway.create_invoice(order, request.app[HTTP])
+
+
+async def kept_invoice(
+    request: web.Request, order: Purchase, gateway: Gateway, sandbox_url: str | None
+) -> str | None:
+    """``invoice``, kept with the order (a shop payment asked for again, a subscription's pending
+    invoice answer it)."""
+    url = await invoice(request, order, gateway, sandbox_url)
+    if url is not None:
+        await request.app[STORE].remember_invoice(order.order_id, url)
+    return url

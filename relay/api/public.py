@@ -7,7 +7,7 @@ from aiohttp import web
 
 from relay.api.clients import client_address
 from relay.api.context import CLOCK, METRICS, PURCHASE_LIMIT, SETTINGS, STORE, SUBSCRIPTIONS
-from relay.api.invoices import chosen_gateway, invoice, sandbox_invoice
+from relay.api.invoices import chosen_gateway, invoice, kept_invoice, sandbox_invoice
 from relay.api.parsing import read_model, required_query
 from relay.errors import Conflict, InvalidInput, not_found
 from relay.idempotency import idempotent
@@ -136,9 +136,7 @@ async def _subscribe(request: web.Request, data: SubscribeIn) -> web.Response:
         raise Conflict("no free order id was found; retry the subscription")
     structlog.contextvars.bind_contextvars(order_id=order.order_id, subscription_id=subscription.id)
     request.app[METRICS].purchases_created.inc()
-    invoice_url = await invoice(request, order, gateway, sandbox_url)
-    if invoice_url is not None:
-        await store.remember_invoice(order.order_id, invoice_url)
+    invoice_url = await kept_invoice(request, order, gateway, sandbox_url)
     return web.json_response(
         {
             "subscription_id": subscription.id,
