@@ -190,6 +190,20 @@ def _order(
     )
 
 
+def _whose(subscription: Subscription) -> dict[str, Any]:
+    """The fields every subscription body takes from the subscription itself (the models keep
+    their own order: these are passed by name)."""
+    return {
+        "subscription_id": subscription.id,
+        "plan_id": subscription.plan_id,
+        "plan_name": subscription.plan_name,
+        "user_id": subscription.user_id,
+        "buyer_email": subscription.buyer_email,
+        "buyer_name": subscription.buyer_name,
+        "metadata": subscription.metadata,
+    }
+
+
 def subscription_body(subscription: Subscription, event_type: str) -> str:
     """A subscription.expired or .canceled body: the subscription's last paid period."""
     start, end = subscription.current_period_start, subscription.current_period_end
@@ -197,19 +211,13 @@ def subscription_body(subscription: Subscription, event_type: str) -> str:
     assert end is not None, subscription
     return SubscriptionEvent(
         event=event_type,
-        subscription_id=subscription.id,
-        plan_id=subscription.plan_id,
-        plan_name=subscription.plan_name,
-        user_id=subscription.user_id,
-        buyer_email=subscription.buyer_email,
-        buyer_name=subscription.buyer_name,
+        **_whose(subscription),
         order_id=subscription.order_id,
         amount=subscription.amount,
         currency=subscription.currency,
         period_start=iso_z(start),
         period_end=iso_z(end),
         paid_at=iso_z(subscription.paid_at) if subscription.paid_at else None,
-        metadata=subscription.metadata,
     ).model_dump_json()
 
 
@@ -217,19 +225,13 @@ def renewal_due_body(subscription: Subscription, order: Purchase, invoice_url: s
     assert order.period_start is not None, order
     assert order.period_end is not None, order
     return SubscriptionRenewalDueEvent(
-        subscription_id=subscription.id,
-        plan_id=subscription.plan_id,
-        plan_name=subscription.plan_name,
-        user_id=subscription.user_id,
-        buyer_email=subscription.buyer_email,
-        buyer_name=subscription.buyer_name,
+        **_whose(subscription),
         order_id=order.order_id,
         amount=order.amount,
         currency=order.currency,
         period_start=iso_z(order.period_start),
         period_end=iso_z(order.period_end),
         invoice_url=invoice_url,
-        metadata=subscription.metadata,
     ).model_dump_json()
 
 
