@@ -386,6 +386,21 @@ def public_paths() -> dict[str, Schema]:
     }
 
 
+def page_params() -> list[Schema]:
+    """The query of a listing paged by cursor (relay.ranges.cursor_page)."""
+    return [
+        query_param("since", "Only from this time on (ISO 8601).", {"type": "string"}),
+        query_param("limit", "At most this many.", LIMIT),
+        query_param("cursor", "`next_cursor` of the previous page.", {"type": "string"}),
+    ]
+
+
+def cursor_page(name: str, item: str) -> Schema:
+    """A page of such a listing: its rows under ``name``, and the next page's cursor."""
+    rows: Schema = {"type": "array", "items": ref(item)}
+    return ok(obj(**{name: rows, "next_cursor": {"type": ["string", "null"]}}))
+
+
 def admin_paths() -> dict[str, Schema]:
     return {
         "/api/admin/dead-letters": {
@@ -396,19 +411,9 @@ def admin_paths() -> dict[str, Schema]:
                 admin=True,
                 parameters=[
                     query_param("project_id", "Only this project's.", {"type": "string"}),
-                    query_param("since", "Only from this time on (ISO 8601).", {"type": "string"}),
-                    query_param("limit", "At most this many.", LIMIT),
-                    query_param("cursor", "`next_cursor` of the previous page.", {"type": "string"}),
+                    *page_params(),
                 ],
-                responses={
-                    200: ok(
-                        obj(
-                            dead_letters={"type": "array", "items": ref("DeadLetter")},
-                            next_cursor={"type": ["string", "null"]},
-                        ),
-                    ),
-                    400: error(400),
-                },
+                responses={200: cursor_page("dead_letters", "DeadLetter"), 400: error(400)},
             )
         },
         "/api/admin/dead-letters/replay": {
@@ -459,20 +464,8 @@ def admin_paths() -> dict[str, Schema]:
                 "first (kept RELAY_RETENTION)",
                 tag="admin",
                 admin=True,
-                parameters=[
-                    query_param("since", "Only from this time on (ISO 8601).", {"type": "string"}),
-                    query_param("limit", "At most this many.", LIMIT),
-                    query_param("cursor", "`next_cursor` of the previous page.", {"type": "string"}),
-                ],
-                responses={
-                    200: ok(
-                        obj(
-                            entries={"type": "array", "items": ref("AuditEntry")},
-                            next_cursor={"type": ["string", "null"]},
-                        )
-                    ),
-                    400: error(400),
-                },
+                parameters=page_params(),
+                responses={200: cursor_page("entries", "AuditEntry"), 400: error(400)},
             )
         },
         "/api/admin/dead-letters/{event_id}": {
