@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 from relay.event_body import (
     Body,
@@ -24,9 +23,7 @@ from relay.event_body import (
     SubscriptionRenewalDueEvent,
     body_head,
 )
-
-if TYPE_CHECKING:
-    from relay.models import Purchase
+from relay.models import Purchase, iso_z
 
 
 class Webhook(StrEnum):
@@ -139,8 +136,6 @@ def _payment_head(purchase: Purchase) -> str:
 
 def _subscription_head(purchase: Purchase) -> str:
     """A renewal's period is its invoice's; a first payment's starts when it is paid."""
-    from relay.models import iso_z
-
     first = purchase.period_start is None or purchase.period_end is None
     body = SubscriptionEvent(
         event=purchase.event_type,

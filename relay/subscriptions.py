@@ -509,7 +509,8 @@ class Timers:
             return False
         move = next_move(subscription, now, subscriptions.lifetimes)
         if not move.changes:
-            return await subscriptions.move(subscription, arq=self.arq, now=now, due=move.due) and False
+            await subscriptions.move(subscription, arq=self.arq, now=now, due=move.due)  # its timer only
+            return False
         fields, event = dict(move.fields), None
         if move.renew:
             # Claimed before its order is made: a second sweep firing the same timer finds another
