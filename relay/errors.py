@@ -175,19 +175,26 @@ def report(error: BaseException, classified: RelayError, log: structlog.typing.F
 
 
 class DeliveryError(Exception):
-    """One delivery attempt failed; ``reason`` goes into the attempt log."""
+    """One delivery attempt failed; ``reason`` goes into the attempt log, with the first bytes of
+    the endpoint's answer (``response``) when it answered."""
 
-    def __init__(self, reason: str, *, status_code: int | None = None) -> None:
+    def __init__(self, reason: str, *, status_code: int | None = None, response: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status_code = status_code
+        self.response = response
 
 
 class RetryableDelivery(DeliveryError):
     def __init__(
-        self, reason: str, *, status_code: int | None = None, retry_after: float | None = None
+        self,
+        reason: str,
+        *,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        response: str | None = None,
     ) -> None:
-        super().__init__(reason, status_code=status_code)
+        super().__init__(reason, status_code=status_code, response=response)
         self.retry_after = retry_after
 
 

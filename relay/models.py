@@ -282,6 +282,10 @@ class Item(Record):
         return shown | {"amount_min": self.lowest_amount}
 
 
+# How much of an endpoint's answer an attempt keeps (UTF-8 bytes; a longer one ends with "…").
+RESPONSE_EXCERPT_BYTES = 1024
+
+
 class Attempt(Record):
     at: datetime
     url: str | None
@@ -289,6 +293,18 @@ class Attempt(Record):
     error: str | None = None
     duration_ms: int
     next_attempt_at: datetime | None = None
+    response: str | None = None  # the first RESPONSE_EXCERPT_BYTES of the answer's body, if any
+
+
+def response_excerpt(body: bytes) -> str | None:
+    """What an attempt keeps of an answer's body: its first RESPONSE_EXCERPT_BYTES, decoded
+    (anything not UTF-8 replaced), ending with "…" when cut; None for an empty body."""
+    if not body:
+        return None
+    kept = body[:RESPONSE_EXCERPT_BYTES].decode("utf-8", errors="replace")
+    if len(body) <= RESPONSE_EXCERPT_BYTES:
+        return kept
+    return kept.removesuffix("\ufffd") + "…"  # a character cut in two is not shown half
 
 
 class OrderKind(StrEnum):

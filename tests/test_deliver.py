@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiohttp import web
 from arq.connections import ArqRedis
 from arq.constants import default_queue_name, job_key_prefix
 from arq.jobs import deserialize_job
@@ -19,6 +20,7 @@ from redis.asyncio import Redis
 
 from relay.crypto import generate_key
 from relay.models import (
+    RESPONSE_EXCERPT_BYTES,
     EventRecord,
     WebhookStatus,
     to_ms,
@@ -104,6 +106,20 @@ async def test_a_500_schedules_the_next_attempt_exactly_one_step_later(
     job_id = f"{event.id}:1"
     assert await redis.zscore(default_queue_name, job_id) == to_ms(due)
     assert deserialize_job(await deps.arq.get(job_key_prefix + job_id)).args == (event.id, 1)
+
+
+async def test_an_attempt_keeps_the_first_bytes_of_the_answer_cut_visibly(
+    deps: Deps, merchant: Merchant, event: EventRecord
+) -> None:
+    answer = "é" * 2000  # 4,000 bytes of two-byte characters: the cut falls inside one
+
+    async def long_error(request: web.Request) -> web.Response:
+        return web.Response(status=503, text=answer)
+
+    merchant.script[HOOK] = [long_error]
+    assert await deliver(event.id, 0, deps=deps) is Outcome.RETRYING
+    [attempt] = (await deps.events.attempts([event.id]))[event.id]
+    assert attempt.response == "é" * (RESPONSE_EXCERPT_BYTES // 2) + "…"
 
 
 async def test_after_the_schedule_is_spent_the_event_is_dead_lettered(

@@ -198,9 +198,19 @@ async def test_500_then_200_is_delivered_on_the_second_attempt(
     assert ok["error"] is None
     assert ok["next_attempt_at"] is None
     for attempt in (failed, ok):
-        assert set(attempt) == {"at", "url", "status_code", "error", "duration_ms", "next_attempt_at"}
+        assert set(attempt) == {
+            "at",
+            "url",
+            "status_code",
+            "error",
+            "duration_ms",
+            "next_attempt_at",
+            "response",
+        }
         assert isinstance(attempt["duration_ms"], int)
         assert attempt["duration_ms"] >= 0
+    # The merchant's answers' bodies, as the attempts keep them.
+    assert (failed["response"], ok["response"]) == ("no", "ok")
     hits = merchant.hits(HOOK)
     assert len(hits) == 2
     assert {hit.headers["webhook-id"] for hit in hits} == {purchase["event_id"]}

@@ -27,7 +27,7 @@ from relay.endpoints import Endpoints
 from relay.errors import PermanentDelivery, RetryableDelivery, SecretUndecryptable
 from relay.events import Alert, EventStore
 from relay.metrics import Metrics
-from relay.models import Attempt, DeadReason, EventKind, EventRecord, WebhookStatus
+from relay.models import Attempt, DeadReason, EventKind, EventRecord, WebhookStatus, response_excerpt
 from relay.schema import Keys
 from relay.settings import Settings
 from relay.signing import webhook_headers
@@ -94,6 +94,14 @@ class Deps:
         )
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A 2xx answer: its status and the first bytes of its body (``relay.models.response_excerpt``)."""
+
+    status: int
+    response: str | None
+
+
 async def send(
     http: aiohttp.ClientSession,
     url: str,
@@ -102,8 +110,10 @@ async def send(
     headers: dict[str, str],
     timeout_s: float,
     now: datetime,
-) -> int:
-    """POST once; the status code on 2xx, else RetryableDelivery or PermanentDelivery."""
+) -> Answer:
+    """POST once; the answer on 2xx, else RetryableDelivery or PermanentDelivery (with the first
+    bytes of the answer's body when there was one). Only what arrives with the first read of the
+    body is kept: an endpoint that trickles it out costs no extra wait."""
     try:
         async with http.post(
             url,
@@ -112,14 +122,18 @@ async def send(
             allow_redirects=False,
             timeout=aiohttp.ClientTimeout(total=timeout_s),
         ) as response:
-            await response.content.read(MAX_RESPONSE_BYTES)
+            excerpt = response_excerpt(await response.content.read(MAX_RESPONSE_BYTES))
             status = response.status
             if 200 <= status < 300:
-                return status
+                return Answer(status, excerpt)
             if status == 410:
-                raise PermanentDelivery("410 Gone: the endpoint asked to stop", status_code=status)
+                raise PermanentDelivery(
+                    "410 Gone: the endpoint asked to stop", status_code=status, response=excerpt
+                )
             retry_after = parse_retry_after(response.headers.get("retry-after"), now=now)
-            raise RetryableDelivery(f"HTTP {status}", status_code=status, retry_after=retry_after)
+            raise RetryableDelivery(
+                f"HTTP {status}", status_code=status, retry_after=retry_after, response=excerpt
+            )
     except aiohttp.ClientConnectorError as error:
         if isinstance(error.os_error, BlockedTarget):
             raise PermanentDelivery(f"refused target: {error.os_error.strerror}") from None
@@ -248,10 +262,11 @@ async def _send_and_record(
     started = time.perf_counter()
     status_code: int | None = None
     error: str | None = None
+    response: str | None = None
     retry_after: float | None = None
     permanent = False
     try:
-        status_code = await send(
+        answer = await send(
             deps.http,
             url,
             body=event.body,
@@ -259,10 +274,12 @@ async def _send_and_record(
             timeout_s=deps.settings.delivery_timeout,
             now=now,
         )
+        status_code, response = answer.status, answer.response
     except RetryableDelivery as failure:
         status_code, error, retry_after = failure.status_code, failure.reason, failure.retry_after
+        response = failure.response
     except PermanentDelivery as failure:
-        status_code, error, permanent = failure.status_code, failure.reason, True
+        status_code, error, permanent, response = failure.status_code, failure.reason, True, failure.response
     duration = time.perf_counter() - started
     return await _record(
         event,
@@ -271,6 +288,7 @@ async def _send_and_record(
         url=url,
         status_code=status_code,
         error=error,
+        response=response,
         permanent=permanent,
         retry_after=retry_after,
         duration=duration,
@@ -287,6 +305,7 @@ async def _record(
     error: str | None,
     now: datetime,
     status_code: int | None = None,
+    response: str | None = None,
     permanent: bool = False,
     retry_after: float | None = None,
     duration: float = 0.0,
@@ -317,6 +336,7 @@ async def _record(
         error=error,
         duration_ms=round(duration * 1000),
         next_attempt_at=next_at,
+        response=response,
     )
     track = track and url is not None and event.kind is EventKind.MERCHANT
     exhausted, disabled = await _alerts(
