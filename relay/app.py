@@ -25,6 +25,7 @@ from relay.api.context import (
     HTTP,
     METRICS,
     OPERATIONS,
+    PORTAL_LINKS,
     PURCHASE_LIMIT,
     SANDBOX_KEY,
     SESSIONS,
@@ -95,6 +96,7 @@ def create_app(
         app[SUBSCRIPTIONS] = stores.subscriptions
         app[API_KEYS] = stores.api_keys
         app[AUDIT] = stores.audit
+        app[PORTAL_LINKS] = stores.portal_links
         app[ARQ] = connections.arq
         app[OPERATIONS] = Operations(stores, connections.arq, clock=clock, metrics=app[METRICS])
         sandbox_key: sandbox.SandboxKey | None = None

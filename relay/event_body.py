@@ -153,6 +153,16 @@ class SubscriptionRefundedEvent(Body):
     metadata: dict[str, Any]
 
 
+class WebhookTestEvent(Body):
+    """What "send test event" sends (the merchant portal, the console): nothing was paid; it shows
+    the endpoint answering a webhook signed like every other."""
+
+    event: str = "webhook.test"
+    project_id: str
+    message: str
+    sent_at: str
+
+
 def metadata_json(metadata: dict[str, Any]) -> str:
     """Metadata as the body writes it (pydantic's JSON): the form an order stores it in, once."""
     return _METADATA.dump_json(metadata).decode()

@@ -21,6 +21,7 @@ from relay.event_body import (
     SubscriptionEvent,
     SubscriptionRefundedEvent,
     SubscriptionRenewalDueEvent,
+    WebhookTestEvent,
     body_head,
 )
 from relay.models import Purchase, iso_z
@@ -82,6 +83,12 @@ TYPES: tuple[EventType, ...] = (
         SubscriptionRefundedEvent,
         Webhook.PLAN,
         "A subscription payment was refunded.",
+    ),
+    EventType(
+        "webhook.test",
+        WebhookTestEvent,
+        Webhook.PROJECT,
+        "Sent on request from the merchant portal or the console to try the endpoint: nothing was paid.",
     ),
 )
 REGISTRY: dict[str, EventType] = {event_type.name: event_type for event_type in TYPES}

@@ -10,7 +10,7 @@ still needs an attempt; it, not arq, is the source of truth the sweeper repairs 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from redis.asyncio import Redis
 
@@ -19,6 +19,7 @@ from relay.models import Attempt, DeadReason, EventRecord, WebhookStatus, iso_ms
 from relay.ranges import cursor_page
 from relay.retention import DEFAULT_LIFETIMES, Lifetimes
 from relay.schema import Keys
+from workers.arq_compat import JobWrite
 
 MAX_ATTEMPT_LOG = 200
 
@@ -95,6 +96,27 @@ class EventStore:
             event_id: [Attempt.model_validate_json(raw) for raw in raws]
             for event_id, raws in zip(event_ids, rows, strict=True)
         }
+
+    async def add(self, event: EventRecord, job: JobWrite) -> None:
+        """Store a new event with its outbox entry, its place among its project's events and its
+        first arq job (``job``), in one transaction, as ingest.lua writes a paid order's: for an
+        event no payment makes (``webhook.test``)."""
+        fields = {
+            key: "" if value is None else str(value) for key, value in event.model_dump(mode="json").items()
+        }
+        due = to_ms(event.created_at)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.event(event.id), mapping=fields)
+            pipe.zadd(self.keys.outbox, {event.id: due})
+            pipe.zadd(self.keys.project_events(event.project_id), {event.id: due})
+            pipe.psetex(job.job_key, job.expires_ms, job.payload)
+            pipe.zadd(job.queue, {job.job_id: job.score})
+            await pipe.execute()
+
+    async def claim_test_slot(self, project_id: str, *, every: timedelta) -> bool:
+        """Whether the project may send a test event now (none in the last ``every``)."""
+        key = self.keys.project_test_event(project_id)
+        return bool(await self.redis.set(key, "1", nx=True, px=int(every.total_seconds() * 1000)))
 
     async def finish_attempt(
         self,

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from arq.connections import ArqRedis
 
 from relay.endpoints import EndpointHealth
-from relay.errors import Conflict, InvalidInput, NotFound, not_found
+from relay.errors import Conflict, InvalidInput, NotFound, TooManyRequests, not_found
+from relay.event_body import WebhookTestEvent
 from relay.events import DeadLetterPage
 from relay.metrics import Metrics
 from relay.models import (
@@ -30,15 +31,19 @@ from relay.models import (
     Purchase,
     Subscription,
     WebhookStatus,
+    iso_ms,
+    new_event_id,
+    to_ms,
     utcnow,
 )
 from relay.ranges import count_between, member_pages
 from relay.stores import Stores
-from workers.arq_compat import enqueue_delivery
+from workers.arq_compat import enqueue_delivery, job_write
 
 PAGE = 500  # dead letters read per round trip when walking them all
 REPLAY_AT_ONCE = 50  # resends in flight at once in a bulk replay
 MAX_WINDOW_REPLAY = 10_000  # events one API call may replay; the CLI takes any number
+TEST_EVENT_EVERY = timedelta(seconds=2)  # a project's test events: no flood of stored events
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,33 @@ class Operations:
         await enqueue_delivery(self.arq, event.id, seq)
         if self.metrics is not None:
             self.metrics.replays.inc()
+        return event
+
+    async def send_test(self, project_id: str) -> EventRecord:
+        """Send a ``webhook.test`` to the project's webhook URL, signed like every webhook: a new
+        event with its own attempt log, at most one per project every TEST_EVENT_EVERY."""
+        project = await self.project(project_id)
+        if project.webhook_url is None:
+            raise InvalidInput("the project has no webhook URL to send a test event to; set one first")
+        if not await self.events.claim_test_slot(project.id, every=TEST_EVENT_EVERY):
+            wait = round(TEST_EVENT_EVERY.total_seconds())
+            raise TooManyRequests(
+                f"a test event was sent less than {wait}s ago; wait a moment", retry_after=wait
+            )
+        now = self.clock()
+        body = WebhookTestEvent(
+            project_id=project.id,
+            message=f"A test webhook for {project.name}: nothing was paid.",
+            sent_at=iso_ms(now),
+        )
+        event = EventRecord(
+            id=new_event_id(),
+            type=body.event,
+            project_id=project.id,
+            body=body.model_dump_json(),
+            created_at=now,
+        )
+        await self.events.add(event, job_write(self.arq, event.id, 0, now_ms=to_ms(now)))
         return event
 
     async def retry_purchase(self, project_id: str, order_id: str) -> Purchase:

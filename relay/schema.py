@@ -67,6 +67,9 @@ ingest script and arq's in-progress keys in the claim script, so it must agree w
     {p}:console:session:{sha256(sid)}    HASH    csrf, created_at; expires after 8 h         relay.sessions
     {p}:console:session:{sha256}:flash   STRING  the next page's notice; expires after 60 s  relay.sessions
     {p}:sandbox:key                      STRING  the sandbox checkout's random signing key   relay.api.sandbox
+    {p}:portal:key                       STRING  the portal links' random signing key        relay.portal
+    {p}:project:{id}:portal-generation   STRING  bumped to revoke the project's portal links relay.portal
+    {p}:project:{id}:test-event          STRING  set for 2 s after a test event was sent     relay.events
     {p}:ratelimit:{subject}:{window}     STRING  requests in one window; subjects     relay.ratelimit,
                                                  purchase:{client_id}[:{address}],   rate_limit.lua
                                                  auth-failed:{address}; expires after two windows
@@ -173,6 +176,16 @@ class Keys:
 
     def project_dead_letters(self, project_id: str) -> str:
         return f"{self.prefix}:project:{project_id}:dlq"
+
+    def project_test_event(self, project_id: str) -> str:
+        return f"{self.prefix}:project:{project_id}:test-event"
+
+    @property
+    def portal_key(self) -> str:
+        return f"{self.prefix}:portal:key"
+
+    def portal_generation(self, project_id: str) -> str:
+        return f"{self.prefix}:project:{project_id}:portal-generation"
 
     def dead_letters_of(self, project_id: str | None) -> str:
         """One project's dead-letter set, or everyone's."""

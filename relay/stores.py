@@ -11,6 +11,7 @@ from relay.audit import AuditLog
 from relay.crypto import SecretBox
 from relay.endpoints import Endpoints
 from relay.events import EventStore
+from relay.portal import PortalLinks
 from relay.ratelimit import FailedAuth, PurchaseLimit
 from relay.retention import Retention
 from relay.schema import Keys
@@ -32,7 +33,8 @@ class Stores:
     purchase_limit: PurchaseLimit  # public purchases per client and address (RELAY_PURCHASE_RATE_LIMIT)
     failed_auth: FailedAuth  # failed bearer tokens and console logins per address
     api_keys: ApiKeys  # project API keys
-    audit: AuditLog  # every change through the API and the console
+    audit: AuditLog  # every change through the API, the console and the portal
+    portal_links: PortalLinks  # the merchant portal's signed links
 
 
 def make_stores(redis: Redis, settings: Settings) -> Stores:
@@ -52,4 +54,5 @@ def make_stores(redis: Redis, settings: Settings) -> Stores:
         failed_auth=FailedAuth(redis, prefix=prefix),
         api_keys=ApiKeys(redis, prefix=prefix),
         audit=AuditLog(redis, prefix=prefix, retention=lifetimes.retention),
+        portal_links=PortalLinks(redis, prefix=prefix),
     )

@@ -9,10 +9,13 @@ from aiohttp import web
 from pydantic import Field
 
 from relay.api.auth import admin_only, audit_target, builder, in_scope, principal_of
-from relay.api.context import API_KEYS, CLOCK, OPERATIONS, SETTINGS, STORE
+from relay.api.clients import own_base_url
+from relay.api.context import API_KEYS, CLOCK, OPERATIONS, PORTAL_LINKS, SETTINGS, STORE
 from relay.api.parsing import parse, parse_webhook_status, query_int, read_model, required_query
 from relay.errors import Conflict, Forbidden, InvalidInput, not_found
-from relay.models import Input, Item, ItemIn, Plan, PlanIn, Project, ProjectIn, new_client_id, new_id
+from relay.jsonutil import parse_object
+from relay.models import Input, Item, ItemIn, Plan, PlanIn, Project, ProjectIn, iso_z, new_client_id, new_id
+from relay.portal import LINK_TTL
 from relay.settings import Settings
 from relay.signing import new_webhook_secret
 
@@ -145,6 +148,37 @@ async def revoke_api_key(request: web.Request) -> web.Response:
     if not await request.app[API_KEYS].revoke(project.id, key_id):
         raise not_found("api key", key_id)
     return web.json_response({"revoked": True, "id": key_id})
+
+
+class PortalLinkIn(Input):
+    expires_in: int = Field(default=int(LINK_TTL.total_seconds()), ge=60, le=int(LINK_TTL.total_seconds()))
+
+
+@routes.post("/api/platform/projects/{project_id}/portal-links")
+@builder
+async def create_portal_link(request: web.Request) -> web.Response:
+    """A link to the project's merchant portal, usable by whoever holds it until ``expires_at``
+    (``expires_in`` seconds, an hour at most) or until the project's links are revoked."""
+    project = await request.app[OPERATIONS].project(request.match_info["project_id"])
+    raw = await request.read()
+    data = parse(PortalLinkIn, parse_object(raw) if raw.strip() else {})
+    link = await request.app[PORTAL_LINKS].issue(
+        project.id, now=request.app[CLOCK](), ttl=timedelta(seconds=data.expires_in)
+    )
+    audit_target(request, link_id=link.id)
+    base = request.app[SETTINGS].public_base_url or own_base_url(request)
+    return web.json_response(
+        {"url": base + link.path, "expires_at": iso_z(link.expires_at), "id": link.id}, status=201
+    )
+
+
+@routes.post("/api/platform/projects/{project_id}/portal-links/revoke")
+@builder
+async def revoke_portal_links(request: web.Request) -> web.Response:
+    """Invalidate every portal link of the project issued so far, at once, in every process."""
+    project = await request.app[OPERATIONS].project(request.match_info["project_id"])
+    await request.app[PORTAL_LINKS].revoke(project.id)
+    return web.json_response({"revoked": True, "project_id": project.id})
 
 
 class EndpointIn(Input):

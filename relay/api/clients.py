@@ -22,6 +22,8 @@ import structlog
 from aiohttp import web
 from pydantic import IPvAnyNetwork
 
+from relay.errors import InvalidInput
+
 log = structlog.get_logger("relay.http")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -93,3 +95,13 @@ def _warn_untrusted_proxy(request: web.Request, peer: IPAddress) -> None:
 
 # Peers already warned about, per process (a mutable set on the app, made by create_app).
 UNTRUSTED_PROXIES_SEEN: web.AppKey[set[str]] = web.AppKey("untrusted_proxies_seen")
+
+
+def own_base_url(request: web.Request) -> str:
+    """The address this relay listens on, from the connection's socket (never the Host header,
+    which the client chooses)."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    if not isinstance(sockname, tuple) or len(sockname) < 2:
+        raise InvalidInput("a link to this relay needs it to listen on TCP, or RELAY_PUBLIC_BASE_URL set")
+    host, port = str(sockname[0]), int(sockname[1])
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

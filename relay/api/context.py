@@ -18,6 +18,7 @@ from relay.connections import Connections
 from relay.events import EventStore
 from relay.gateways import Gateway
 from relay.metrics import Metrics
+from relay.portal import PortalLinks
 from relay.ratelimit import FailedAuth, PurchaseLimit
 from relay.replay import Operations
 from relay.sessions import SessionStore
@@ -43,3 +44,4 @@ PURCHASE_LIMIT = web.AppKey("purchase_limit", PurchaseLimit)
 FAILED_AUTH = web.AppKey("failed_auth", FailedAuth)
 API_KEYS = web.AppKey("api_keys", ApiKeys)
 AUDIT = web.AppKey("audit", AuditLog)
+PORTAL_LINKS = web.AppKey("portal_links", PortalLinks)

@@ -28,6 +28,7 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
+from relay.api.clients import own_base_url
 from relay.api.context import CLOCK, GATEWAYS, HTTP, SANDBOX_KEY, SETTINGS, STORE, TEMPLATES
 from relay.errors import REDIS_DOWN, Conflict, InvalidInput, StoreUnavailable, not_found
 from relay.gateways.midtrans import settlement_payload, sign_notification
@@ -183,13 +184,3 @@ async def simulate(request: web.Request) -> web.Response:
         result = name if isinstance(name, str) and re.fullmatch(r"\w{1,64}", name) else "Error"
     location = f"{checkout_path(request.app[SANDBOX_KEY](), purchase.order_id)}&result={result}"
     return web.Response(status=303, headers={"Location": location})
-
-
-def own_base_url(request: web.Request) -> str:
-    """The address this relay listens on, from the connection's socket (never the Host header,
-    which the client chooses)."""
-    sockname = request.transport.get_extra_info("sockname") if request.transport else None
-    if not isinstance(sockname, tuple) or len(sockname) < 2:
-        raise InvalidInput("the sandbox checkout needs the relay to listen on TCP")
-    host, port = str(sockname[0]), int(sockname[1])
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
