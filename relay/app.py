@@ -37,7 +37,7 @@ from relay.api.context import (
 from relay.api.middleware import BODY_BUDGET, BodyBudget, request_middleware
 from relay.autopipeline import AutoPipelineRedis
 from relay.connections import open_connections
-from relay.console import create_console
+from relay.console import create_console, create_portal
 from relay.gateways.registry import configured_gateways
 from relay.metrics import Metrics
 from relay.models import utcnow
@@ -124,4 +124,5 @@ def create_app(
     if settings.sandbox_mode:
         app.router.add_routes(sandbox.routes)
     app.add_subapp("/console", create_console())
+    app.add_subapp("/portal", create_portal())
     return app

@@ -37,12 +37,14 @@ from relay.models import (
     utcnow,
 )
 from relay.ranges import count_between, member_pages
+from relay.signing import new_webhook_secret
 from relay.stores import Stores
 from workers.arq_compat import enqueue_delivery, job_write
 
 PAGE = 500  # dead letters read per round trip when walking them all
 REPLAY_AT_ONCE = 50  # resends in flight at once in a bulk replay
 MAX_WINDOW_REPLAY = 10_000  # events one API call may replay; the CLI takes any number
+ROTATION_GRACE = timedelta(hours=24)  # how long a replaced signing secret keeps signing
 TEST_EVENT_EVERY = timedelta(seconds=2)  # a project's test events: no flood of stored events
 
 
@@ -166,6 +168,15 @@ class Operations:
         if self.metrics is not None:
             self.metrics.replays.inc()
         return event
+
+    async def rotate_secret(self, project_id: str) -> Project:
+        """A new signing secret. The one it replaces keeps signing for ROTATION_GRACE, and so does
+        each one replaced before it for the rest of its own: a merchant still on any of them
+        keeps verifying."""
+        project = await self.project(project_id)
+        rotated = project.rotated(new_webhook_secret(), now=self.clock(), grace=ROTATION_GRACE)
+        await self.store.put_project(rotated)
+        return rotated
 
     async def send_test(self, project_id: str) -> EventRecord:
         """Send a ``webhook.test`` to the project's webhook URL, signed like every webhook: a new

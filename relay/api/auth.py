@@ -63,6 +63,9 @@ def admin_token_matches(settings: Settings, given: str) -> bool:
 CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
+CREDENTIALS = frozenset({"token"})  # route parameters that are credentials (a portal link): never recorded
+
+
 async def audited(
     request: web.Request, response: web.StreamResponse, *, actor: str, project_id: str | None
 ) -> None:
@@ -71,7 +74,8 @@ async def audited(
         return
     route = request.match_info.route.resource
     settings = request.config_dict[SETTINGS]
-    target = dict(request.match_info) | request.get(AUDIT_TARGET, {})
+    shown = {name: value for name, value in request.match_info.items() if name not in CREDENTIALS}
+    target = shown | request.get(AUDIT_TARGET, {})
     await request.config_dict[AUDIT].record(
         actor=actor,
         action=f"{request.method} {route.canonical if route is not None else request.path}",

@@ -19,7 +19,6 @@ from relay.portal import LINK_TTL
 from relay.settings import Settings
 from relay.signing import new_webhook_secret
 
-ROTATION_GRACE = timedelta(hours=24)
 routes = web.RouteTableDef()
 
 
@@ -31,6 +30,16 @@ def check_target(settings: Settings, url: str | None) -> None:
         settings.check_target(url)
     except ValueError as error:
         raise InvalidInput(f"webhook_url: {error}") from None
+
+
+async def change_project(request: web.Request, existing: Project, changes: dict[str, Any]) -> Project:
+    """``existing`` with ``changes`` (ProjectIn's fields), stored: the API's PUT and the portal's
+    webhook URL form. A webhook URL deliveries would refuse is refused here (400)."""
+    now = request.config_dict[CLOCK]()
+    project = parse(Project, existing.model_dump() | changes | {"updated_at": now})
+    check_target(request.config_dict[SETTINGS], project.webhook_url)
+    await request.config_dict[STORE].put_project(project)
+    return project
 
 
 async def put_fields(
@@ -69,9 +78,9 @@ async def put_project(request: web.Request) -> web.Response:
     check_target(request.app[SETTINGS], data.webhook_url)
     existing = await store.get_project(data.id) if data.id else None
     if existing is not None:
-        changes = data.model_dump(include=data.model_fields_set - {"id"})
-        project = Project.model_validate(existing.model_dump() | changes | {"updated_at": now})
-        await store.put_project(project)
+        project = await change_project(
+            request, existing, data.model_dump(include=data.model_fields_set - {"id"})
+        )
         audit_target(request, project_id=project.id)
         return web.json_response({"project": project.public_view()})
     project = Project(
@@ -98,12 +107,8 @@ async def get_project(request: web.Request) -> web.Response:
 @routes.post("/api/platform/projects/{project_id}/webhook-secret/rotate")
 @builder
 async def rotate_secret(request: web.Request) -> web.Response:
-    """A new secret. The one it replaces keeps signing for ROTATION_GRACE, and so does each one
-    replaced before it for the rest of its own: a merchant still on any of them keeps verifying."""
-    store, now = request.app[STORE], request.app[CLOCK]()
-    project = await request.app[OPERATIONS].project(request.match_info["project_id"])
-    rotated = project.rotated(new_webhook_secret(), now=now, grace=ROTATION_GRACE)
-    await store.put_project(rotated)
+    """A new secret; the replaced ones keep signing for a while (``Operations.rotate_secret``)."""
+    rotated = await request.app[OPERATIONS].rotate_secret(request.match_info["project_id"])
     return web.json_response(
         {
             "project": rotated.public_view() | {"webhook_secret": rotated.webhook_secret},
@@ -151,7 +156,12 @@ async def revoke_api_key(request: web.Request) -> web.Response:
 
 
 class PortalLinkIn(Input):
-    expires_in: int = Field(default=int(LINK_TTL.total_seconds()), ge=60, le=int(LINK_TTL.total_seconds()))
+    expires_in: int = Field(
+        default=int(LINK_TTL.total_seconds()),
+        ge=60,
+        le=int(LINK_TTL.total_seconds()),
+        description="Seconds the link works for: from a minute to an hour (the default).",
+    )
 
 
 @routes.post("/api/platform/projects/{project_id}/portal-links")
@@ -167,9 +177,7 @@ async def create_portal_link(request: web.Request) -> web.Response:
     )
     audit_target(request, link_id=link.id)
     base = request.app[SETTINGS].public_base_url or own_base_url(request)
-    return web.json_response(
-        {"url": base + link.path, "expires_at": iso_z(link.expires_at), "id": link.id}, status=201
-    )
+    return web.json_response({"url": base + link.path, "expires_at": iso_z(link.expires_at), "id": link.id})
 
 
 @routes.post("/api/platform/projects/{project_id}/portal-links/revoke")

@@ -101,6 +101,9 @@ def error_response(error: RelayError) -> web.Response:
     return response
 
 
+PORTAL = "/portal/"
+
+
 @web.middleware
 async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bind a request id, answer errors as JSON (the root app's routes), and write one log line."""
@@ -195,10 +198,19 @@ async def answered(
         return render(classified)
 
 
+def logged_path(path: str) -> str:
+    """A path as the log shows it: a portal link's token is a credential, so only its first
+    characters (the start of its unsigned payload) are written."""
+    if not path.startswith(PORTAL):
+        return path
+    token, slash, rest = path.removeprefix(PORTAL).partition("/")
+    return f"{PORTAL}{token[:8]}…{slash}{rest}"
+
+
 def _request_line(request: web.Request, *, status: int, error: str | None, started: float) -> None:
     fields: dict[str, Any] = {
         "method": request.method,
-        "path": request.path,
+        "path": logged_path(request.path),
         "status": status,
         "duration_ms": round((time.perf_counter() - started) * 1000, 2),
         "error": error,

@@ -21,6 +21,7 @@ from aiohttp import web
 from relay.api.auth import audited
 from relay.api.context import SESSIONS, SETTINGS, TEMPLATES
 from relay.api.middleware import ERROR_NAME, answered
+from relay.console.paths import ConsolePaths, PortalPaths
 from relay.errors import Forbidden, RelayError
 from relay.sessions import Session
 from relay.templating import PAGE_HEADERS
@@ -63,10 +64,22 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
 def _error_page(request: web.Request, error: RelayError) -> web.Response:
     name = type(error).__name__
     template = request.config_dict[TEMPLATES].get_template("error.html")
-    body = template.render(status=error.status, title=name, detail=error.detail)
+    home, label = _home(request, error)
+    body = template.render(status=error.status, title=name, detail=error.detail, home=home, home_label=label)
     response = web.Response(text=body, status=error.status, content_type="text/html", headers=error.headers)
     response[ERROR_NAME] = name
     return response
+
+
+def _home(request: web.Request, error: RelayError) -> tuple[str | None, str]:
+    """Where an error page leads back to: the console, or the portal page of the link in the path
+    (none when the link itself was refused)."""
+    if not request.path.startswith("/portal/"):
+        return "/console", "Back to the console"
+    token = request.match_info.get("token")
+    if token is None or isinstance(error, Forbidden):
+        return None, ""
+    return PortalPaths(token).project, "Back to the portal"
 
 
 def https(request: web.Request) -> bool:
@@ -98,8 +111,9 @@ async def render(
 ) -> web.Response:
     flash = await request.config_dict[SESSIONS].pop_flash(session) if session else None
     template = request.config_dict[TEMPLATES].get_template(name)
+    shared = {"layout": "base.html", "project_paths": ConsolePaths, "show_project": False}
     body = template.render(
-        context | {"session": session, "csrf_token": session.csrf if session else "", "flash": flash}
+        shared | context | {"session": session, "csrf_token": session.csrf if session else "", "flash": flash}
     )
     return web.Response(text=body, status=status, content_type="text/html")
 

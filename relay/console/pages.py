@@ -13,14 +13,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import quote, urlencode
+from typing import Any
+from urllib.parse import urlencode
 
 import structlog
 from aiohttp import web
 
-from relay.api.auth import admin_token_accepted
+from relay.api.auth import admin_token_accepted, audit_target
 from relay.api.clients import client_address
-from relay.api.context import AUDIT, CLOCK, EVENTS, OPERATIONS, SESSIONS, SETTINGS, STORE
+from relay.api.context import AUDIT, CLOCK, EVENTS, OPERATIONS, PORTAL_LINKS, SESSIONS, SETTINGS, STORE
 from relay.api.parsing import parse_project_id, parse_since, parse_webhook_status, query_int
 from relay.console.middleware import (
     LOGIN,
@@ -31,7 +32,9 @@ from relay.console.middleware import (
     see_other,
     session_cookie,
 )
-from relay.models import Attempt, EventRecord, Project, WebhookStatus
+from relay.console.paths import ConsolePaths
+from relay.errors import not_found
+from relay.models import Attempt, EventKind, EventRecord, Project, WebhookStatus
 from relay.sessions import SESSION_TTL, Session
 from relay.store import Store
 from relay.templating import static_text
@@ -125,53 +128,99 @@ async def projects_page(request: web.Request, session: Session) -> web.StreamRes
     return await render(request, "projects.html", session=session, projects=projects, dead=dead)
 
 
+async def project_context(request: web.Request, project: Project) -> dict[str, Any]:
+    """What a project's page shows, in the console and in the portal: its endpoints, its orders
+    (filtered by ``?webhook_status``, the newest ``?limit``), plans, subscriptions and items."""
+    operations = request.config_dict[OPERATIONS]
+    status = parse_webhook_status(request.query.get("webhook_status"))
+    limit = query_int(request, "limit", default=100, low=1, high=1000)
+    return {
+        "project": project,
+        "items": await request.config_dict[STORE].list_items(project.id),
+        "endpoints": await operations.endpoint_health(project.id),
+        "disable_after": request.config_dict[SETTINGS].endpoint_disable_after,
+        "purchases": await operations.purchases(project.id, webhook_status=status, limit=limit),
+        "plans": await operations.plans(project.id),
+        "subscriptions": await operations.recent_subscriptions(project.id, limit=SUBSCRIPTIONS_PAGE),
+        "subscriptions_page": SUBSCRIPTIONS_PAGE,
+        "webhook_status": status.value if status else "",
+        "statuses": [choice.value for choice in WebhookStatus],
+        "limit": limit,
+        "here": request.path_qs,
+    }
+
+
+async def order_context(request: web.Request, project: Project, order_id: str) -> dict[str, Any]:
+    """What an order's page shows, in the console and in the portal: the order, its event and
+    attempt log, and its refunds with their last attempts."""
+    operations, events = request.config_dict[OPERATIONS], request.config_dict[EVENTS]
+    purchase = await operations.purchase(project.id, order_id)
+    event = await events.get(purchase.event_id) if purchase.event_id else None
+    refunds = await operations.refunds(purchase)
+    logs = await events.attempts([purchase.event_id] if purchase.event_id else [])
+    last = await events.last_attempts([refund.id for refund in refunds])
+    return {
+        "project": project,
+        "purchase": purchase,
+        "event": event,
+        "attempts": logs.get(purchase.event_id or "", []),
+        "refunds": [refund_row(refund, last.get(refund.id)) for refund in refunds],
+        "here": request.path_qs,
+    }
+
+
+async def event_context(request: web.Request, project: Project, event_id: str) -> dict[str, Any]:
+    """An event of the project (a test event) and its attempt log; another project's is a 404."""
+    events = request.config_dict[EVENTS]
+    event = await events.get(event_id)
+    if event is None or event.project_id != project.id or event.kind is not EventKind.MERCHANT:
+        raise not_found("event", event_id)
+    return {"project": project, "event": event, "attempts": (await events.attempts([event.id]))[event.id]}
+
+
 @routes.get("/projects/{project_id}")
 @operator_page
 async def project_page(request: web.Request, session: Session) -> web.StreamResponse:
-    operations = request.config_dict[OPERATIONS]
-    project = await operations.project(request.match_info["project_id"])
-    status = parse_webhook_status(request.query.get("webhook_status"))
-    limit = query_int(request, "limit", default=100, low=1, high=1000)
-    return await render(
-        request,
-        "project.html",
-        session=session,
-        project=project,
-        items=await request.config_dict[STORE].list_items(project.id),
-        endpoints=await operations.endpoint_health(project.id),
-        disable_after=request.config_dict[SETTINGS].endpoint_disable_after,
-        purchases=await operations.purchases(project.id, webhook_status=status, limit=limit),
-        plans=await operations.plans(project.id),
-        subscriptions=await operations.recent_subscriptions(project.id, limit=SUBSCRIPTIONS_PAGE),
-        subscriptions_page=SUBSCRIPTIONS_PAGE,
-        webhook_status=status.value if status else "",
-        statuses=[choice.value for choice in WebhookStatus],
-        limit=limit,
-        here=request.path_qs,
-    )
+    project = await request.config_dict[OPERATIONS].project(request.match_info["project_id"])
+    context = await project_context(request, project)
+    return await render(request, "project.html", session=session, paths=ConsolePaths(project.id), **context)
 
 
 @routes.get("/projects/{project_id}/purchases/{order_id}")
 @operator_page
 async def purchase_page(request: web.Request, session: Session) -> web.StreamResponse:
-    operations, events = request.config_dict[OPERATIONS], request.config_dict[EVENTS]
-    project = await operations.project(request.match_info["project_id"])
-    purchase = await operations.purchase(project.id, request.match_info["order_id"])
-    event = await events.get(purchase.event_id) if purchase.event_id else None
-    refunds = await operations.refunds(purchase)
-    logs = await events.attempts([purchase.event_id] if purchase.event_id else [])
-    last = await events.last_attempts([refund.id for refund in refunds])
-    return await render(
-        request,
-        "purchase.html",
-        session=session,
-        project=project,
-        purchase=purchase,
-        event=event,
-        attempts=logs.get(purchase.event_id or "", []),
-        refunds=[refund_row(refund, last.get(refund.id)) for refund in refunds],
-        here=request.path_qs,
-    )
+    project = await request.config_dict[OPERATIONS].project(request.match_info["project_id"])
+    context = await order_context(request, project, request.match_info["order_id"])
+    return await render(request, "purchase.html", session=session, paths=ConsolePaths(project.id), **context)
+
+
+@routes.get("/projects/{project_id}/events/{event_id}")
+@operator_page
+async def event_page(request: web.Request, session: Session) -> web.StreamResponse:
+    project = await request.config_dict[OPERATIONS].project(request.match_info["project_id"])
+    context = await event_context(request, project, request.match_info["event_id"])
+    return await render(request, "event.html", session=session, paths=ConsolePaths(project.id), **context)
+
+
+@routes.post("/projects/{project_id}/test-event")
+@operator_page
+async def send_test_event(request: web.Request, session: Session) -> web.StreamResponse:
+    project_id = request.match_info["project_id"]
+    event = await request.config_dict[OPERATIONS].send_test(project_id)
+    audit_target(request, event_id=event.id)
+    log.info("console_test_event", project_id=project_id, event_id=event.id)
+    return see_other(ConsolePaths(project_id).event(event.id))
+
+
+@routes.post("/projects/{project_id}/portal")
+@operator_page
+async def open_portal(request: web.Request, session: Session) -> web.StreamResponse:
+    """A new portal link of the project, opened (the operator sees what its merchant sees)."""
+    project = await request.config_dict[OPERATIONS].project(request.match_info["project_id"])
+    link = await request.config_dict[PORTAL_LINKS].issue(project.id, now=request.config_dict[CLOCK]())
+    audit_target(request, link_id=link.id)
+    log.info("console_portal_link", project_id=project.id, link_id=link.id)
+    return see_other(link.path)
 
 
 @dataclass(frozen=True)
@@ -215,7 +264,7 @@ async def retry_purchase(request: web.Request, session: Session) -> web.StreamRe
     purchase = await operations.retry_purchase(project.id, request.match_info["order_id"])
     log.info("console_retry", order_id=purchase.order_id, event_id=purchase.event_id)
     await request.config_dict[SESSIONS].flash(session, f"Webhook of {purchase.order_id} queued again.")
-    back = local_path((await request.post()).get("back"), default=f"/console/projects/{project.id}")
+    back = local_path((await request.post()).get("back"), default=ConsolePaths(project.id).project)
     return see_other(back)
 
 
@@ -229,7 +278,7 @@ async def enable_endpoint(request: web.Request, session: Session) -> web.StreamR
     await request.config_dict[SESSIONS].flash(
         session, f"Endpoint {health.url} enabled. Replay its dead letters to send what it missed."
     )
-    return see_other(f"/console/projects/{quote(project_id, safe='')}")
+    return see_other(ConsolePaths(project_id).project)
 
 
 @routes.get("/unmatched")

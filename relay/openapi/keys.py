@@ -1,4 +1,5 @@
-"""Project API keys in the OpenAPI document: made, listed and revoked with the admin token only."""
+"""Tenancy in the OpenAPI document: project API keys, made, listed and revoked with the admin
+token only, and merchant portal links, made and revoked with the admin token or the project's key."""
 
 from __future__ import annotations
 
@@ -51,6 +52,44 @@ def api_key_paths() -> dict[str, Schema]:
                 responses={
                     200: ok(obj(revoked={"type": "boolean", "const": True}, id={"type": "string"})),
                     404: error(404, "`NotFound`: no such project, or no such key of it."),
+                },
+            ),
+        },
+        "/api/platform/projects/{project_id}/portal-links": {
+            "post": operation(
+                "createPortalLink",
+                "A signed link to the project's merchant portal",
+                tag="builder",
+                admin=True,
+                description="A plain GET on `url` renders the portal, a web page for this project alone "
+                "(its orders, attempts, retries and replays, dead letters, signing secret, webhook URL and "
+                "a test event), with no other credential, until `expires_at` (`expires_in` seconds, an "
+                "hour at most and by default) or until the project's links are revoked. An edited, expired "
+                "or revoked link is a 403. The body may be empty.",
+                parameters=[PROJECT_ID],
+                body=json_body(ref("PortalLinkIn")),
+                responses={
+                    200: ok(
+                        obj(
+                            url={"type": "string", "format": "uri"},
+                            expires_at={"type": "string", "format": "date-time"},
+                            id={"type": "string", "description": "The link's id, as the audit log names it."},
+                        )
+                    ),
+                    404: error(404, "`NotFound`: no such project (or another project's, to its key)."),
+                },
+            ),
+        },
+        "/api/platform/projects/{project_id}/portal-links/revoke": {
+            "post": operation(
+                "revokePortalLinks",
+                "Invalidate every portal link of the project issued so far",
+                tag="builder",
+                admin=True,
+                parameters=[PROJECT_ID],
+                responses={
+                    200: ok(obj(revoked={"type": "boolean", "const": True}, project_id={"type": "string"})),
+                    404: error(404, "`NotFound`: no such project (or another project's, to its key)."),
                 },
             ),
         },

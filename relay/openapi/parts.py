@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from relay.api.admin import ReplayIn, WindowReplayIn
-from relay.api.builder import ApiKeyIn, EndpointIn
+from relay.api.builder import ApiKeyIn, EndpointIn, PortalLinkIn
 from relay.api_keys import ApiKey
 from relay.audit import AuditEntry
 from relay.endpoints import EndpointHealth
@@ -124,7 +124,7 @@ def _purchase_schemas(generated: Schema) -> dict[str, Schema]:
 def component_schemas() -> dict[str, Schema]:
     models: list[type[BaseModel]] = [ProjectIn, ItemIn, PurchaseIn, ReplayIn, Project, Item, Purchase]
     models += [Attempt, DeadLetter, WindowReplayIn, EndpointIn, EndpointHealth]
-    models += [PaymentIn, PlanIn, SubscribeIn, Plan, Subscription, ApiKeyIn, ApiKey, AuditEntry]
+    models += [PaymentIn, PlanIn, SubscribeIn, Plan, Subscription, ApiKeyIn, ApiKey, PortalLinkIn, AuditEntry]
     modes: list[tuple[type[BaseModel], Literal["validation"]]] = [(model, "validation") for model in models]
     _, defs = models_json_schema(modes, ref_template=REF)
     generated: dict[str, Schema] = defs["$defs"]

@@ -47,7 +47,7 @@ HEADERS = [
     },
 ]
 # Every body writes its times as ISO 8601 UTC with a Z, to the second.
-TIMES = frozenset({"paid_at", "period_start", "period_end", "refunded_at"})
+TIMES = frozenset({"paid_at", "period_start", "period_end", "refunded_at", "sent_at"})
 RESPONSES = {
     "2XX": {"description": "Received: the event is delivered, no more attempts."},
     "410": {"description": "Gone: the event is dead-lettered at once, with no more attempts."},
