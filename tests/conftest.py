@@ -21,10 +21,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from playwright.async_api import Browser
 from redis.asyncio import Redis
 
 from relay.connections import Connections, embedded_server, open_connections
 from relay.runner import Relay
+from tests.browser import chromium
 from tests.helpers import (
     TEST_ENCRYPTION_KEY,
     Api,
@@ -239,3 +241,10 @@ def cli(redis_url: str) -> Callable[..., Awaitable[Result]]:
         )
 
     return run
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """The system's Chromium, headless (``tests/browser.py``)."""
+    async with chromium() as launched:
+        yield launched

@@ -6,6 +6,10 @@ import helpers from here only, never from each other.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -629,3 +633,28 @@ async def reread(owner: Paying, event: EventRecord) -> EventRecord:
     found = await owner.events.get(event.id)
     assert found is not None
     return found
+
+
+# --- the merchant portal (tests/test_portal*.py) ----------------------------------------------------
+
+PORTAL_LINKS = "/api/platform/projects/{}/portal-links"
+
+
+async def portal_path(api: Api, project_id: str, **body: Any) -> str:
+    """The path of a new portal link of the project (the URL's host is the relay's)."""
+    answer = await api.call("POST", PORTAL_LINKS.format(project_id), json=body)
+    return str(answer["url"]).removeprefix(api.url)
+
+
+def portal_b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+async def forged_portal_link(redis: Redis, payload: list[Any]) -> str:
+    """A link for ``payload`` ([project id, link id, generation, expires at]) signed with the
+    relay's own portal key, read from Redis: only the relay could make it."""
+    key = await redis.get(f"{PREFIX}:portal:key")
+    assert key is not None, "no portal key yet: issue a link first"
+    encoded = portal_b64(json.dumps(payload, separators=(",", ":")).encode())
+    signature = hmac.new(key.encode(), f"portal link {encoded}".encode(), hashlib.sha256).digest()
+    return f"/portal/{encoded}.{portal_b64(signature)}"

@@ -1,59 +1,20 @@
-"""The operator console end to end in a real headless Chromium (the system's, driven by Playwright).
-
-Playwright's own browser download is never used: the tests launch ``/usr/bin/chromium`` (Debian's
-``chromium`` package; ``.ci/run`` installs it), or ``RELAY_TEST_CHROMIUM``. A real Redis and worker
-(``start_relay``) and a merchant on loopback that first answers 503, then 200.
+"""The operator console end to end in a real headless Chromium (``tests/browser.py``). A real
+Redis and worker (``start_relay``) and a merchant on loopback that first answers 503, then 200.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
 import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
+from tests.browser import open_page, reload_until
 from tests.helpers import ADMIN_TOKEN, HOOK, QUICK, Merchant, Shop, StartRelay, start_shop
 
-CHROMIUM = os.environ.get("RELAY_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # For a person to look at: the project page after the retry delivered.
 SCREENSHOT = Path(tempfile.gettempdir()) / "console.png"
-WAIT_MS = 10_000
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(
-            f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does), or set RELAY_TEST_CHROMIUM"
-        )
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
-
-
-async def open_page(browser: Browser, base_url: str) -> Page:
-    context = await browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 800})
-    page = await context.new_page()
-    page.set_default_timeout(WAIT_MS)
-    return page
 
 
 async def log_in(page: Page) -> None:
@@ -63,17 +24,6 @@ async def log_in(page: Page) -> None:
     await page.click("#login")
     await expect(page).to_have_url(re.compile(r"/console$"))
     await expect(page.locator("h1")).to_have_text("Projects")
-
-
-async def reload_until(page: Page, locator_text: tuple[str, str], *, timeout: float = 10.0) -> None:
-    """Reload ``page`` until the element at ``selector`` reads ``text`` (a bounded wait)."""
-    selector, text = locator_text
-    deadline = asyncio.get_running_loop().time() + timeout
-    while (await page.locator(selector).inner_text()).strip() != text:
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"{selector} never read {text!r} within {timeout}s")
-        await asyncio.sleep(0.2)
-        await page.reload()
 
 
 async def failing_shop(start_relay: StartRelay, merchant: Merchant) -> Shop:

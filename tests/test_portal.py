@@ -8,8 +8,6 @@ A real Redis and worker (``start_relay``) and merchants on loopback; the browser
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -30,7 +28,9 @@ from tests.helpers import (
     Shop,
     StartRelay,
     eventually,
+    forged_portal_link,
     open_shop,
+    portal_b64,
     start_shop,
     verify,
 )
@@ -46,19 +46,6 @@ async def portal_link(api: Api, project_id: str, *, expect: int = 200, **body: A
 
 def path_of(link: dict[str, Any]) -> str:
     return urlsplit(link["url"]).path
-
-
-def b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-async def forged(redis: Redis, payload: list[Any]) -> str:
-    """A token for ``payload`` signed with the relay's own portal key, as only the relay can."""
-    key = await redis.get("relay:portal:key")
-    assert key is not None
-    encoded = b64(json.dumps(payload, separators=(",", ":")).encode())
-    signature = hmac.new(key.encode(), f"portal link {encoded}".encode(), hashlib.sha256).digest()
-    return f"/portal/{encoded}.{b64(signature)}"
 
 
 async def test_a_link_opens_its_projects_portal_with_a_plain_get(
@@ -110,7 +97,7 @@ async def test_expired_edited_and_forged_links_are_403(relay: Running, shop: Sho
     other = await open_shop(shop.api)
     now = int(datetime.now(UTC).timestamp())
     project_id = shop.project["id"]
-    swapped = b64(
+    swapped = portal_b64(
         json.dumps([other.project["id"], *json.loads(base64.urlsafe_b64decode(payload + "==="))[1:]]).encode()
     )
     flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
@@ -119,11 +106,13 @@ async def test_expired_edited_and_forged_links_are_403(relay: Running, shop: Sho
         f"/portal/{swapped}.{signature}",  # another project's id under this link's signature
         f"/portal/{payload}",  # no signature
         f"/portal/{payload}.{signature}x",
-        await forged(redis, [project_id, "pl_1", 0, now - 1]),  # signed, but expired
+        await forged_portal_link(redis, [project_id, "pl_1", 0, now - 1]),  # signed, but expired
     ]
     async with console_client(shop.api.url) as browser:
         assert "Webhooks" in await browser.get(link)
-        assert "Webhooks" in await browser.get(await forged(redis, [project_id, "pl_1", 0, now + 60]))
+        assert "Webhooks" in await browser.get(
+            await forged_portal_link(redis, [project_id, "pl_1", 0, now + 60])
+        )
         for path in refused:
             page = await browser.get(path, expect=403)
             assert "wrong, expired or revoked" in page
