@@ -3,7 +3,7 @@ share one Jinja environment, autoescaping everything."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from importlib.resources import files
 
@@ -29,6 +29,7 @@ def make_templates() -> jinja2.Environment:
     )
     templates.filters["money"] = _money
     templates.filters["when"] = _when
+    templates.filters["duration"] = _duration
     return templates
 
 
@@ -45,3 +46,15 @@ def _money(amount: int) -> str:
 
 def _when(moment: datetime | None) -> str:
     return iso_z(moment).replace("T", " ") if moment else ""
+
+
+def _duration(span: timedelta) -> str:
+    """A setting's span as people say it: "5 days", "36 hours", "90 seconds"."""
+    if span.total_seconds() != int(span.total_seconds()):
+        return f"{span.total_seconds():g} seconds"
+    seconds = int(span.total_seconds())
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    return f"{seconds} second{'' if seconds == 1 else 's'}"
