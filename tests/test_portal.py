@@ -287,3 +287,41 @@ async def test_links_are_checked_not_stored(redis: Redis) -> None:
     assert await links.open(link.token, now=now) is None
     for hostile in ("", ".", "a" * 5000, "é.é", f"{link.token}\n", link.token.replace(".", "..")):
         assert await links.open(hostile, now=now) is None
+
+
+async def test_item_and_plan_urls_are_set_in_the_portal_for_its_own_project_only(
+    start_relay: StartRelay,
+) -> None:
+    running = await start_relay(worker=False, allow_private_targets=False)
+    shop = await open_shop(running.api, webhook_url="https://shop.example/hook")
+    plan = (
+        await running.api.call(
+            "PUT",
+            "/api/platform/plans",
+            json={"project_id": shop.project["id"], "name": "Pro", "price": 10000, "interval": "month"},
+        )
+    )["plan"]
+    other = await open_shop(running.api)
+    link = path_of(await portal_link(running.api, shop.project["id"]))
+    async with console_client(running.url) as browser:
+        csrf = await browser.csrf(link)
+        for kind, entry_id in (("items", shop.item["id"]), ("plans", plan["id"])):
+            form = {"csrf_token": csrf, "webhook_url": f"https://{kind}.example/hook"}
+            await browser.post(f"{link}/{kind}/{entry_id}/webhook-url", form)
+        # A private address is refused here as at the API (the relay refuses private targets).
+        for url in ("http://127.0.0.1/hook", "http://10.0.0.1/hook"):
+            for path in (f"items/{shop.item['id']}/webhook-url", "webhook-url"):
+                page = await browser.post(
+                    f"{link}/{path}", {"csrf_token": csrf, "webhook_url": url}, expect=400
+                )
+                assert page.content_type == "text/html"
+        await browser.post(f"{link}/items/{other.item['id']}/webhook-url", {"csrf_token": csrf}, expect=404)
+    item = (await running.api.call("GET", f"/api/platform/items/{shop.item['id']}"))["item"]
+    assert item["webhook_url"] == "https://items.example/hook"
+    plans = (await running.api.call("GET", f"/api/platform/projects/{shop.project['id']}/plans"))["plans"]
+    assert [found["webhook_url"] for found in plans] == ["https://plans.example/hook"]
+    assert (await running.api.call("GET", f"/api/platform/items/{other.item['id']}"))["item"][
+        "webhook_url"
+    ] is None
+    project = (await running.api.call("GET", f"/api/platform/projects/{shop.project['id']}"))["project"]
+    assert project["webhook_url"] == "https://shop.example/hook"

@@ -91,3 +91,7 @@ class PortalPaths:
     @property
     def rotate_secret(self) -> str:
         return f"{self.project}/secret/rotate"
+
+    def catalogue_url(self, kind: str, entry_id: str) -> str:
+        """Where an item's (``kind`` "items") or plan's ("plans") own webhook URL is set."""
+        return f"{self.project}/{kind}/{_part(entry_id)}/webhook-url"

@@ -24,15 +24,15 @@ import structlog
 from aiohttp import web
 
 from relay.api.auth import audit_target, audited
-from relay.api.builder import change_project
+from relay.api.builder import change_project, check_target
 from relay.api.clients import client_address, limit_key
-from relay.api.context import CLOCK, EVENTS, FAILED_AUTH, OPERATIONS, PORTAL_LINKS, SETTINGS, TEMPLATES
-from relay.api.parsing import parse_time, parse_webhook_status
+from relay.api.context import CLOCK, EVENTS, FAILED_AUTH, OPERATIONS, PORTAL_LINKS, SETTINGS, STORE, TEMPLATES
+from relay.api.parsing import parse, parse_time, parse_webhook_status
 from relay.console.middleware import SAFE_METHODS, see_other
 from relay.console.pages import event_context, order_context, project_context
 from relay.console.paths import PortalPaths
 from relay.errors import Forbidden, InvalidInput, not_found
-from relay.models import EventKind, Project
+from relay.models import EventKind, Item, Project
 from relay.portal import PortalLink
 from relay.replay import MAX_WINDOW_REPLAY, Window
 from relay.templating import static_text
@@ -208,6 +208,31 @@ async def set_webhook_url(request: web.Request, link: PortalLink, project: Proje
     url = _text((await request.post()).get("webhook_url")) or None
     await change_project(request, project, {"webhook_url": url})
     log.info("portal_webhook_url", link_id=link.id)
+    return done(link, "webhook-url")
+
+
+@routes.post("/{token}/{kind:items|plans}/{entry_id}/webhook-url")
+@portal_page
+async def set_catalogue_url(request: web.Request, link: PortalLink, project: Project) -> web.StreamResponse:
+    """An item's or plan's own webhook URL (empty: its events go to the project's)."""
+    store, kind, entry_id = (
+        request.config_dict[STORE],
+        request.match_info["kind"],
+        request.match_info["entry_id"],
+    )
+    entry = await (store.get_item(entry_id) if kind == "items" else store.get_plan(entry_id))
+    if entry is None or entry.project_id != project.id:
+        raise not_found(kind.removesuffix("s"), entry_id)
+    url = _text((await request.post()).get("webhook_url")) or None
+    changed = parse(
+        type(entry), entry.model_dump() | {"webhook_url": url, "updated_at": request.config_dict[CLOCK]()}
+    )
+    check_target(request.config_dict[SETTINGS], changed.webhook_url)
+    if isinstance(changed, Item):
+        await store.put_item(changed)
+    else:
+        await store.put_plan(changed)
+    log.info("portal_catalogue_url", link_id=link.id, kind=kind, entry_id=entry_id)
     return done(link, "webhook-url")
 
 
