@@ -66,9 +66,15 @@ class PurchaseLimit:
 
 
 class FailedAuth:
-    """Attempts with a credential, counted per address before the credential is compared (so a
-    burst of parallel guesses cannot all slip past the count); a success gives its attempt back,
-    so only failures add up. Past ``limit`` in a window, the address is refused."""
+    """Failed credentials, counted per address in a window; past ``limit`` the address is refused,
+    right credentials included.
+
+    A credential is compared first (locally, in constant time), then judged here: a wrong one
+    counts a failure; a right one counts nothing and is refused only when its address is past the
+    limit. So right requests in parallel, however many, never count against each other, and a
+    guesser gains nothing from a burst: a guess that happens to be right is refused like a wrong
+    one once the failures counted before it reach the limit, so about ``limit`` guesses a window can
+    ever succeed, however many are in flight."""
 
     def __init__(
         self, redis: Redis, *, prefix: str, limit: int = AUTH_FAILURES, window: int = WINDOW
@@ -78,41 +84,21 @@ class FailedAuth:
         self.limit = limit
         self.window = window
 
-    async def attempt(self, address: str, *, now: datetime) -> str:
-        """Count one attempt by ``address``; TooManyRequests past the limit. The key returned
-        gives the attempt back (``succeeded``). A refused attempt gives its count back at once: it
-        compared nothing, so it is no failure, and a burst of right requests in parallel (more than
-        the limit in flight) does not lock its address out for the rest of the window."""
+    async def judge(self, address: str, *, right: bool, now: datetime) -> bool:
+        """``right``, unless ``address`` is past the limit (TooManyRequests). A wrong credential is
+        counted first, so the one that reaches the limit is itself refused."""
         window, retry_after = _window(now, self.window)
         key = self.keys.rate_limit(f"auth-failed:{address}", window)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, self.window * 2)
-            count, _ = await pipe.execute()
-        if int(count) > self.limit:
-            await self.redis.decr(key)
+        if right:
+            over = int(await self.redis.get(key) or 0) >= self.limit
+        else:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.incr(key)
+                pipe.expire(key, self.window * 2)
+                count, _ = await pipe.execute()
+            over = int(count) > self.limit
+        if over:
             raise TooManyRequests(
                 f"too many failed logins from this address; retry in {retry_after} s", retry_after=retry_after
             )
-        return key
-
-    async def succeeded(self, key: str) -> None:
-        await self.redis.decr(key)
-
-    async def refuse_if_over(self, address: str, *, now: datetime) -> str:
-        """TooManyRequests when ``address`` is past the limit, counting nothing: for credentials
-        no burst of guesses can find (a project key's 256 bits), whose parallel right uses must not
-        count against each other. The key ``failed`` counts a failure with."""
-        window, retry_after = _window(now, self.window)
-        key = self.keys.rate_limit(f"auth-failed:{address}", window)
-        if int(await self.redis.get(key) or 0) >= self.limit:
-            raise TooManyRequests(
-                f"too many failed logins from this address; retry in {retry_after} s", retry_after=retry_after
-            )
-        return key
-
-    async def failed(self, key: str) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, self.window * 2)
-            await pipe.execute()
+        return right

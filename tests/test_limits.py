@@ -6,6 +6,7 @@ X-Forwarded-For from loopback, which the relay believes because loopback is a tr
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -140,22 +141,32 @@ async def test_parallel_guesses_cannot_slip_past_the_count(start_relay: StartRel
     assert sorted(guesses) == [401] * 10 + [429] * 30
 
 
-async def test_attempts_refused_past_the_limit_do_not_lock_their_address_out(stores: Backend) -> None:
-    """More right requests in flight than the limit: the ones past it are refused at once, but a
-    refusal compared nothing, so it is no failure: once those in flight succeed, the address is
-    free again, not locked out for the rest of the window."""
+async def test_right_credentials_in_parallel_count_for_nothing_and_past_the_limit_are_refused(
+    stores: Backend,
+) -> None:
+    """Right requests, however many in flight, never count against their address; failures do,
+    and once they reach the limit a right credential is refused too (a guess that happens to be
+    right is no use past it)."""
     failures = FailedAuth(stores.redis, prefix="t")
-    in_flight = [await failures.attempt("203.0.113.7", now=T0) for _ in range(10)]
-    for _ in range(20):
+    assert (
+        await asyncio.gather(*(failures.judge("203.0.113.7", right=True, now=T0) for _ in range(50)))
+        == [True] * 50
+    )
+    assert [await failures.judge("203.0.113.7", right=False, now=T0) for _ in range(10)] == [False] * 10
+    for right in (False, True):
         with pytest.raises(TooManyRequests):
-            await failures.attempt("203.0.113.7", now=T0)
-    for attempt in in_flight:
-        await failures.succeeded(attempt)
-    for _ in range(10):
-        await failures.succeeded(await failures.attempt("203.0.113.7", now=T0))
+            await failures.judge("203.0.113.7", right=right, now=T0)
+    assert await failures.judge("203.0.113.8", right=True, now=T0)  # another address
+    assert await failures.judge("203.0.113.7", right=True, now=T0 + timedelta(minutes=1))  # the next window
 
 
-async def test_a_right_token_gives_its_attempt_back(start_relay: StartRelay) -> None:
+async def test_many_parallel_admin_requests_from_one_address_are_all_served(start_relay: StartRelay) -> None:
+    running = await start_relay(worker=False, **TRUST_LOOPBACK)
+    answers = await asyncio.gather(*(admin_get(running, ADMIN_TOKEN, "203.0.113.7") for _ in range(64)))
+    assert answers == [200] * 64
+
+
+async def test_right_tokens_count_for_nothing(start_relay: StartRelay) -> None:
     running = await start_relay(worker=False, **TRUST_LOOPBACK)
     assert [await admin_get(running, ADMIN_TOKEN, "203.0.113.7") for _ in range(25)] == [200] * 25
     assert [await admin_get(running, f"guess-{n:04d}-abcdefghij", "203.0.113.7") for n in range(10)] == [

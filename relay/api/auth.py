@@ -1,9 +1,11 @@
 """Bearer credentials: the admin token (``admin_only``: every route) and a project's API key
 (``builder``: the builder routes of its own project only).
 
-Both are checked with failed attempts limited per address (``relay.ratelimit.FailedAuth``): an
-attempt counts before the credential is compared and is given back when it proves right. The admin
-token is compared in constant time; a project key is found by its SHA-256 (``relay.api_keys``).
+Both are checked with failures limited per address (``relay.ratelimit.FailedAuth``): a wrong
+credential counts; a right admin token is refused only past the limit (so a guess that happens to
+be right is no use to a guesser past it), a right project key never (256 random bits: no guessing
+finds one). The admin token is compared in constant time; a project key is found by its SHA-256
+(``relay.api_keys``).
 
 A project key reaching another project's resource gets the 404 that resource would give if it did
 not exist (no oracle of other projects' ids); on an admin route, 403.
@@ -160,26 +162,20 @@ async def authenticate(request: web.Request) -> Principal:
         api_keys = request.config_dict[API_KEYS]
         api_key = await api_keys.lookup(given)
         if api_key is None:
-            counter = await failures.refuse_if_over(limit_key(address), now=now)
-            await failures.failed(counter)
+            await failures.judge(limit_key(address), right=False, now=now)
             raise Unauthorized(WRONG)
         await api_keys.touch(api_key, now=now)
         return Principal(project_id=api_key.project_id, key_id=api_key.id)
-    attempt = await failures.attempt(limit_key(address), now=now)
-    if not admin_token_matches(settings, given):
+    if not await failures.judge(limit_key(address), right=admin_token_matches(settings, given), now=now):
         raise Unauthorized(WRONG)
-    await failures.succeeded(attempt)
     return ADMIN
 
 
 async def admin_token_accepted(request: web.Request, given: str, *, address: str) -> bool:
-    """Whether ``given`` is the admin token; the attempt counts against ``address`` before the
-    token is compared and is given back when it proves right (``relay.ratelimit.FailedAuth``): an
-    address past its limit is refused (429) with its token unread. The console's login form asks
-    here."""
-    failures = request.config_dict[FAILED_AUTH]
-    attempt = await failures.attempt(limit_key(address), now=request.config_dict[CLOCK]())
-    if not admin_token_matches(request.config_dict[SETTINGS], given):
-        return False
-    await failures.succeeded(attempt)
-    return True
+    """Whether ``given`` is the admin token; a wrong one counts against ``address``, and past its
+    limit the address is refused (429), right token or not (``relay.ratelimit.FailedAuth``). The
+    console's login form asks here."""
+    right = admin_token_matches(request.config_dict[SETTINGS], given)
+    return await request.config_dict[FAILED_AUTH].judge(
+        limit_key(address), right=right, now=request.config_dict[CLOCK]()
+    )

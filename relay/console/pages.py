@@ -74,7 +74,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     token = (await request.post()).get("token")
     if not isinstance(token, str) or not token.strip():
         return await _refused(request, address)
-    # Past the limit of failed attempts: 429 from this address, token unread.
+    # Past the limit of failures: 429 from this address, right token or not.
     if not await admin_token_accepted(request, token.strip(), address=address):
         return await _refused(request, address)
     sessions = request.config_dict[SESSIONS]

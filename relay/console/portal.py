@@ -61,7 +61,7 @@ def portal_page(handler: PortalHandler) -> Callable[[web.Request], Awaitable[web
         if link is None:
             address = client_address(request, request.config_dict[SETTINGS].trusted_proxies)
             failures = request.config_dict[FAILED_AUTH]
-            await failures.failed(await failures.refuse_if_over(limit_key(address), now=now))
+            await failures.judge(limit_key(address), right=False, now=now)
             raise Forbidden(REFUSED)
         changing = request.method not in SAFE_METHODS
         if changing and not await links.csrf_matches(link, (await request.post()).get("csrf_token")):
