@@ -37,6 +37,7 @@ from redis.asyncio import Redis
 from relay.models import OrderKind
 from tests.perf import harness
 from tests.perf.harness import (
+    ADMIN_TOKEN,
     CELERY,
     PYTHON,
     RELAY,
@@ -112,14 +113,30 @@ class Bench:
         self.samples.setdefault(name, []).append(value)
         print(f"    {name} = {value:,.3f}", flush=True)
 
+    def add_latency(self, name: str, result: dict[str, Any]) -> None:
+        """``name``_p50_ms and ``name``_p99_ms of a ``wrk`` result."""
+        self.add(f"{name}_p50_ms", result["p50_us"] / 1000)
+        self.add(f"{name}_p99_ms", result["p99_us"] / 1000)
+
     def env(self, **extra: str) -> dict[str, str]:
         return relay_env(self.redis_url, **extra)
 
     # --- helpers ----------------------------------------------------------------------------
 
-    async def wrk(self, url: str, bodies: Path, seconds: int) -> dict[str, Any]:
-        argv = ["wrk", "-t1", f"-c{self.plan.p1_connections}", f"-d{seconds}s", "--timeout", "10s"]
-        argv += ["-s", str(LUA), url, "--", str(bodies)]
+    async def wrk(
+        self,
+        url: str,
+        bodies: Path | None,
+        seconds: int,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """POST each of ``bodies``' lines in turn, or without them GET ``url``, with ``headers``."""
+        argv = ["wrk", "-t1", f"-c{self.plan.p1_connections}", f"-d{seconds}s"]
+        argv += ["--timeout", "10s"]
+        for name, value in (headers or {}).items():
+            argv += ["-H", f"{name}: {value}"]
+        argv += ["-s", str(LUA), url, *(["--", str(bodies)] if bodies is not None else [])]
         process = await asyncio.create_subprocess_exec(
             *pinned(LOAD, argv), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
@@ -220,13 +237,61 @@ class Bench:
             for kind in ("payment", "subscription"):
                 self.add(f"p1_{kind}_rps", results[kind]["rps"])
                 self.add(f"p1_{kind}_ratio", results[kind]["rps"] / results["floor"]["rps"])
-            for which in ("relay", "floor"):
-                self.add(
-                    f"p1_{which}_p50_ms", results["item" if which == "relay" else which]["p50_us"] / 1000
-                )
-                self.add(
-                    f"p1_{which}_p99_ms", results["item" if which == "relay" else which]["p99_us"] / 1000
-                )
+            self.add_latency("p1_relay", results["item"])
+            self.add_latency("p1_floor", results["floor"])
+
+    # --- P7 builder read, by credential -------------------------------------------------------
+
+    async def p7(self) -> None:
+        """``GET /api/platform/projects/{id}`` on one ``relay serve`` with the admin token and with
+        one of the project's API keys (made through the API), alternating which goes first; on P1's
+        connections, every request of which must answer 200."""
+        plan = self.plan
+        print(
+            f"P7 builder read: project API key vs admin token, same relay, wrk -c{plan.p1_connections}",
+            flush=True,
+        )
+        await self.data.flush()
+        project = (await self.data.catalogue([f"{self.merchant}/hook"])).project
+        for rep in range(plan.reps):
+            self.busy()
+            process, url = await self.start_relay("serve", name=f"p7-serve-{rep}")
+            read = f"{url}/api/platform/projects/{project.id}"
+            tokens = {"admin": ADMIN_TOKEN, "key": await self.api_key(url, project.id)}
+            runs = list(tokens) if rep % 2 == 0 else list(tokens)[::-1]
+            results: dict[str, dict[str, Any]] = {}
+            for which in runs:
+                headers = {"Authorization": f"Bearer {tokens[which]}"}
+                await self.builder_read(read, headers)
+                await self.wrk(read, None, 1, headers=headers)
+                results[which] = await self.wrk(read, None, plan.p1_seconds, headers=headers)
+                if results[which]["ok"] < results[which]["requests"]:
+                    raise RuntimeError(f"P7 {which}: {results[which]} (requests that were not 200)")
+            await self.procs.stop(process)
+            self.add("p7_admin_rps", results["admin"]["rps"])
+            self.add("p7_key_rps", results["key"]["rps"])
+            self.add("p7_ratio", results["key"]["rps"] / results["admin"]["rps"])
+            self.add_latency("p7_admin", results["admin"])
+            self.add_latency("p7_key", results["key"])
+
+    async def api_key(self, url: str, project_id: str) -> str:
+        """A new API key of the project, made with the admin token (its ``rk_...`` material)."""
+        made = f"{url}/api/platform/projects/{project_id}/api-keys"
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        async with (
+            aiohttp.ClientSession(headers=headers) as http,
+            http.post(made, json={"name": "bench"}) as response,
+        ):
+            if response.status != 200:
+                raise RuntimeError(f"creating an API key answered {response.status}: {await response.text()}")
+            key: str = (await response.json())["api_key"]["key"]
+            return key
+
+    async def builder_read(self, url: str, headers: dict[str, str]) -> None:
+        """One read of ``url`` with ``headers``, which must answer 200."""
+        async with aiohttp.ClientSession(headers=headers) as http, http.get(url) as response:
+            if response.status != 200:
+                raise RuntimeError(f"GET {url} answered {response.status}: {await response.text()}")
 
     # --- P2 delivery, P3 peer -------------------------------------------------------------------
 
@@ -593,6 +658,17 @@ def table(bench: Bench) -> str:
             f"| {m('p1_relay_p50_ms'):.1f} / {m('p1_relay_p99_ms'):.1f} "
             f"| {m('p1_floor_p50_ms'):.1f} / {m('p1_floor_p99_ms'):.1f} | | | |"
         )
+    if "p7_ratio" in have:
+        rows.append(
+            "| P7 builder read: `GET /api/platform/projects/{id}`/s with a project API key (`rk_...`) "
+            f"| {m('p7_key_rps'):,.0f} | {m('p7_admin_rps'):,.0f} (admin token, the same relay) "
+            f"| {m('p7_ratio'):.2f} | >= 0.8 | {verdict(m('p7_ratio') >= 0.8)} |"
+        )
+        rows.append(
+            f"| P7 latency p50 / p99 at {bench.plan.p1_connections} connections, key / admin (ms) "
+            f"| {m('p7_key_p50_ms'):.1f} / {m('p7_key_p99_ms'):.1f} "
+            f"| {m('p7_admin_p50_ms'):.1f} / {m('p7_admin_p99_ms'):.1f} | | | |"
+        )
     if "p2_ratio_noop" in have:
         rows.append(
             f"| P2 delivery: deliveries/s, 1 `relay worker` (max_jobs 100) | {m('p2_relay_rate'):,.0f} "
@@ -680,7 +756,7 @@ async def main_async(args: argparse.Namespace) -> int:
     await data.flush()
     procs = Processes(work)
     bench = Bench(plan, args.redis_url, data, procs, work)
-    only = set(args.only.split(",")) if args.only else {"p1", "p2", "p4", "p5", "p6", "e2e"}
+    only = set(args.only.split(",")) if args.only else {"p1", "p7", "p2", "p4", "p5", "p6", "e2e"}
     try:
         port, hang_port = free_port(), free_port("127.0.0.2")
         merchant = procs.start(
@@ -705,6 +781,8 @@ async def main_async(args: argparse.Namespace) -> int:
         started = time.monotonic()
         if "p1" in only:
             await bench.p1()
+        if "p7" in only:
+            await bench.p7()
         if "p2" in only:
             await bench.p2_p3()
         if "p4" in only:
@@ -774,7 +852,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 repetition, smaller N")
     parser.add_argument("--reps", type=int, default=0, help="repetitions (default 3, --quick 1)")
     parser.add_argument(
-        "--only", default="", help="comma-separated subset: p1,p2,p4,p5,p6,e2e (p2 includes P3)"
+        "--only", default="", help="comma-separated subset: p1,p7,p2,p4,p5,p6,e2e (p2 includes P3)"
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/10", help="FLUSHED at start and end")
     args = parse_with_product(parser)

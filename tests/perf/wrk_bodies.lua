@@ -1,19 +1,26 @@
--- wrk script: POST each line of a file (one signed JSON notification per line) once, in order.
+-- wrk script: POST each line of a file (one signed JSON notification per line) once, in order;
+-- without a file, send the request as given (a GET, with the headers of -H).
 -- Usage: wrk -t1 -c64 -d5s -s wrk_bodies.lua URL -- bodies.jsonl
+--        wrk -t1 -c64 -d5s -s wrk_bodies.lua -H 'Authorization: Bearer ...' URL
 -- Prints one JSON line at the end (the harness parses it).
 local bodies = {}
 local idx = 0
 
 function init(args)
+  if args[1] == nil then
+    return
+  end
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
   for line in io.lines(args[1]) do
     bodies[#bodies + 1] = line
   end
 end
 
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-
 function request()
+  if #bodies == 0 then
+    return wrk.format()
+  end
   idx = idx + 1
   if idx > #bodies then
     idx = 1
