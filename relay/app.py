@@ -21,6 +21,7 @@ from relay.api.context import (
     CONNECTIONS,
     EVENTS,
     FAILED_AUTH,
+    FAILED_LINKS,
     GATEWAYS,
     HTTP,
     METRICS,
@@ -93,6 +94,7 @@ def create_app(
         stores = make_stores(pipelined, settings)
         app[STORE], app[EVENTS], app[SESSIONS] = stores.store, stores.events, stores.sessions
         app[PURCHASE_LIMIT], app[FAILED_AUTH] = stores.purchase_limit, stores.failed_auth
+        app[FAILED_LINKS] = stores.failed_links
         app[SUBSCRIPTIONS] = stores.subscriptions
         app[API_KEYS] = stores.api_keys
         app[AUDIT] = stores.audit

@@ -10,7 +10,7 @@ still needs an attempt; it, not arq, is the source of truth the sweeper repairs 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from redis.asyncio import Redis
 
@@ -112,11 +112,6 @@ class EventStore:
             pipe.psetex(job.job_key, job.expires_ms, job.payload)
             pipe.zadd(job.queue, {job.job_id: job.score})
             await pipe.execute()
-
-    async def claim_test_slot(self, project_id: str, *, every: timedelta) -> bool:
-        """Whether the project may send a test event now (none in the last ``every``)."""
-        key = self.keys.project_test_event(project_id)
-        return bool(await self.redis.set(key, "1", nx=True, px=int(every.total_seconds() * 1000)))
 
     async def finish_attempt(
         self,

@@ -202,6 +202,9 @@ class Record(BaseModel):
         return iso_z(value) if info.field_name in SECOND_FIELDS else iso_ms(value)
 
 
+MAX_RETIRED_SECRETS = 4  # replaced secrets that keep signing next to the current one
+
+
 class RetiredSecret(Record):
     """A replaced signing secret: it keeps signing, next to the current one, until ``expires_at``."""
 
@@ -227,9 +230,11 @@ class Project(Record):
 
     def rotated(self, new_secret: str, *, now: datetime, grace: timedelta) -> Project:
         """The project signing with ``new_secret``; the current secret keeps signing for ``grace``,
-        and so does every earlier one for the rest of its own grace (expired ones are dropped)."""
+        and so does every earlier one for the rest of its own grace (expired ones are dropped), the
+        newest MAX_RETIRED_SECRETS of them: every one signs every webhook, so unbounded they would
+        grow the signature header past what endpoints accept."""
         retired = RetiredSecret(secret=self.webhook_secret, expires_at=now + grace)
-        kept = [old for old in self.previous_secrets if now < old.expires_at]
+        kept = [old for old in self.previous_secrets if now < old.expires_at][: MAX_RETIRED_SECRETS - 1]
         return self.model_copy(
             update={"webhook_secret": new_secret, "previous_secrets": [retired, *kept], "updated_at": now}
         )

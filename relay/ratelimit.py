@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from redis.asyncio import Redis
 
@@ -22,6 +22,7 @@ from relay.schema import Keys
 
 WINDOW = 60
 CEILING = 20  # the per-client ceiling, in per-address limits
+LINK_FAILURES = 30  # refused portal links a minute from one address (merchants reload old ones)
 AUTH_FAILURES = 10  # failed logins per address and window
 
 
@@ -77,18 +78,25 @@ class FailedAuth:
     ever succeed, however many are in flight."""
 
     def __init__(
-        self, redis: Redis, *, prefix: str, limit: int = AUTH_FAILURES, window: int = WINDOW
+        self,
+        redis: Redis,
+        *,
+        prefix: str,
+        limit: int = AUTH_FAILURES,
+        window: int = WINDOW,
+        subject: str = "auth-failed",
     ) -> None:
         self.redis = redis
         self.keys = Keys(prefix)
         self.limit = limit
         self.window = window
+        self.subject = subject  # what is counted: bearer tokens and logins, or portal links
 
     async def judge(self, address: str, *, right: bool, now: datetime) -> bool:
         """``right``, unless ``address`` is past the limit (TooManyRequests). A wrong credential is
         counted first, so the one that reaches the limit is itself refused."""
         window, retry_after = _window(now, self.window)
-        key = self.keys.rate_limit(f"auth-failed:{address}", window)
+        key = self.keys.rate_limit(f"{self.subject}:{address}", window)
         if right:
             over = int(await self.redis.get(key) or 0) >= self.limit
         else:
@@ -98,7 +106,25 @@ class FailedAuth:
                 count, _ = await pipe.execute()
             over = int(count) > self.limit
         if over:
+            what = "logins" if self.subject == "auth-failed" else "links"
             raise TooManyRequests(
-                f"too many failed logins from this address; retry in {retry_after} s", retry_after=retry_after
+                f"too many failed {what} from this address; retry in {retry_after} s", retry_after=retry_after
             )
         return right
+
+
+class Cooldown:
+    """At most one action of a kind per subject every so often (a project's test events, its bulk
+    replays from the portal): the first claim in the period wins, the rest are refused."""
+
+    def __init__(self, redis: Redis, *, prefix: str) -> None:
+        self.redis = redis
+        self.keys = Keys(prefix)
+
+    async def claim(self, action: str, subject: str, *, every: timedelta) -> None:
+        """Claim ``action`` for ``subject`` now, else TooManyRequests (one was claimed less than
+        ``every`` ago)."""
+        key = self.keys.cooldown(action, subject)
+        if not await self.redis.set(key, "1", nx=True, px=int(every.total_seconds() * 1000)):
+            wait = max(1, round(every.total_seconds()))
+            raise TooManyRequests(f"one {action} every {wait} s; try again in a moment", retry_after=wait)

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from arq.connections import ArqRedis
 
 from relay.endpoints import EndpointHealth
-from relay.errors import Conflict, InvalidInput, NotFound, TooManyRequests, not_found
+from relay.errors import Conflict, InvalidInput, NotFound, not_found
 from relay.event_body import WebhookTestEvent
 from relay.events import DeadLetterPage
 from relay.metrics import Metrics
@@ -95,6 +95,7 @@ class Operations:
         self.endpoints = stores.endpoints
         self.retention = stores.retention
         self.subscriptions = stores.subscriptions
+        self.cooldowns = stores.cooldowns
         self.arq = arq
         self.clock = clock
         self.metrics = metrics
@@ -171,11 +172,15 @@ class Operations:
 
     async def rotate_secret(self, project_id: str) -> Project:
         """A new signing secret. The one it replaces keeps signing for ROTATION_GRACE, and so does
-        each one replaced before it for the rest of its own: a merchant still on any of them
-        keeps verifying."""
-        project = await self.project(project_id)
-        rotated = project.rotated(new_webhook_secret(), now=self.clock(), grace=ROTATION_GRACE)
-        await self.store.put_project(rotated)
+        each one replaced before it for the rest of its own (the newest few: ``Project.rotated``):
+        a merchant still on any of them keeps verifying. Two rotations at once are two rotations,
+        each answer's secret kept (``Store.update_project``)."""
+        now = self.clock()
+        rotated = await self.store.update_project(
+            project_id, lambda project: project.rotated(new_webhook_secret(), now=now, grace=ROTATION_GRACE)
+        )
+        if rotated is None:
+            raise not_found("project", project_id)
         return rotated
 
     async def send_test(self, project_id: str) -> EventRecord:
@@ -184,11 +189,7 @@ class Operations:
         project = await self.project(project_id)
         if project.webhook_url is None:
             raise InvalidInput("the project has no webhook URL to send a test event to; set one first")
-        if not await self.events.claim_test_slot(project.id, every=TEST_EVENT_EVERY):
-            wait = round(TEST_EVENT_EVERY.total_seconds())
-            raise TooManyRequests(
-                f"a test event was sent less than {wait}s ago; wait a moment", retry_after=wait
-            )
+        await self.cooldowns.claim("test event", project.id, every=TEST_EVENT_EVERY)
         now = self.clock()
         body = WebhookTestEvent(
             project_id=project.id,
@@ -267,9 +268,11 @@ class Operations:
         with their own webhook-id. More than ``limit`` of them is refused, before anything is sent."""
         return await self.replay(await self.window(window, limit=limit))
 
-    async def replay_dead_letters(self, *, project_id: str | None, since: datetime | None) -> int:
-        """Resend every dead letter matching the filter; how many."""
-        ids = await self.dead_letter_ids(project_id=project_id, since=since)
+    async def replay_dead_letters(
+        self, *, project_id: str | None, since: datetime | None, limit: int | None = None
+    ) -> int:
+        """Resend every dead letter matching the filter (the oldest ``limit`` of them); how many."""
+        ids = await self.dead_letter_ids(project_id=project_id, since=since, limit=limit)
         return (await self.replay(ids)).count
 
     # --- endpoints ----------------------------------------------------------------------------
@@ -311,8 +314,15 @@ class Operations:
                 return
             cursor = page.next_cursor
 
-    async def dead_letter_ids(self, *, project_id: str | None, since: datetime | None) -> list[str]:
-        return [event.id async for event in self.all_dead_letters(project_id=project_id, since=since)]
+    async def dead_letter_ids(
+        self, *, project_id: str | None, since: datetime | None, limit: int | None = None
+    ) -> list[str]:
+        ids: list[str] = []
+        async for event in self.all_dead_letters(project_id=project_id, since=since):
+            if limit is not None and len(ids) >= limit:
+                break
+            ids.append(event.id)
+        return ids
 
     async def dead_letter_views(self, records: list[EventRecord]) -> list[DeadLetter]:
         last = await self.events.last_attempts([event.id for event in records])

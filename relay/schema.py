@@ -69,10 +69,12 @@ ingest script and arq's in-progress keys in the claim script, so it must agree w
     {p}:sandbox:key                      STRING  the sandbox checkout's random signing key   relay.api.sandbox
     {p}:portal:key                       STRING  the portal links' random signing key        relay.portal
     {p}:project:{id}:portal-generation   STRING  bumped to revoke the project's portal links relay.portal
-    {p}:project:{id}:test-event          STRING  set for 2 s after a test event was sent     relay.events
+    {p}:cooldown:{action}:{project}      STRING  set for a while after a test event or a     relay.ratelimit
+                                                 portal bulk replay (one per period)
     {p}:ratelimit:{subject}:{window}     STRING  requests in one window; subjects     relay.ratelimit,
                                                  purchase:{client_id}[:{address}],   rate_limit.lua
-                                                 auth-failed:{address}; expires after two windows
+                                                 auth-failed:{address}, link-failed:{address};
+                                                 expires after two windows
     arq:queue                            ZSET    job id -> due (ms)                          arq, ingest.lua
     arq:job:{job_id}                     STRING  arq's serialised job; expires               arq, ingest.lua
     arq:in-progress:{job_id}             STRING  a worker's claim; expires                   claim.lua, arq
@@ -177,8 +179,8 @@ class Keys:
     def project_dead_letters(self, project_id: str) -> str:
         return f"{self.prefix}:project:{project_id}:dlq"
 
-    def project_test_event(self, project_id: str) -> str:
-        return f"{self.prefix}:project:{project_id}:test-event"
+    def cooldown(self, action: str, subject: str) -> str:
+        return f"{self.prefix}:cooldown:{action}:{subject}"
 
     @property
     def portal_key(self) -> str:

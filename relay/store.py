@@ -7,13 +7,14 @@ the outbox and the dead-letter queue are ``relay.events``'.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_FLOOR
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from relay import lua
 from relay.crypto import SecretBox
@@ -215,6 +216,27 @@ class Store:
     async def project_for_client(self, client_id: str) -> Project | None:
         project_id = await self.redis.get(self.keys.client(client_id))
         return None if project_id is None else await self.get_project(project_id)
+
+    async def update_project(self, project_id: str, change: Callable[[Project], Project]) -> Project | None:
+        """Apply ``change`` to the project as it is now and store the result, atomically: a change
+        made meanwhile by another request (a second rotation, a URL saved) is read again and kept,
+        never overwritten. None when there is no such project."""
+        key = self.keys.project(project_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    if raw is None:
+                        return None
+                    changed = change(self._open(raw))
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(key, self._seal(changed))
+                    pipe.set(self.keys.client(changed.client_id), changed.id)
+                    await pipe.execute()
+                    return changed
+                except WatchError:
+                    continue
 
     async def put_project(self, project: Project) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -12,7 +12,7 @@ from relay.crypto import SecretBox
 from relay.endpoints import Endpoints
 from relay.events import EventStore
 from relay.portal import PortalLinks
-from relay.ratelimit import FailedAuth, PurchaseLimit
+from relay.ratelimit import LINK_FAILURES, Cooldown, FailedAuth, PurchaseLimit
 from relay.retention import Retention
 from relay.schema import Keys
 from relay.sessions import SessionStore
@@ -32,6 +32,8 @@ class Stores:
     sessions: SessionStore  # console sessions
     purchase_limit: PurchaseLimit  # public purchases per client and address (RELAY_PURCHASE_RATE_LIMIT)
     failed_auth: FailedAuth  # failed bearer tokens and console logins per address
+    failed_links: FailedAuth  # refused portal links per address (their own count: no lockout of operators)
+    cooldowns: Cooldown  # one test event, one portal bulk replay per project at a time
     api_keys: ApiKeys  # project API keys
     audit: AuditLog  # every change through the API, the console and the portal
     portal_links: PortalLinks  # the merchant portal's signed links
@@ -52,6 +54,8 @@ def make_stores(redis: Redis, settings: Settings) -> Stores:
         sessions=SessionStore(redis, prefix=prefix),
         purchase_limit=PurchaseLimit(redis, prefix=prefix, limit=settings.purchase_rate_limit),
         failed_auth=FailedAuth(redis, prefix=prefix),
+        failed_links=FailedAuth(redis, prefix=prefix, limit=LINK_FAILURES, subject="link-failed"),
+        cooldowns=Cooldown(redis, prefix=prefix),
         api_keys=ApiKeys(redis, prefix=prefix),
         audit=AuditLog(redis, prefix=prefix, retention=lifetimes.retention),
         portal_links=PortalLinks(redis, prefix=prefix),

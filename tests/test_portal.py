@@ -17,7 +17,9 @@ from urllib.parse import urlsplit
 import pytest
 from redis.asyncio import Redis
 
+from relay.api.middleware import logged_path
 from relay.portal import PortalLinks
+from relay.ratelimit import LINK_FAILURES
 from tests.console_client import console_client
 from tests.helpers import (
     HOOK,
@@ -33,6 +35,7 @@ from tests.helpers import (
     portal_b64,
     start_shop,
     verify,
+    wait_hits,
 )
 
 LINKS = "/api/platform/projects/{}/portal-links"
@@ -325,3 +328,66 @@ async def test_item_and_plan_urls_are_set_in_the_portal_for_its_own_project_only
     ] is None
     project = (await running.api.call("GET", f"/api/platform/projects/{shop.project['id']}"))["project"]
     assert project["webhook_url"] == "https://shop.example/hook"
+
+
+async def test_a_signature_has_one_spelling(relay: Running, shop: Shop) -> None:
+    """base64's spare bits in the signature's last character do not make other valid links."""
+    link = path_of(await portal_link(shop.api, shop.project["id"]))
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    value = alphabet.index(link[-1])
+    # The 43rd character carries 4 bits of the digest and 2 spare ones: its 3 other spellings.
+    spellings = [alphabet[(value & ~3) | spare] for spare in range(4) if (value & ~3) | spare != value]
+    async with console_client(shop.api.url) as browser:
+        await browser.get(link)
+        for other in spellings:
+            await browser.get(link[:-1] + other, expect=403)
+
+
+async def test_bad_links_have_their_own_count_and_never_lock_the_operator_out(
+    relay: Running, shop: Shop
+) -> None:
+    async with console_client(shop.api.url) as browser:
+        for _ in range(LINK_FAILURES):
+            await browser.get("/portal/nope", expect=403)
+        await browser.get("/portal/nope", expect=429)
+        assert "entries" in await shop.api.call("GET", "/api/admin/audit")  # the admin token
+        await browser.login()
+
+
+async def test_revoking_a_key_revokes_the_projects_links(relay: Running, shop: Shop) -> None:
+    key = (await shop.api.call("POST", KEYS.format(shop.project["id"]), json={"name": "backend"}))["api_key"]
+    headers = {"Authorization": f"Bearer {key['key']}"}
+    made = await shop.api.call("POST", LINKS.format(shop.project["id"]), auth=False, headers=headers, json={})
+    async with console_client(shop.api.url) as browser:
+        await browser.get(path_of(made))
+        await shop.api.call("DELETE", f"{KEYS.format(shop.project['id'])}/{key['id']}")
+        await browser.get(path_of(made), expect=403)
+
+
+async def test_bulk_replays_are_one_a_minute_and_back_links_stay_plain(
+    start_relay: StartRelay, merchant: Merchant
+) -> None:
+    shop = await start_shop(start_relay, merchant, retry_schedule=QUICK)
+    order = await shop.order()
+    await shop.wait_status(order, "delivered")
+    link = path_of(await portal_link(shop.api, shop.project["id"]))
+    async with console_client(shop.api.url) as browser:
+        csrf = await browser.csrf(link)
+        window = {"csrf_token": csrf, "since": "2000-01-01T00:00:00Z"}
+        assert (await browser.post(f"{link}/replay", window)).headers["Location"] == f"{link}?done=window"
+        await wait_hits(merchant, 2)
+        await browser.post(f"{link}/replay", window, expect=429)
+        await browser.post(f"{link}/dead-letters/replay-all", {"csrf_token": csrf}, expect=429)
+        order_page = f"{link}/orders/{order['order_id']}"
+        for back in (f"{order_page}/\r\nX: y", f"{link}/../../console", f"{link}//evil", f"{link}/a\\b"):
+            response = await browser.post(f"{order_page}/retry", {"csrf_token": csrf, "back": back})
+            assert response.headers["Location"] == f"{link}?done=retried", back
+
+
+def test_the_request_log_never_holds_a_link_token_however_the_path_is_spelt() -> None:
+    token = "eyJwIjoi" + "x" * 60 + "." + "s" * 43
+    for path in (f"/portal/{token}", f"/Portal/{token}/orders/o1", f"//PORTAL//{token}"):
+        logged = logged_path(path)
+        assert token not in logged
+        assert "eyJwIjoi…" in logged
+    assert logged_path("/api/platform/projects/p1") == "/api/platform/projects/p1"

@@ -6,6 +6,7 @@ callback's currency, a gateway's implausible paid_at, unknown-order records of a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ from redis.asyncio import Redis
 from relay.api import public
 from relay.crypto import SecretBox
 from relay.jsonutil import dumps
-from relay.models import MAX_METADATA_BYTES, Project, iso_z
+from relay.models import MAX_METADATA_BYTES, MAX_RETIRED_SECRETS, Project, iso_z
 from relay.signing import new_webhook_secret
 from tests.helpers import (
     PROJECTS,
@@ -307,3 +308,30 @@ async def test_a_callback_for_an_unknown_order_is_kept_as_a_small_summary(
     entry = json.loads(raw)
     assert entry["order_id"] == "item-unknown0-00000000"
     assert entry["reference"] == "x" * 128
+
+
+async def test_rotations_keep_the_newest_few_secrets_and_none_is_lost_to_a_race(
+    start_relay: StartRelay, merchant: Merchant
+) -> None:
+    """Every kept secret signs every webhook, so they are capped (a flood of rotations cannot grow
+    the signature header past what endpoints accept); rotations at once are each kept."""
+    shop = await start_shop(start_relay, merchant)
+    rotate = f"{PROJECTS}/{shop.project['id']}/webhook-secret/rotate"
+    for _ in range(20):
+        await shop.api.call("POST", rotate)
+    await shop.order()
+    await wait_hits(merchant, 1)
+    hit = merchant.hits()[0]
+    assert len(hit.headers["webhook-signature"].split()) == 1 + MAX_RETIRED_SECRETS
+
+    fresh = await start_shop(start_relay, merchant, project_path="/fresh")
+    rotate = f"{PROJECTS}/{fresh.project['id']}/webhook-secret/rotate"
+    raced = [
+        answer["project"]["webhook_secret"]
+        for answer in await asyncio.gather(*(fresh.api.call("POST", rotate) for _ in range(2)))
+    ]
+    await fresh.order()
+    await wait_hits(merchant, 1, "/fresh")
+    [hit] = merchant.hits("/fresh")
+    for secret in [fresh.secret, *raced]:  # both answers' secrets sign: neither rotation was lost
+        assert verify(hit, secret)["event"] == "item.purchased"

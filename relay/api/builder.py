@@ -32,13 +32,20 @@ def check_target(settings: Settings, url: str | None) -> None:
         raise InvalidInput(f"webhook_url: {error}") from None
 
 
-async def change_project(request: web.Request, existing: Project, changes: dict[str, Any]) -> Project:
-    """``existing`` with ``changes`` (ProjectIn's fields), stored: the API's PUT and the portal's
-    webhook URL form. A webhook URL deliveries would refuse is refused here (400)."""
-    now = request.config_dict[CLOCK]()
-    project = parse(Project, existing.model_dump() | changes | {"updated_at": now})
-    check_target(request.config_dict[SETTINGS], project.webhook_url)
-    await request.config_dict[STORE].put_project(project)
+async def change_project(request: web.Request, project_id: str, changes: dict[str, Any]) -> Project:
+    """The project with ``changes`` (ProjectIn's fields), applied to it as it is when written
+    (``Store.update_project``: a rotation meanwhile is kept): the API's PUT and the portal's webhook
+    URL form. A webhook URL deliveries would refuse is refused here (400)."""
+    settings, now = request.config_dict[SETTINGS], request.config_dict[CLOCK]()
+
+    def change(current: Project) -> Project:
+        changed = parse(Project, current.model_dump() | changes | {"updated_at": now})
+        check_target(settings, changed.webhook_url)
+        return changed
+
+    project = await request.config_dict[STORE].update_project(project_id, change)
+    if project is None:
+        raise not_found("project", project_id)
     return project
 
 
@@ -79,7 +86,7 @@ async def put_project(request: web.Request) -> web.Response:
     existing = await store.get_project(data.id) if data.id else None
     if existing is not None:
         project = await change_project(
-            request, existing, data.model_dump(include=data.model_fields_set - {"id"})
+            request, existing.id, data.model_dump(include=data.model_fields_set - {"id"})
         )
         audit_target(request, project_id=project.id)
         return web.json_response({"project": project.public_view()})
@@ -147,11 +154,13 @@ async def list_api_keys(request: web.Request) -> web.Response:
 @routes.delete("/api/platform/projects/{project_id}/api-keys/{key_id}")
 @admin_only
 async def revoke_api_key(request: web.Request) -> web.Response:
-    """Revoke a key at once, in every process (none caches keys)."""
+    """Revoke a key at once, in every process (none caches keys), and the project's portal links
+    with it: a link does not say which credential made it, and a leaked key may have made some."""
     project = await request.app[OPERATIONS].project(request.match_info["project_id"])
     key_id = request.match_info["key_id"]
     if not await request.app[API_KEYS].revoke(project.id, key_id):
         raise not_found("api key", key_id)
+    await request.app[PORTAL_LINKS].revoke(project.id)
     return web.json_response({"revoked": True, "id": key_id})
 
 

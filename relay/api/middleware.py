@@ -101,7 +101,7 @@ def error_response(error: RelayError) -> web.Response:
     return response
 
 
-PORTAL = "/portal/"
+PORTAL = re.compile(r"/+portal/+", re.IGNORECASE)
 
 
 @web.middleware
@@ -200,11 +200,12 @@ async def answered(
 
 def logged_path(path: str) -> str:
     """A path as the log shows it: a portal link's token is a credential, so only its first
-    characters (the start of its unsigned payload) are written."""
-    if not path.startswith(PORTAL):
+    characters (the start of its unsigned payload) are written, however the path is spelt."""
+    found = PORTAL.match(path)
+    if found is None:
         return path
-    token, slash, rest = path.removeprefix(PORTAL).partition("/")
-    return f"{PORTAL}{token[:8]}…{slash}{rest}"
+    token, slash, rest = path[found.end() :].partition("/")
+    return f"{found.group()}{token[:8]}…{slash}{rest}"
 
 
 def _request_line(request: web.Request, *, status: int, error: str | None, started: float) -> None:

@@ -17,7 +17,9 @@ The pages are the console's templates (``relay/templates/parts``, ``purchase.htm
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -26,7 +28,16 @@ from aiohttp import web
 from relay.api.auth import audit_target, audited
 from relay.api.builder import change_project, check_target
 from relay.api.clients import client_address, limit_key
-from relay.api.context import CLOCK, EVENTS, FAILED_AUTH, OPERATIONS, PORTAL_LINKS, SETTINGS, STORE, TEMPLATES
+from relay.api.context import (
+    CLOCK,
+    EVENTS,
+    FAILED_LINKS,
+    OPERATIONS,
+    PORTAL_LINKS,
+    SETTINGS,
+    STORE,
+    TEMPLATES,
+)
 from relay.api.parsing import parse, parse_time, parse_webhook_status
 from relay.console.middleware import SAFE_METHODS, see_other
 from relay.console.pages import event_context, order_context, project_context
@@ -41,6 +52,9 @@ log = structlog.get_logger("relay.portal")
 routes = web.RouteTableDef()
 
 DEAD_LETTER_PAGE = 100
+# A window replay or "replay all" from the portal: one per project a minute, at most
+# MAX_WINDOW_REPLAY events each, so a link cannot turn the relay into a flood of webhooks.
+BULK_REPLAY_EVERY = timedelta(minutes=1)
 REFUSED = "this portal link is wrong, expired or revoked; ask for a new one"
 NOTICES = {
     "retried": "The webhook was queued again.",
@@ -51,6 +65,8 @@ NOTICES = {
     "enabled": "The endpoint was enabled. Replay its dead letters to send what it missed.",
 }
 
+SEGMENT = re.compile(r"[A-Za-z0-9._~%-]+")  # a path segment a back link may have
+
 PortalHandler = Callable[[web.Request, PortalLink, Project], Awaitable[web.StreamResponse]]
 
 
@@ -60,7 +76,7 @@ def portal_page(handler: PortalHandler) -> Callable[[web.Request], Awaitable[web
         link = await links.open(request.match_info["token"], now=now)
         if link is None:
             address = client_address(request, request.config_dict[SETTINGS].trusted_proxies)
-            failures = request.config_dict[FAILED_AUTH]
+            failures = request.config_dict[FAILED_LINKS]
             await failures.judge(limit_key(address), right=False, now=now)
             raise Forbidden(REFUSED)
         changing = request.method not in SAFE_METHODS
@@ -103,7 +119,13 @@ def done(link: PortalLink, notice: str, *, back: object = None) -> web.Response:
 
 
 def _within(paths: PortalPaths, page: str) -> bool:
-    return (page == paths.project or page.startswith(paths.project + "/")) and "//" not in page
+    """Whether ``page`` (its path) is one of this link's pages: plain path characters only, no
+    empty or dot segments."""
+    path = page.partition("?")[0]
+    if path != paths.project and not path.startswith(paths.project + "/"):
+        return False
+    segments = path.removeprefix(paths.project + "/").split("/") if path != paths.project else []
+    return all(SEGMENT.fullmatch(part) and part not in {".", ".."} for part in segments)
 
 
 def _text(value: object) -> str:
@@ -175,7 +197,11 @@ async def replay_one(request: web.Request, link: PortalLink, project: Project) -
 @routes.post("/{token}/dead-letters/replay-all")
 @portal_page
 async def replay_all(request: web.Request, link: PortalLink, project: Project) -> web.StreamResponse:
-    replayed = await request.config_dict[OPERATIONS].replay_dead_letters(project_id=project.id, since=None)
+    operations = request.config_dict[OPERATIONS]
+    await operations.cooldowns.claim("bulk replay", project.id, every=BULK_REPLAY_EVERY)
+    replayed = await operations.replay_dead_letters(
+        project_id=project.id, since=None, limit=MAX_WINDOW_REPLAY
+    )
     log.info("portal_replay_all", link_id=link.id, replayed=replayed)
     return done(link, "replayed-all")
 
@@ -197,7 +223,9 @@ async def replay_window(request: web.Request, link: PortalLink, project: Project
     )
     if window.until is not None and window.until < window.since:
         raise InvalidInput("until is before since")
-    replayed = await request.config_dict[OPERATIONS].replay_window(window, limit=MAX_WINDOW_REPLAY)
+    operations = request.config_dict[OPERATIONS]
+    await operations.cooldowns.claim("bulk replay", project.id, every=BULK_REPLAY_EVERY)
+    replayed = await operations.replay_window(window, limit=MAX_WINDOW_REPLAY)
     log.info("portal_replay_window", link_id=link.id, replayed=replayed.count)
     return done(link, "window")
 
@@ -206,7 +234,7 @@ async def replay_window(request: web.Request, link: PortalLink, project: Project
 @portal_page
 async def set_webhook_url(request: web.Request, link: PortalLink, project: Project) -> web.StreamResponse:
     url = _text((await request.post()).get("webhook_url")) or None
-    await change_project(request, project, {"webhook_url": url})
+    await change_project(request, project.id, {"webhook_url": url})
     log.info("portal_webhook_url", link_id=link.id)
     return done(link, "webhook-url")
 
