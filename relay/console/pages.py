@@ -11,6 +11,7 @@ one-line notice. Routes are relative to the console's mount point, ``/console``.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -150,11 +151,11 @@ async def project_context(request: web.Request, project: Project) -> dict[str, A
     }
 
 
-async def order_context(request: web.Request, project: Project, order_id: str) -> dict[str, Any]:
-    """What an order's page shows, in the console and in the portal: the order, its event and
-    attempt log, and its refunds with their last attempts."""
+async def order_context(request: web.Request, project: Project) -> dict[str, Any]:
+    """What the page of an order (``{order_id}``) shows, in the console and in the portal: the
+    order, its event and attempt log, and its refunds with their last attempts."""
     operations, events = request.config_dict[OPERATIONS], request.config_dict[EVENTS]
-    purchase = await operations.purchase(project.id, order_id)
+    purchase = await operations.purchase(project.id, request.match_info["order_id"])
     event = await events.get(purchase.event_id) if purchase.event_id else None
     refunds = await operations.refunds(purchase)
     logs = await events.attempts([purchase.event_id] if purchase.event_id else [])
@@ -169,37 +170,43 @@ async def order_context(request: web.Request, project: Project, order_id: str) -
     }
 
 
-async def event_context(request: web.Request, project: Project, event_id: str) -> dict[str, Any]:
-    """An event of the project (a test event) and its attempt log; another project's is a 404."""
-    events = request.config_dict[EVENTS]
+async def event_context(request: web.Request, project: Project) -> dict[str, Any]:
+    """An event of the project (``{event_id}``: a test event) and its attempt log; another
+    project's is a 404."""
+    events, event_id = request.config_dict[EVENTS], request.match_info["event_id"]
     event = await events.get(event_id)
     if event is None or event.project_id != project.id or event.kind is not EventKind.MERCHANT:
         raise not_found("event", event_id)
     return {"project": project, "event": event, "attempts": (await events.attempts([event.id]))[event.id]}
 
 
+ProjectContext = Callable[[web.Request, Project], Awaitable[dict[str, Any]]]
+
+
+async def _project_view(
+    request: web.Request, session: Session, name: str, context: ProjectContext
+) -> web.Response:
+    project = await request.config_dict[OPERATIONS].project(request.match_info["project_id"])
+    shown = await context(request, project)
+    return await render(request, name, session=session, paths=ConsolePaths(project.id), **shown)
+
+
 @routes.get("/projects/{project_id}")
 @operator_page
 async def project_page(request: web.Request, session: Session) -> web.StreamResponse:
-    project = await request.config_dict[OPERATIONS].project(request.match_info["project_id"])
-    context = await project_context(request, project)
-    return await render(request, "project.html", session=session, paths=ConsolePaths(project.id), **context)
+    return await _project_view(request, session, "project.html", project_context)
 
 
 @routes.get("/projects/{project_id}/purchases/{order_id}")
 @operator_page
 async def purchase_page(request: web.Request, session: Session) -> web.StreamResponse:
-    project = await request.config_dict[OPERATIONS].project(request.match_info["project_id"])
-    context = await order_context(request, project, request.match_info["order_id"])
-    return await render(request, "purchase.html", session=session, paths=ConsolePaths(project.id), **context)
+    return await _project_view(request, session, "purchase.html", order_context)
 
 
 @routes.get("/projects/{project_id}/events/{event_id}")
 @operator_page
 async def event_page(request: web.Request, session: Session) -> web.StreamResponse:
-    project = await request.config_dict[OPERATIONS].project(request.match_info["project_id"])
-    context = await event_context(request, project, request.match_info["event_id"])
-    return await render(request, "event.html", session=session, paths=ConsolePaths(project.id), **context)
+    return await _project_view(request, session, "event.html", event_context)
 
 
 @routes.post("/projects/{project_id}/test-event")

@@ -17,26 +17,24 @@ def _part(value: str) -> str:
     return quote(value, safe="")
 
 
-@dataclass(frozen=True)
-class ConsolePaths:
-    project_id: str
-    console: ClassVar[bool] = True
+class ProjectPaths:
+    """What both sites have, under their ``project`` page."""
+
+    console: ClassVar[bool]  # the console's (with its session), or the portal's
+    orders: ClassVar[str]  # the segment of an order's page under the project's
 
     @property
     def project(self) -> str:
-        return f"/console/projects/{_part(self.project_id)}"
+        raise NotImplementedError
 
     def order(self, order_id: str) -> str:
-        return f"{self.project}/purchases/{_part(order_id)}"
+        return f"{self.project}/{self.orders}/{_part(order_id)}"
 
     def retry(self, order_id: str) -> str:
         return f"{self.order(order_id)}/retry"
 
     def event(self, event_id: str) -> str:
         return f"{self.project}/events/{_part(event_id)}"
-
-    def replay(self, event_id: str) -> str:
-        return f"/console/dead-letters/{_part(event_id)}/replay"
 
     @property
     def enable_endpoint(self) -> str:
@@ -48,22 +46,28 @@ class ConsolePaths:
 
 
 @dataclass(frozen=True)
-class PortalPaths:
+class ConsolePaths(ProjectPaths):
+    project_id: str
+    console: ClassVar[bool] = True
+    orders: ClassVar[str] = "purchases"
+
+    @property
+    def project(self) -> str:
+        return f"/console/projects/{_part(self.project_id)}"
+
+    def replay(self, event_id: str) -> str:
+        return f"/console/dead-letters/{_part(event_id)}/replay"
+
+
+@dataclass(frozen=True)
+class PortalPaths(ProjectPaths):
     token: str  # the link's: every portal page and form is under it
     console: ClassVar[bool] = False
+    orders: ClassVar[str] = "orders"
 
     @property
     def project(self) -> str:
         return f"/portal/{self.token}"
-
-    def order(self, order_id: str) -> str:
-        return f"{self.project}/orders/{_part(order_id)}"
-
-    def retry(self, order_id: str) -> str:
-        return f"{self.order(order_id)}/retry"
-
-    def event(self, event_id: str) -> str:
-        return f"{self.project}/events/{_part(event_id)}"
 
     def replay(self, event_id: str) -> str:
         return f"{self.project}/dead-letters/{_part(event_id)}/replay"
@@ -75,14 +79,6 @@ class PortalPaths:
     @property
     def replay_window(self) -> str:
         return f"{self.project}/replay"
-
-    @property
-    def enable_endpoint(self) -> str:
-        return f"{self.project}/endpoints/enable"
-
-    @property
-    def test_event(self) -> str:
-        return f"{self.project}/test-event"
 
     @property
     def webhook_url(self) -> str:

@@ -161,15 +161,13 @@ async def overview(request: web.Request, link: PortalLink, project: Project) -> 
 @routes.get("/{token}/orders/{order_id}")
 @portal_page
 async def order_page(request: web.Request, link: PortalLink, project: Project) -> web.StreamResponse:
-    context = await order_context(request, project, request.match_info["order_id"])
-    return await render(request, link, "purchase.html", **context)
+    return await render(request, link, "purchase.html", **await order_context(request, project))
 
 
 @routes.get("/{token}/events/{event_id}")
 @portal_page
 async def event_page(request: web.Request, link: PortalLink, project: Project) -> web.StreamResponse:
-    context = await event_context(request, project, request.match_info["event_id"])
-    return await render(request, link, "event.html", **context)
+    return await render(request, link, "event.html", **await event_context(request, project))
 
 
 @routes.post("/{token}/orders/{order_id}/retry")
