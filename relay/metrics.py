@@ -1,23 +1,59 @@
-"""Prometheus metrics, one registry per process (no import-time globals)."""
+"""Prometheus metrics, one registry per process (no import-time globals), after the Prometheus
+naming conventions: counters end ``_total``, durations are ``_seconds`` histograms, no ``_created``
+series (``disable_created_metrics``), and the process's and Python's own collectors."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from relay.schema import Keys
 
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+UNMATCHED = "unmatched"  # the route label of a request no route matched (bounded: never the path)
+
 
 class Metrics:
     def __init__(self) -> None:
+        # Process-wide; a counter's start is process_start_time_seconds.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        if GC_COLLECTOR is not None:  # absent on Pythons without gc stats
+            GCCollector(registry=self.registry)
+        self.http_requests = Counter(
+            "relay_http_requests_total",
+            "HTTP requests answered, by route template, method and status code.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.http_seconds = Histogram(
+            "relay_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template.",
+            ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            registry=self.registry,
+        )
         self.callbacks = Counter(
             "relay_callbacks_total",
-            "Gateway callbacks by gateway and outcome.",
-            ["gateway", "outcome"],
+            "Gateway callbacks by gateway, result (what the order did: paid, unchanged, ...; refused "
+            "for a callback answered with an error) and error (the error's name, empty when none).",
+            ["gateway", "result", "error"],
             registry=self.registry,
         )
         self.events_created = Counter(
@@ -34,6 +70,12 @@ class Metrics:
             "relay_deliveries_total",
             "Delivery attempts by outcome and HTTP status class.",
             ["outcome", "status_class"],
+            registry=self.registry,
+        )
+        self.project_deliveries = Counter(
+            "relay_project_deliveries_total",
+            "Delivery attempts by project and outcome; only with RELAY_METRICS_PER_PROJECT.",
+            ["project", "outcome"],
             registry=self.registry,
         )
         self.delivery_seconds = Histogram(
@@ -103,6 +145,11 @@ class Metrics:
             "How overdue the most overdue outbox event is (0 when none is due).",
             registry=self.registry,
         )
+
+    def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One answered request; ``route`` is its template (``/api/platform/projects/{project_id}``)."""
+        self.http_requests.labels(route, method if method in HTTP_METHODS else "OTHER", str(status)).inc()
+        self.http_seconds.labels(route).observe(seconds)
 
     async def render(self, redis: Redis, keys: Keys, *, now: datetime) -> bytes:
         """The exposition text, with the queue gauges read from Redis first (one round trip). With

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     # Loopback unless set: the worker's metrics carry sales volume (deploy/ sets 0.0.0.0 where
     # Prometheus scrapes the pod).
     worker_metrics_host: str = "127.0.0.1"
+    # relay_project_deliveries_total{project,outcome}: one series per project and outcome, so off
+    # unless asked for (a cell with thousands of projects would multiply Prometheus's series).
+    metrics_per_project: bool = False
     sweep_interval: int = Field(default=30, ge=1, le=60)
     # How long finished orders (and their events and attempt logs) are kept; dead-lettered ones,
     # and how long an unpaid purchase waits before it expires (Midtrans Snap's default, 24 h).

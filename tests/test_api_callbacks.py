@@ -325,9 +325,9 @@ async def test_metrics_count_callbacks(relay: Running, shop: Shop) -> None:
     samples = {
         line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line[:1] != "#"
     }
-    assert samples['relay_callbacks_total{gateway="midtrans",outcome="paid"}'] == 1
-    assert samples['relay_callbacks_total{gateway="midtrans",outcome="unchanged"}'] == 1
-    assert samples['relay_callbacks_total{gateway="midtrans",outcome="InvalidInput"}'] == 1
+    assert samples['relay_callbacks_total{error="",gateway="midtrans",result="paid"}'] == 1
+    assert samples['relay_callbacks_total{error="",gateway="midtrans",result="unchanged"}'] == 1
+    assert samples['relay_callbacks_total{error="InvalidInput",gateway="midtrans",result="refused"}'] == 1
     assert samples["relay_events_created_total"] == 1
     assert samples["relay_purchases_created_total"] == 1
 

@@ -279,3 +279,16 @@ async def test_an_unforeseen_failure_follows_the_schedule_and_ends_dead_lettered
     attempts = (await deps.events.attempts([event.id]))[event.id]
     assert [attempt.error for attempt in attempts] == ["internal_error: KeyError"] * 3
     assert (await reread(deps, event)).state is WebhookStatus.FAILED
+
+
+async def test_per_project_delivery_counters_only_when_asked(deps: Deps, event: EventRecord) -> None:
+    assert await deliver(event.id, 0, deps=deps) is Outcome.DELIVERED
+    counted = replace(deps, settings=deps.settings.model_copy(update={"metrics_per_project": True}))
+    second = await paid_delivery(counted, "order-2")
+    assert await deliver(second.id, 0, deps=counted) is Outcome.DELIVERED
+    samples = {
+        (sample.labels["project"], sample.labels["outcome"]): sample.value
+        for metric in deps.metrics.project_deliveries.collect()
+        for sample in metric.samples
+    }
+    assert samples == {(event.project_id, "delivered"): 1.0}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -39,6 +41,17 @@ def sample(text: str, name: str, **labels: str) -> float:
         if match and match[1] == name and ",".join(sorted((match[2] or "").split(","))) == wanted:
             return float(match[3])
     return 0.0
+
+
+def promtool_check(text: str) -> None:
+    """``promtool check metrics`` (Debian's prometheus package; .ci/run installs it) finds no
+    problem in an exposition."""
+    if shutil.which("promtool") is None:
+        pytest.fail("no promtool: apt-get install prometheus (.ci/run does)")
+    checked = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert (checked.returncode, checked.stdout + checked.stderr) == (0, "")
 
 
 async def scrape(http: aiohttp.ClientSession, url: str) -> str:
@@ -93,8 +106,11 @@ async def test_metrics_move_on_ingress_and_worker(
         await eventually(settled, timeout=30, what="both events to settle")
         front, back = await scrape(http, ingress), await scrape(http, worker)
     assert ADMIN_TOKEN not in front + back
-    assert sample(front, "relay_callbacks_total", gateway="midtrans", outcome="paid") == 2
-    assert sample(front, "relay_callbacks_total", gateway="midtrans", outcome="InvalidInput") == 1
+    assert sample(front, "relay_callbacks_total", gateway="midtrans", result="paid", error="") == 2
+    assert (
+        sample(front, "relay_callbacks_total", gateway="midtrans", result="refused", error="InvalidInput")
+        == 1
+    )
     assert sample(front, "relay_events_created_total") == 2
     assert sample(front, "relay_purchases_created_total") == 2
     assert sample(front, "relay_dead_letters") == 1
@@ -108,6 +124,23 @@ async def test_metrics_move_on_ingress_and_worker(
         assert "relay_queue_depth " in text
         assert "relay_oldest_pending_age_seconds " in text
         assert "relay_outbox_events " in text
+        # Prometheus's conventions: no _created series, the process's and Python's collectors, and
+        # promtool's own lint finds nothing.
+        names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"}
+        assert not [name for name in names if name.endswith("_created")]
+        for collected in ("process_cpu_seconds_total", "process_resident_memory_bytes", "python_info"):
+            assert collected in text
+        promtool_check(text)
+    # Requests by route template, method and status; durations by route.
+    assert (
+        sample(front, "relay_http_requests_total", route="/callbacks/{gateway}", method="POST", status="200")
+        == 2
+    )
+    assert (
+        sample(front, "relay_http_requests_total", route="/callbacks/{gateway}", method="POST", status="400")
+        == 1
+    )
+    assert sample(front, "relay_http_request_duration_seconds_count", route="/callbacks/{gateway}") == 3
 
 
 async def test_the_ingress_metrics_need_the_admin_token(start_relay: StartRelay) -> None:

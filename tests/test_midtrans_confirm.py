@@ -136,7 +136,7 @@ async def test_status_api_unreachable_is_503_and_counted(start_relay: StartRelay
     assert await status_of(running, project, order) == "pending"
     async with closed.api.http.get("/metrics", headers=ADMIN) as response:
         text = await response.text()
-    assert 'relay_callbacks_total{gateway="midtrans",outcome="GatewayUnavailable"} 1.0' in text
+    assert 'relay_callbacks_total{error="GatewayUnavailable",gateway="midtrans",result="refused"} 1.0' in text
 
 
 async def test_confirmation_is_off_by_default(start_relay: StartRelay, fake: FakeMidtrans) -> None:

@@ -1082,7 +1082,7 @@ async def test_the_callback_metric_counts_refund_sent(start_relay: StartRelay) -
     await api.pay(unpaid, status="refund")
     text = await scrape(api)
     counts = {
-        outcome: metric(text, "relay_callbacks_total", gateway="midtrans", outcome=outcome)
+        outcome: metric(text, "relay_callbacks_total", gateway="midtrans", result=outcome, error="")
         for outcome in ("paid", "refund_sent", "refunded", "unchanged")
     }
     assert counts == {"paid": 1, "refund_sent": 1, "refunded": 1, "unchanged": 1}

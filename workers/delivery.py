@@ -363,6 +363,8 @@ async def _record(
     )
     status_class = f"{status_code // 100}xx" if status_code else "none"
     deps.metrics.deliveries.labels(outcome.value, status_class).inc()
+    if deps.settings.metrics_per_project:
+        deps.metrics.project_deliveries.labels(event.project_id, outcome.value).inc()
     if outcome in (Outcome.DELIVERED, Outcome.DEAD):
         deps.metrics.attempts_per_event.observe(event.attempts + 1)
     deps.metrics.delivery_seconds.observe(duration)

@@ -47,7 +47,7 @@ async def handle_callback(request: web.Request, name: str) -> web.Response:
     if gateway is None:
         raise not_found("gateway", name)
     metrics = request.app[METRICS]
-    outcome_label = "error"
+    result_label, error_label = "refused", "InternalError"
     try:
         payload = gateway.verify(await request.read(), request.headers)
         outcome = gateway.normalise(payload)
@@ -60,11 +60,11 @@ async def handle_callback(request: web.Request, name: str) -> web.Response:
         result = await apply_outcome(
             request.app[STORE], request.app[ARQ], outcome, clock=request.app[CLOCK], metrics=metrics
         )
-        outcome_label = result.value
+        result_label, error_label = result.value, ""
         structlog.contextvars.bind_contextvars(result=result.value)
         return web.Response(body=ok_body(gateway), content_type="application/json")
     except RelayError as error:
-        outcome_label = type(error).__name__
+        error_label = type(error).__name__
         raise
     finally:
-        metrics.callbacks.labels(gateway.name, outcome_label).inc()
+        metrics.callbacks.labels(gateway.name, result_label, error_label).inc()

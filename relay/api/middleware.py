@@ -34,9 +34,10 @@ import structlog
 from aiohttp import web
 
 from relay.api.clients import client_address, limit_key
-from relay.api.context import SETTINGS
+from relay.api.context import METRICS, SETTINGS
 from relay.api.parsing import read_body
 from relay.errors import NotFound, Overloaded, RelayError, classify, report
+from relay.metrics import UNMATCHED
 
 log = structlog.get_logger("relay.http")
 
@@ -130,8 +131,18 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         status, error = CLIENT_GONE, "Cancelled"
         raise
     finally:
-        _request_line(request, status=status, error=error, started=started)
+        seconds = time.perf_counter() - started
+        request.config_dict[METRICS].http_request(route_of(request), request.method, status, seconds)
+        _request_line(request, status=status, error=error, seconds=seconds)
         structlog.contextvars.clear_contextvars()
+
+
+def route_of(request: web.Request) -> str:
+    """The template of the route that answered (``/console/projects/{project_id}``): a bounded
+    label, never the path itself."""
+    route = request.match_info.route
+    resource = route.resource if route is not None else None
+    return resource.canonical if resource is not None else UNMATCHED
 
 
 def request_id_of(request: web.Request) -> str:
@@ -208,12 +219,12 @@ def logged_path(path: str) -> str:
     return f"{found.group()}{token[:8]}…{slash}{rest}"
 
 
-def _request_line(request: web.Request, *, status: int, error: str | None, started: float) -> None:
+def _request_line(request: web.Request, *, status: int, error: str | None, seconds: float) -> None:
     fields: dict[str, Any] = {
         "method": request.method,
         "path": logged_path(request.path),
         "status": status,
-        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        "duration_ms": round(seconds * 1000, 2),
         "error": error,
     }
     try:
