@@ -12,11 +12,13 @@ import asyncio
 import json
 import re
 import shutil
+import subprocess
 import sys
 from collections import Counter
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import arq.constants
 import jsonschema
@@ -39,7 +41,12 @@ CUSTOM_KINDS = {
     ("keda.sh/v1alpha1", "ScaledObject"),
     ("keda.sh/v1alpha1", "TriggerAuthentication"),
     ("kustomize.config.k8s.io/v1beta1", "Kustomization"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
 }
+# Applied on their own, not by kustomization.yaml: the Secret's example, and what needs the
+# Prometheus Operator.
+NOT_KUSTOMIZED = {"kustomization.yaml", "secret.example.yaml", "monitoring.yaml"}
 # Names that hold a secret: they may only come from the Secret, never from a literal or a ConfigMap.
 SECRET_NAME = re.compile(r"REDIS_URL|TOKEN|_KEY$|KEYS$|SECRET|PASSWORD|CUSTOM_SOURCES")
 RELAY_NAME = re.compile(r"\bRELAY_[A-Z0-9_]*[A-Z0-9]\b")
@@ -127,8 +134,74 @@ def test_manifests_validate_against_the_kubernetes_schemas(version: str) -> None
 
 def test_kustomization_applies_every_manifest_but_the_example_secret() -> None:
     [kustomization] = documents(K8S / "kustomization.yaml")
-    expected = {path.name for path in K8S.glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
+    expected = {path.name for path in K8S.glob("*.yaml")} - NOT_KUSTOMIZED
     assert set(kustomization["resources"]) == expected
+
+
+def kustomized() -> list[dict[str, Any]]:
+    """What ``kubectl kustomize deploy/k8s`` builds (Debian's kubectl package; .ci/run installs it)."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail("no kubectl: apt-get install kubectl (.ci/run does)")
+    built = subprocess.run(
+        [kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert built.returncode == 0, built.stderr
+    return [document for document in yaml.safe_load_all(built.stdout) if document is not None]
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_what_kustomize_builds_validates_strictly(version: str) -> None:
+    built = kustomized()
+    for manifest in built:
+        assert manifest["metadata"]["labels"]["app.kubernetes.io/part-of"] == "relay"
+        if (manifest["apiVersion"], manifest["kind"]) in CUSTOM_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(manifest, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            where = ".".join(str(part) for part in error.path)
+            pytest.fail(f"{manifest['kind']}/{manifest['metadata']['name']}: {where}: {error.message}")
+    images = {
+        container["image"]
+        for manifest in built
+        if manifest["kind"] == "Deployment"
+        for container in pod_spec(manifest)["containers"]
+    }
+    assert images == {"registry.example.com/relay:0.1.0"}
+    assert Counter(manifest["kind"] for manifest in built)["NetworkPolicy"] == 2
+
+
+def test_network_policies_open_the_ports_the_pods_serve_on_only() -> None:
+    for policy in of_kind("NetworkPolicy"):
+        selected = policy["spec"]["podSelector"]["matchLabels"]
+        [deployment] = [
+            d for d in of_kind("Deployment") if d["spec"]["template"]["metadata"]["labels"] == selected
+        ]
+        named_ports = {
+            port["name"] for container in pod_spec(deployment)["containers"] for port in container["ports"]
+        }
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        for rule in policy["spec"]["ingress"]:
+            assert {port["port"] for port in rule["ports"]} <= named_ports
+    worker = one("NetworkPolicy", "relay-worker")["spec"]["ingress"]
+    assert [rule["from"] for rule in worker] == [
+        [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    ]
+
+
+def test_the_service_monitor_scrapes_the_ingress_with_the_admin_token() -> None:
+    [monitor, pods] = documents(K8S / "monitoring.yaml")
+    assert (monitor["kind"], pods["kind"]) == ("ServiceMonitor", "PodMonitor")
+    service = one("Service", "relay-ingress")
+    assert monitor["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
+    assert endpoint["authorization"]["credentials"] == {"name": SECRET, "key": "RELAY_ADMIN_TOKEN"}
+    worker = one("Deployment", "relay-worker")
+    assert pods["spec"]["selector"]["matchLabels"] == worker["spec"]["selector"]["matchLabels"]
+    [pod_endpoint] = pods["spec"]["podMetricsEndpoints"]
+    assert pod_endpoint["port"] == "metrics"
 
 
 def test_the_expected_kinds_are_there() -> None:
@@ -141,6 +214,8 @@ def test_the_expected_kinds_are_there() -> None:
     assert kinds["HorizontalPodAutoscaler"] == 1
     assert kinds["ConfigMap"] == 1
     assert kinds["Secret"] == 1  # the example only
+    assert kinds["NetworkPolicy"] == 2
+    assert (kinds["ServiceMonitor"], kinds["PodMonitor"]) == (1, 1)
 
 
 def test_each_deployment_has_a_disruption_budget_and_the_service_selects_the_ingress() -> None:
@@ -264,11 +339,15 @@ def test_keda_scales_the_workers_on_the_arq_queue() -> None:
     authentication = one("TriggerAuthentication", trigger["authenticationRef"]["name"])
     keys = example_secret()
     parameters = {ref["parameter"]: ref for ref in authentication["spec"]["secretTargetRef"]}
-    assert set(parameters) == {"address", "password"}
+    assert set(parameters) == {"address", "username", "password"}
     for ref in parameters.values():
         assert ref["name"] == SECRET
         assert ref["key"] in keys
     assert re.fullmatch(r"[\w.-]+:\d+", keys["REDIS_ADDRESS"])
+    # The user and host the example RELAY_REDIS_URL names are the ones KEDA is given.
+    url = urlsplit(keys["RELAY_REDIS_URL"])
+    assert keys[parameters["username"]["key"]] == url.username
+    assert keys[parameters["address"]["key"]] == f"{url.hostname}:{url.port}"
 
 
 # --- compose, Prometheus, Redis -----------------------------------------------------------------
@@ -302,6 +381,20 @@ def test_compose_runs_redis_with_aof_an_ingress_and_two_workers() -> None:
         assert service["build"]["dockerfile"] == "deploy/Dockerfile"
     assert services["worker"]["environment"]["HEALTHCHECK_URL"].endswith(":9100/healthz")
     assert services["prometheus"]["profiles"] == ["metrics"]
+    # Published on loopback only: a proxy in front decides what the internet reaches.
+    assert services["ingress"]["ports"] == ["127.0.0.1:8080:8080"]
+    # A memory limit, and maxmemory below it: a full Redis refuses writes (noeviction), never
+    # meets the kernel's OOM killer.
+    command = redis["command"]
+    maxmemory = parse_size(command[command.index("--maxmemory") + 1])
+    assert maxmemory <= parse_size(redis["mem_limit"]) * 0.7
+    assert redis_conf()["maxmemory-policy"] == "noeviction"
+
+
+def parse_size(text: str) -> int:
+    """A size as Redis and compose write it ("1gb", "1536m") in bytes."""
+    number, unit = re.fullmatch(r"(\d+)([kmg]?)b?", text.lower()).groups()  # type: ignore[union-attr]
+    return int(number) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
 
 
 def test_compose_secrets_come_from_the_env_file() -> None:
