@@ -331,6 +331,35 @@ def purchases_list(project_id: str, webhook_status: str | None, as_json: bool) -
     print_rows(run_async(rows), as_json, (*columns, "gateway_order_id"))
 
 
+@purchases.command("show")
+@click.option("--project", "project_id", required=True, help="The project's id.")
+@click.argument("order_id")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the order, attempts included, as one JSON object."
+)
+def purchases_show(project_id: str, order_id: str, as_json: bool) -> None:
+    """One order and its webhook's attempts: when, the status, the error and its class, the
+    latency and the first bytes of the endpoint's answer (its headers with --json). ORDER_ID is
+    the gateway's order id or a shop payment's own."""
+    settings = operator_settings("purchases show")
+
+    async def shown() -> dict[str, Any]:
+        async with operations(settings) as ops:
+            found = await ops.purchase(project_id, await ops.order_id(project_id, order_id))
+            [view] = await ops.with_attempts([found])
+        return view
+
+    view = run_async(shown)
+    if as_json:
+        click.echo(json.dumps(view))
+        return
+    for name in ("order_id", "kind", "status", "webhook_status", "event_id", "amount", "paid_at"):
+        click.echo(f"{name}: {view.get(name) if view.get(name) is not None else '-'}")
+    columns = ("at", "status_code", "error_class", "error", "duration_ms", "response")
+    rows = [attempt | {"response": (attempt["response"] or "")[:60]} for attempt in view["attempts"]]
+    print_rows(rows, False, columns)
+
+
 @purchases.command("retry")
 @click.option("--project", "project_id", required=True, help="The project's id.")
 @click.argument("purchase_id")

@@ -175,14 +175,25 @@ def report(error: BaseException, classified: RelayError, log: structlog.typing.F
 
 
 class DeliveryError(Exception):
-    """One delivery attempt failed; ``reason`` goes into the attempt log, with the first bytes of
-    the endpoint's answer (``response``) when it answered."""
+    """One delivery attempt failed; ``reason`` goes into the attempt log, with what kind of failure
+    it was (``error_class``) and, when the endpoint answered, its headers and the first bytes of its
+    body (``relay.models.Attempt``)."""
 
-    def __init__(self, reason: str, *, status_code: int | None = None, response: str | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        error_class: str,
+        status_code: int | None = None,
+        response: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.error_class = error_class
         self.status_code = status_code
         self.response = response
+        self.headers = headers
 
 
 class RetryableDelivery(DeliveryError):
@@ -190,11 +201,15 @@ class RetryableDelivery(DeliveryError):
         self,
         reason: str,
         *,
+        error_class: str,
         status_code: int | None = None,
         retry_after: float | None = None,
         response: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(reason, status_code=status_code, response=response)
+        super().__init__(
+            reason, error_class=error_class, status_code=status_code, response=response, headers=headers
+        )
         self.retry_after = retry_after
 
 

@@ -8,6 +8,7 @@ import os
 import re
 import secrets
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -287,8 +288,26 @@ class Item(Record):
         return shown | {"amount_min": self.lowest_amount}
 
 
-# How much of an endpoint's answer an attempt keeps (UTF-8 bytes; a longer one ends with "…").
-RESPONSE_EXCERPT_BYTES = 1024
+# How much of an endpoint's answer an attempt keeps: the first bytes of its body (UTF-8; a longer
+# one ends with "…"), and its first headers, each value cut to a length.
+RESPONSE_EXCERPT_BYTES = 4096
+RESPONSE_HEADERS = 20
+RESPONSE_HEADER_CHARS = 200
+
+
+class ErrorClass(StrEnum):
+    """What kind of failure an attempt was (``Attempt.error_class``)."""
+
+    HTTP_STATUS = "http_status"  # the endpoint answered, not 2xx
+    GONE = "gone"  # 410: the endpoint asked to stop every message
+    ABORTED = "aborted"  # "webhook-delivery: abort-message": the endpoint asked to stop this message
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"  # no connection (refused, reset, DNS)
+    TRANSPORT = "transport"  # the connection broke off mid-request
+    REFUSED_TARGET = "refused_target"  # the address is one deliveries may not reach (SSRF guard)
+    INVALID_URL = "invalid_url"
+    SECRET_UNDECRYPTABLE = "secret_undecryptable"  # noqa: S105 (a class, not a secret)
+    INTERNAL = "internal"  # a bug in the relay: retried on the schedule
 
 
 class Attempt(Record):
@@ -299,6 +318,21 @@ class Attempt(Record):
     duration_ms: int
     next_attempt_at: datetime | None = None
     response: str | None = None  # the first RESPONSE_EXCERPT_BYTES of the answer's body, if any
+    response_headers: dict[str, str] | None = None  # the answer's first RESPONSE_HEADERS headers
+    error_class: ErrorClass | None = None  # None when delivered
+
+
+def response_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """What an attempt keeps of an answer's headers: the first RESPONSE_HEADERS, names lowercased,
+    values cut to RESPONSE_HEADER_CHARS (a repeated header's values joined with ", ")."""
+    kept: dict[str, str] = {}
+    for name, value in headers:
+        key = name.lower()
+        if key not in kept and len(kept) >= RESPONSE_HEADERS:
+            continue
+        joined = f"{kept[key]}, {value}" if key in kept else value
+        kept[key] = joined[:RESPONSE_HEADER_CHARS]
+    return kept
 
 
 def response_excerpt(body: bytes) -> str | None:
@@ -387,7 +421,7 @@ class DeadReason(StrEnum):
     """Why an event was dead-lettered."""
 
     EXHAUSTED = "exhausted"  # every attempt of the retry schedule failed
-    PERMANENT = "permanent"  # the endpoint answered 410 Gone, or the target is refused
+    PERMANENT = "permanent"  # 410 Gone, webhook-delivery: abort-message, or a refused target
     ENDPOINT_DISABLED = "endpoint_disabled"  # its endpoint is disabled: nothing was sent
     SECRET_UNDECRYPTABLE = "secret_undecryptable"  # noqa: S105 (a reason, not a secret): no key decrypts it
 

@@ -130,6 +130,29 @@ async def test_purchases_list_json(cli: Any, start_relay: StartRelay, merchant: 
     assert "Traceback" not in missing.err
 
 
+async def test_purchases_show_prints_the_attempts_with_the_answers(
+    cli: Any, start_relay: StartRelay, merchant: Merchant
+) -> None:
+    merchant.script[HOOK] = [503, 200]
+    shop = await start_shop(start_relay, merchant, retry_schedule=QUICK)
+    order = await shop.order()
+    await shop.wait_status(order, "delivered")
+    result = await cli("purchases", "show", "--project", shop.project["id"], order["order_id"], "--json")
+    assert result.code == 0, result.err
+    [shown] = result.json_lines()
+    failed, ok = shown["attempts"]
+    assert (failed["status_code"], failed["error_class"], failed["response"]) == (503, "http_status", "no")
+    assert (ok["status_code"], ok["error_class"], ok["response"]) == (200, None, "ok")
+    assert ok["response_headers"]["content-type"].startswith("text/plain")
+    table = await cli("purchases", "show", "--project", shop.project["id"], order["order_id"])
+    assert table.code == 0, table.err
+    assert "http_status" in table.out
+    assert "webhook_status: delivered" in table.out
+    missing = await cli("purchases", "show", "--project", shop.project["id"], "no-such-order")
+    assert missing.code != 0
+    assert "Traceback" not in missing.err
+
+
 async def test_purchases_retry(cli: Any, start_relay: StartRelay, merchant: Merchant) -> None:
     shop = await start_shop(start_relay, merchant)
     order = await shop.order()

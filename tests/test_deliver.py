@@ -5,6 +5,7 @@ loopback. No arq worker runs: the jobs an attempt enqueues are read from arq's q
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from redis.asyncio import Redis
 from relay.crypto import generate_key
 from relay.models import (
     RESPONSE_EXCERPT_BYTES,
+    DeadReason,
     EventRecord,
     WebhookStatus,
     to_ms,
@@ -111,7 +113,7 @@ async def test_a_500_schedules_the_next_attempt_exactly_one_step_later(
 async def test_an_attempt_keeps_the_first_bytes_of_the_answer_cut_visibly(
     deps: Deps, merchant: Merchant, event: EventRecord
 ) -> None:
-    answer = "é" * 2000  # 4,000 bytes of two-byte characters: the cut falls inside one
+    answer = "é" * 2100  # 4,200 bytes of two-byte characters: the cut falls inside one
 
     async def long_error(request: web.Request) -> web.Response:
         return web.Response(status=503, text=answer)
@@ -158,6 +160,43 @@ async def test_a_410_dead_letters_at_once(
     assert (dead.state, dead.attempts, dead.dead_at) == (WebhookStatus.FAILED, 1, clock())
     await assert_dead_lettered(deps, redis, event, at=clock())
     assert await redis.zscore(default_queue_name, f"{event.id}:1") is None
+
+
+async def test_abort_message_dead_letters_this_message_at_once(
+    deps: Deps, clock: FakeClock, merchant: Merchant, event: EventRecord, redis: Redis
+) -> None:
+    """``webhook-delivery: abort-message`` on a failing answer: the endpoint asks to stop this one
+    message (410 stops every message; a plain failure is retried)."""
+    merchant.script[HOOK] = [(422, {"Webhook-Delivery": "Abort-Message", "X-Reason": "order unknown here"})]
+    assert await deliver(event.id, 0, deps=deps) is Outcome.DEAD
+
+    [attempt] = (await deps.events.attempts([event.id]))[event.id]
+    assert (attempt.status_code, attempt.error_class, attempt.next_attempt_at) == (422, "aborted", None)
+    assert attempt.error is not None
+    assert "abort-message" in attempt.error
+    assert attempt.response_headers is not None
+    assert attempt.response_headers["x-reason"] == "order unknown here"
+    dead = await reread(deps, event)
+    assert (dead.state, dead.dead_reason) == (WebhookStatus.FAILED, DeadReason.PERMANENT)
+    await assert_dead_lettered(deps, redis, event, at=clock())
+
+
+async def test_each_failure_says_its_class(deps: Deps) -> None:
+    """A refused connection: no answer, so no status, body or headers; its class says why."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    await put_shop(deps, f"http://127.0.0.1:{port}/hook")
+    event = await paid_delivery(deps, "order-closed")
+    assert await deliver(event.id, 0, deps=deps) is Outcome.RETRYING
+    [attempt] = (await deps.events.attempts([event.id]))[event.id]
+    assert (attempt.status_code, attempt.error_class, attempt.response, attempt.response_headers) == (
+        None,
+        "connection",
+        None,
+        None,
+    )
 
 
 async def assert_dead_lettered(deps: Deps, redis: Redis, event: EventRecord, *, at: datetime) -> None:

@@ -206,11 +206,16 @@ async def test_500_then_200_is_delivered_on_the_second_attempt(
             "duration_ms",
             "next_attempt_at",
             "response",
+            "response_headers",
+            "error_class",
         }
         assert isinstance(attempt["duration_ms"], int)
         assert attempt["duration_ms"] >= 0
     # The merchant's answers' bodies, as the attempts keep them.
     assert (failed["response"], ok["response"]) == ("no", "ok")
+    assert (failed["error_class"], ok["error_class"]) == ("http_status", None)
+    for attempt in (failed, ok):
+        assert attempt["response_headers"]["content-type"].startswith("text/plain")
     hits = merchant.hits(HOOK)
     assert len(hits) == 2
     assert {hit.headers["webhook-id"] for hit in hits} == {purchase["event_id"]}

@@ -24,10 +24,19 @@ from redis.exceptions import RedisError
 
 from relay import alerts
 from relay.endpoints import Endpoints
-from relay.errors import PermanentDelivery, RetryableDelivery, SecretUndecryptable
+from relay.errors import DeliveryError, PermanentDelivery, RetryableDelivery, SecretUndecryptable
 from relay.events import Alert, EventStore
 from relay.metrics import Metrics
-from relay.models import Attempt, DeadReason, EventKind, EventRecord, WebhookStatus, response_excerpt
+from relay.models import (
+    Attempt,
+    DeadReason,
+    ErrorClass,
+    EventKind,
+    EventRecord,
+    WebhookStatus,
+    response_excerpt,
+    response_headers,
+)
 from relay.schema import Keys
 from relay.settings import Settings
 from relay.signing import webhook_headers
@@ -96,10 +105,17 @@ class Deps:
 
 @dataclass(frozen=True)
 class Answer:
-    """A 2xx answer: its status and the first bytes of its body (``relay.models.response_excerpt``)."""
+    """A 2xx answer: its status, the first bytes of its body and its first headers
+    (``relay.models.response_excerpt``, ``response_headers``)."""
 
     status: int
     response: str | None
+    headers: dict[str, str]
+
+
+# The Standard Webhooks convention for "stop retrying this message" (not the endpoint: 410 is that).
+ABORT_HEADER = "webhook-delivery"
+ABORT_VALUE = "abort-message"
 
 
 async def send(
@@ -112,8 +128,8 @@ async def send(
     now: datetime,
 ) -> Answer:
     """POST once; the answer on 2xx, else RetryableDelivery or PermanentDelivery (with the first
-    bytes of the answer's body when there was one). Only what arrives with the first read of the
-    body is kept: an endpoint that trickles it out costs no extra wait."""
+    bytes and headers of the answer when there was one). Only what arrives with the first read of
+    the body is kept: an endpoint that trickles it out costs no extra wait."""
     try:
         async with http.post(
             url,
@@ -123,27 +139,51 @@ async def send(
             timeout=aiohttp.ClientTimeout(total=timeout_s),
         ) as response:
             excerpt = response_excerpt(await response.content.read(MAX_RESPONSE_BYTES))
-            status = response.status
+            status, kept = response.status, response_headers(response.headers.items())
             if 200 <= status < 300:
-                return Answer(status, excerpt)
+                return Answer(status, excerpt, kept)
+            if response.headers.get(ABORT_HEADER, "").strip().lower() == ABORT_VALUE:
+                raise PermanentDelivery(
+                    f"HTTP {status}, {ABORT_HEADER}: {ABORT_VALUE}: the endpoint asked to stop this message",
+                    error_class=ErrorClass.ABORTED,
+                    status_code=status,
+                    response=excerpt,
+                    headers=kept,
+                )
             if status == 410:
                 raise PermanentDelivery(
-                    "410 Gone: the endpoint asked to stop", status_code=status, response=excerpt
+                    "410 Gone: the endpoint asked to stop",
+                    error_class=ErrorClass.GONE,
+                    status_code=status,
+                    response=excerpt,
+                    headers=kept,
                 )
             retry_after = parse_retry_after(response.headers.get("retry-after"), now=now)
             raise RetryableDelivery(
-                f"HTTP {status}", status_code=status, retry_after=retry_after, response=excerpt
+                f"HTTP {status}",
+                error_class=ErrorClass.HTTP_STATUS,
+                retry_after=retry_after,
+                status_code=status,
+                response=excerpt,
+                headers=kept,
             )
     except aiohttp.ClientConnectorError as error:
         if isinstance(error.os_error, BlockedTarget):
-            raise PermanentDelivery(f"refused target: {error.os_error.strerror}") from None
-        raise RetryableDelivery(f"connection failed: {error.os_error.strerror or error.os_error}") from None
+            raise PermanentDelivery(
+                f"refused target: {error.os_error.strerror}", error_class=ErrorClass.REFUSED_TARGET
+            ) from None
+        raise RetryableDelivery(
+            f"connection failed: {error.os_error.strerror or error.os_error}",
+            error_class=ErrorClass.CONNECTION,
+        ) from None
     except TimeoutError:
-        raise RetryableDelivery(f"timed out after {timeout_s:g}s") from None
+        raise RetryableDelivery(f"timed out after {timeout_s:g}s", error_class=ErrorClass.TIMEOUT) from None
     except aiohttp.InvalidURL:
-        raise PermanentDelivery("invalid webhook URL") from None
+        raise PermanentDelivery("invalid webhook URL", error_class=ErrorClass.INVALID_URL) from None
     except (aiohttp.ClientError, OSError) as error:
-        raise RetryableDelivery(f"{type(error).__name__}: {str(error)[:200]}") from None
+        raise RetryableDelivery(
+            f"{type(error).__name__}: {str(error)[:200]}", error_class=ErrorClass.TRANSPORT
+        ) from None
 
 
 async def deliver(event_id: str, seq: int, *, deps: Deps) -> Outcome:
@@ -161,6 +201,7 @@ async def deliver(event_id: str, seq: int, *, deps: Deps) -> Outcome:
             deps,
             url=None,
             error="secret_undecryptable: no configured key decrypts the project's signing secret",
+            error_class=ErrorClass.SECRET_UNDECRYPTABLE,
             permanent=True,
             reason=DeadReason.SECRET_UNDECRYPTABLE,
             now=deps.clock(),
@@ -170,7 +211,13 @@ async def deliver(event_id: str, seq: int, *, deps: Deps) -> Outcome:
     except Exception as error:  # the edge of a delivery: a bug must not loop forever through arq
         log.exception("delivery_failed", error=type(error).__name__)
         return await _record(
-            event, seq, deps, url=None, error=f"internal_error: {type(error).__name__}", now=deps.clock()
+            event,
+            seq,
+            deps,
+            url=None,
+            error=f"internal_error: {type(error).__name__}",
+            error_class=ErrorClass.INTERNAL,
+            now=deps.clock(),
         )
     finally:
         structlog.contextvars.unbind_contextvars("event_id", "order_id")
@@ -260,11 +307,8 @@ async def _send_and_record(
 ) -> Outcome:
     headers = webhook_headers(secrets_, msg_id=event.id, timestamp=now, body=event.body)
     started = time.perf_counter()
-    status_code: int | None = None
-    error: str | None = None
-    response: str | None = None
-    retry_after: float | None = None
-    permanent = False
+    failure: DeliveryError | None = None
+    answer: Answer | None = None
     try:
         answer = await send(
             deps.http,
@@ -274,23 +318,33 @@ async def _send_and_record(
             timeout_s=deps.settings.delivery_timeout,
             now=now,
         )
-        status_code, response = answer.status, answer.response
-    except RetryableDelivery as failure:
-        status_code, error, retry_after = failure.status_code, failure.reason, failure.retry_after
-        response = failure.response
-    except PermanentDelivery as failure:
-        status_code, error, permanent, response = failure.status_code, failure.reason, True, failure.response
+    except DeliveryError as failed:
+        failure = failed
     duration = time.perf_counter() - started
+    if answer is not None:
+        return await _record(
+            event,
+            seq,
+            deps,
+            url=url,
+            error=None,
+            status_code=answer.status,
+            answer=(answer.response, answer.headers),
+            duration=duration,
+            now=now,
+        )
+    assert failure is not None
     return await _record(
         event,
         seq,
         deps,
         url=url,
-        status_code=status_code,
-        error=error,
-        response=response,
-        permanent=permanent,
-        retry_after=retry_after,
+        status_code=failure.status_code,
+        error=failure.reason,
+        error_class=ErrorClass(failure.error_class),
+        answer=(failure.response, failure.headers) if failure.headers is not None else None,
+        permanent=isinstance(failure, PermanentDelivery),
+        retry_after=failure.retry_after if isinstance(failure, RetryableDelivery) else None,
         duration=duration,
         now=now,
     )
@@ -305,7 +359,8 @@ async def _record(
     error: str | None,
     now: datetime,
     status_code: int | None = None,
-    response: str | None = None,
+    error_class: ErrorClass | None = None,
+    answer: tuple[str | None, dict[str, str] | None] | None = None,
     permanent: bool = False,
     retry_after: float | None = None,
     duration: float = 0.0,
@@ -313,8 +368,9 @@ async def _record(
     track: bool = True,
 ) -> Outcome:
     """Log the attempt and move the event on: delivered, the next attempt, or the dead-letter
-    queue when the schedule is spent or the failure is permanent. ``track``: the attempt counts
-    for the health of its endpoint (it was sent to a merchant's endpoint)."""
+    queue when the schedule is spent or the failure is permanent. ``answer``: the first bytes and
+    headers of the endpoint's answer, when it answered. ``track``: the attempt counts for the
+    health of its endpoint (it was sent to a merchant's endpoint)."""
     next_at = None
     if error is None:
         state, outcome = WebhookStatus.DELIVERED, Outcome.DELIVERED
@@ -336,7 +392,9 @@ async def _record(
         error=error,
         duration_ms=round(duration * 1000),
         next_attempt_at=next_at,
-        response=response,
+        response=answer[0] if answer else None,
+        response_headers=answer[1] if answer else None,
+        error_class=error_class if error is not None else None,
     )
     track = track and url is not None and event.kind is EventKind.MERCHANT
     exhausted, disabled = await _alerts(

@@ -17,11 +17,12 @@ from typing import Any
 
 import aiohttp
 
+from relay.models import RESPONSE_EXCERPT_BYTES
 from relay.targets import Networks, allowed, embedded_ipv4, is_public
 
 __all__ = ["BlockedTarget", "create_session", "embedded_ipv4", "guarded_socket_factory", "is_public"]
 
-MAX_RESPONSE_BYTES = 4096
+MAX_RESPONSE_BYTES = RESPONSE_EXCERPT_BYTES + 1  # what is kept, and one byte more to know it was cut
 
 
 class BlockedTarget(OSError):
