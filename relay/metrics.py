@@ -21,10 +21,15 @@ from prometheus_client import (
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from relay.models import to_ms
 from relay.schema import Keys
+from workers.arq_compat import SWEEP
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 UNMATCHED = "unmatched"  # the route label of a request no route matched (bounded: never the path)
+MAX_HTTP_CHILDREN = 4096
+# arq enqueues a cron job when it is due (or a poll ahead): one still queued is within this of now.
+CRON_WINDOW_MS = 120_000
 
 
 class Metrics:
@@ -36,6 +41,7 @@ class Metrics:
         PlatformCollector(registry=self.registry)
         if GC_COLLECTOR is not None:  # absent on Pythons without gc stats
             GCCollector(registry=self.registry)
+        self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.http_requests = Counter(
             "relay_http_requests_total",
             "HTTP requests answered, by route template, method and status code.",
@@ -126,7 +132,8 @@ class Metrics:
         )
         self.queue_depth = Gauge(
             "relay_queue_depth",
-            "Jobs waiting in the arq queue, due or deferred (running ones are in relay_jobs_running).",
+            "Delivery jobs waiting in the arq queue, due or deferred (not the sweeper's; running ones are "
+            "in relay_jobs_running).",
             registry=self.registry,
         )
         self.jobs_running = Gauge(
@@ -147,9 +154,18 @@ class Metrics:
         )
 
     def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        """One answered request; ``route`` is its template (``/api/platform/projects/{project_id}``)."""
-        self.http_requests.labels(route, method if method in HTTP_METHODS else "OTHER", str(status)).inc()
-        self.http_seconds.labels(route).observe(seconds)
+        """One answered request; ``route`` is its template (``/api/platform/projects/{project_id}``).
+        Every request passes here, so each label set's children are kept (``labels()`` takes a lock
+        and builds its key each time: a third of the cost)."""
+        key = (route, method, status)
+        children = self._http_children.get(key)
+        if children is None:
+            shown = method if method in HTTP_METHODS else "OTHER"
+            children = (self.http_requests.labels(route, shown, str(status)), self.http_seconds.labels(route))
+            if len(self._http_children) < MAX_HTTP_CHILDREN:  # bounded: routes x methods x statuses
+                self._http_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def render(self, redis: Redis, keys: Keys, *, now: datetime) -> bytes:
         """The exposition text, with the queue gauges read from Redis first (one round trip). With
@@ -157,15 +173,19 @@ class Metrics:
         try:
             async with redis.pipeline(transaction=False) as pipe:
                 pipe.zcard(keys.arq_queue)
+                # The sweeper's own jobs ("sweep:<ms>", arq's cron) are due about now: look near now.
+                now_ms = to_ms(now)
+                pipe.zrangebyscore(keys.arq_queue, now_ms - CRON_WINDOW_MS, now_ms + CRON_WINDOW_MS, 0, 1000)
                 pipe.zcard(keys.arq_leases(keys.arq_queue))
                 pipe.zcard(keys.outbox)
                 pipe.zcard(keys.dead_letters)
                 pipe.zrange(keys.outbox, 0, 0, withscores=True)
                 pipe.hget(keys.stats, "orders")
-                queued, running, outbox, dead, oldest, orders = await pipe.execute()
+                queued, sweep, running, outbox, dead, oldest, orders = await pipe.execute()
         except (RedisError, OSError):
             return generate_latest(self.registry)
-        self.queue_depth.set(queued)
+        sweeps = sum(1 for job in sweep if job.startswith(f"{SWEEP}:"))
+        self.queue_depth.set(queued - sweeps)  # deliveries only, not the sweeper's own job
         self.jobs_running.set(running)
         self.outbox_size.set(outbox)
         self.dead_letters.set(dead)

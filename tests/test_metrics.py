@@ -6,11 +6,16 @@ import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import pytest
+from redis.asyncio import Redis
 
+from relay.metrics import Metrics
+from relay.models import to_ms
+from relay.schema import Keys
 from tests.helpers import (
     ADMIN,
     ADMIN_TOKEN,
@@ -22,6 +27,7 @@ from tests.helpers import (
     midtrans_key_of,
 )
 from tests.processes import Processes, free_port, relay_env
+from workers.arq_compat import SWEEP
 
 
 @pytest.fixture
@@ -205,3 +211,15 @@ async def test_retention_expiry_and_disabling_are_counted(
     assert sample(text, "relay_purchases_expired_total") == 1
     # Left: the dead-lettered order (kept a day); the delivered and the expired ones are deleted.
     assert sample(text, "relay_retained_orders") == 1
+
+
+async def test_the_queue_depth_counts_deliveries_not_the_sweepers_job(redis: Redis) -> None:
+    keys, now = Keys("relay"), datetime.now(UTC)
+    due = to_ms(now)
+    sweep = f"{SWEEP}:{due}"  # arq's cron job id: its name and when it is due
+    await redis.zadd(keys.arq_queue, {sweep: due, "evt_1": due - 5, "evt_2:1": due + 3_600_000})
+    text = (await Metrics().render(redis, keys, now=now)).decode()
+    assert sample(text, "relay_queue_depth") == 2
+    await redis.zrem(keys.arq_queue, sweep)
+    text = (await Metrics().render(redis, keys, now=now)).decode()
+    assert sample(text, "relay_queue_depth") == 2
