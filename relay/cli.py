@@ -19,6 +19,7 @@ from relay.logs import configure_logging
 from relay.settings import Settings, describe_validation_error, published_secrets, unknown_variables
 
 if TYPE_CHECKING:  # the commands import what they use when they run: `relay --help` stays quick
+    from relay.remote import Remote
     from relay.replay import Operations
 
 T = TypeVar("T")
@@ -230,7 +231,8 @@ async def operations(settings: Settings) -> AsyncIterator[Operations]:
 
 @main.group()
 def dlq() -> None:
-    """Inspect, replay and purge the dead-letter queue (needs RELAY_REDIS_URL)."""
+    """Inspect, replay and purge the dead-letter queue: in Redis (RELAY_REDIS_URL), or through a
+    running relay (RELAY_URL with RELAY_ADMIN_TOKEN; it wins over RELAY_REDIS_URL)."""
 
 
 @dlq.command("list")
@@ -239,7 +241,16 @@ def dlq() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
 def dlq_list(project_id: str | None, since: datetime | None, as_json: bool) -> None:
     """List dead letters, oldest first."""
-    settings = operator_settings("dlq list")
+    settings = operator_settings("dlq list", remote=True)
+    columns = ("event_id", "type", "project_id", "order_id", "attempts", "dead_at", "last_error")
+    if settings.url:
+
+        async def listed(client: Remote) -> list[dict[str, Any]]:
+            found = await client.dead_letters(project_id=project_id, since=since)
+            return [_without_last_attempt(row) for row in found]
+
+        print_rows(run_remote(settings, listed), as_json, columns)
+        return
 
     async def rows() -> list[dict[str, Any]]:
         async with operations(settings) as ops:
@@ -251,8 +262,14 @@ def dlq_list(project_id: str | None, since: datetime | None, as_json: bool) -> N
             for view in views
         ]
 
-    columns = ("event_id", "type", "project_id", "order_id", "attempts", "dead_at", "last_error")
     print_rows(run_async(rows), as_json, columns)
+
+
+def _without_last_attempt(row: dict[str, Any]) -> dict[str, Any]:
+    """A dead letter as the API shows it, as ``dlq list`` prints it: its last error, not its attempt."""
+    last = row.get("last_attempt")
+    shown = {key: value for key, value in row.items() if key != "last_attempt"}
+    return shown | {"last_error": last.get("error") if isinstance(last, dict) else None}
 
 
 @dlq.command("replay")
@@ -265,7 +282,17 @@ def dlq_replay(
 ) -> None:
     """Send dead letters again, with the same webhook-id and a fresh retry budget."""
     check_selection(event_ids, replay_all, project_id or since)
-    settings = operator_settings("dlq replay")
+    settings = operator_settings("dlq replay", remote=True)
+    if settings.url:
+
+        async def sent(client: Remote) -> int:
+            ids = list(dict.fromkeys(event_ids))
+            return await client.replay_dead_letters(
+                ids, everything=replay_all, project_id=project_id, since=since
+            )
+
+        click.echo(f"replayed {run_remote(settings, sent)}")
+        return
 
     async def replay() -> tuple[int, list[str]]:
         async with operations(settings) as ops:
@@ -288,7 +315,24 @@ def dlq_replay(
 def dlq_purge(event_ids: tuple[str, ...], purge_all: bool, project_id: str | None) -> None:
     """Remove dead letters for good (the purchase keeps its attempt log)."""
     check_selection(event_ids, purge_all, project_id)
-    settings = operator_settings("dlq purge")
+    settings = operator_settings("dlq purge", remote=True)
+    if settings.url:
+
+        async def purged(client: Remote) -> int:
+            ids = event_ids
+            if purge_all:
+                ids = tuple(
+                    row["event_id"] for row in await client.dead_letters(project_id=project_id, since=None)
+                )
+            ids = tuple(dict.fromkeys(ids))
+            with click.progressbar(length=len(ids), label="purging", file=sys.stderr) as bar:
+                for event_id in ids:
+                    await client.purge(event_id)
+                    bar.update(1)
+            return len(ids)
+
+        click.echo(f"purged {run_remote(settings, purged)}")
+        return
 
     async def purge() -> int:
         async with operations(settings) as ops:
@@ -303,7 +347,8 @@ def dlq_purge(event_ids: tuple[str, ...], purge_all: bool, project_id: str | Non
 @main.group()
 def purchases() -> None:
     """List a project's orders of every kind (items, shop payments, subscription periods) and
-    re-send their webhooks (needs RELAY_REDIS_URL)."""
+    re-send their webhooks: in Redis (RELAY_REDIS_URL), or through a running relay (RELAY_URL with
+    RELAY_ADMIN_TOKEN, or a project's RELAY_API_KEY; RELAY_URL wins over RELAY_REDIS_URL)."""
 
 
 @purchases.command("list")
@@ -319,15 +364,22 @@ def purchases_list(project_id: str, webhook_status: str | None, as_json: bool) -
     merchant's own order_id, with its gateway_order_id."""
     from relay.models import WebhookStatus
 
-    settings = operator_settings("purchases list")
+    settings = operator_settings("purchases list", remote=True)
     status = WebhookStatus(webhook_status) if webhook_status else None
+    columns = ("order_id", "kind", "status", "webhook_status", "amount", "buyer_email", "paid_at")
+    if settings.url:
+
+        async def listed(client: Remote) -> list[dict[str, Any]]:
+            return await client.purchases(project_id, webhook_status=webhook_status)
+
+        print_rows(run_remote(settings, listed), as_json, (*columns, "gateway_order_id"))
+        return
 
     async def rows() -> list[dict[str, Any]]:
         async with operations(settings) as ops:
             found = await ops.purchases(project_id, webhook_status=status, limit=1000)
         return [purchase.view() for purchase in found]
 
-    columns = ("order_id", "kind", "status", "webhook_status", "amount", "buyer_email", "paid_at")
     print_rows(run_async(rows), as_json, (*columns, "gateway_order_id"))
 
 
@@ -341,7 +393,7 @@ def purchases_show(project_id: str, order_id: str, as_json: bool) -> None:
     """One order and its webhook's attempts: when, the status, the error and its class, the
     latency and the first bytes of the endpoint's answer (its headers with --json). ORDER_ID is
     the gateway's order id or a shop payment's own."""
-    settings = operator_settings("purchases show")
+    settings = operator_settings("purchases show", remote=True)
 
     async def shown() -> dict[str, Any]:
         async with operations(settings) as ops:
@@ -349,7 +401,10 @@ def purchases_show(project_id: str, order_id: str, as_json: bool) -> None:
             [view] = await ops.with_attempts([found])
         return view
 
-    view = run_async(shown)
+    async def fetched(client: Remote) -> dict[str, Any]:
+        return await client.purchase(project_id, order_id)
+
+    view = run_remote(settings, fetched) if settings.url else run_async(shown)
     if as_json:
         click.echo(json.dumps(view))
         return
@@ -366,7 +421,7 @@ def purchases_show(project_id: str, order_id: str, as_json: bool) -> None:
 def purchases_retry(project_id: str, purchase_id: str) -> None:
     """Send an order's webhook again (failed or not), with the same webhook-id. PURCHASE_ID is
     the order_id as `relay purchases list` shows it (a shop payment's own, or its gateway_order_id)."""
-    settings = operator_settings("purchases retry")
+    settings = operator_settings("purchases retry", remote=True)
 
     async def retry() -> str:
         async with operations(settings) as ops:
@@ -374,7 +429,12 @@ def purchases_retry(project_id: str, purchase_id: str) -> None:
             purchase = await ops.retry_purchase(project_id, order_id)
         return str(purchase.event_id)
 
-    click.echo(f"queued {run_async(retry)} for {purchase_id}")
+    async def retried(client: Remote) -> str:
+        return str((await client.retry(project_id, purchase_id))["event_id"])
+
+    click.echo(
+        f"queued {run_remote(settings, retried) if settings.url else run_async(retry)} for {purchase_id}"
+    )
 
 
 @main.group()
@@ -400,7 +460,8 @@ def subscriptions_list(project_id: str, as_json: bool) -> None:
 
 @main.group()
 def events() -> None:
-    """Send a window of events again (needs RELAY_REDIS_URL)."""
+    """Send a window of events again: in Redis (RELAY_REDIS_URL), or through a running relay
+    (RELAY_URL with RELAY_ADMIN_TOKEN; it wins over RELAY_REDIS_URL)."""
 
 
 @events.command("replay")
@@ -422,8 +483,17 @@ def events_replay(
 
     if until is not None and until < since:
         fail("--until is before --since")
-    settings = operator_settings("events replay")
+    settings = operator_settings("events replay", remote=True)
     status = WebhookStatus(webhook_status) if webhook_status else None
+    if settings.url:
+
+        async def sent(client: Remote) -> int:
+            return await client.replay_window(
+                project_id, since=since, until=until, webhook_status=webhook_status
+            )
+
+        click.echo(f"replayed {run_remote(settings, sent)}")
+        return
 
     async def replay() -> int:
         async with operations(settings) as ops:
@@ -530,10 +600,35 @@ def keys_rotate() -> None:
     click.echo(f"re-encrypted {run_async(rotate)} projects")
 
 
-def operator_settings(command: str) -> Settings:
+def operator_settings(command: str, *, remote: bool = False) -> Settings:
+    """The settings of an operator command: Redis's URL, or, for the ones that also work over
+    HTTP (``remote``), RELAY_URL with a token, which wins over RELAY_REDIS_URL."""
     settings = load_settings(log_format="console")
+    if remote and settings.url is not None:
+        if settings.api_key is None and settings.admin_token is None:
+            fail(f"{command} over RELAY_URL needs RELAY_ADMIN_TOKEN or a project's RELAY_API_KEY")
+        return settings
     require_redis(settings, command)
     return settings
+
+
+def run_remote(settings: Settings, work: Callable[[Remote], Awaitable[T]]) -> T:
+    """``work`` against the relay at RELAY_URL (with RELAY_API_KEY when set, else the admin
+    token); an error answer ends the command with the relay's own words."""
+    from relay.remote import RemoteError, remote
+
+    secret, url = settings.api_key or settings.admin_token, settings.url
+    if secret is None or url is None:  # operator_settings made sure of both
+        fail("RELAY_URL needs RELAY_ADMIN_TOKEN or RELAY_API_KEY")
+
+    async def main() -> T:
+        async with remote(url, secret.get_secret_value()) as client:
+            return await work(client)
+
+    try:
+        return run_async(main)
+    except RemoteError as error:
+        fail(f"the relay at {settings.url} answered {error}")
 
 
 def check_selection(event_ids: tuple[str, ...], everything: bool, filters: object) -> None:

@@ -71,6 +71,11 @@ class Settings(BaseSettings):
 
     redis_url: str | None = None
     admin_token: SecretStr | None = None
+    # The CLI's operator commands (dlq, purchases, events replay) talk to a running relay at this URL
+    # over HTTP, with the admin token or a project's API key, instead of to Redis (it wins over
+    # RELAY_REDIS_URL there). Nothing else reads them.
+    url: str | None = None
+    api_key: SecretStr | None = None
     midtrans_server_key: SecretStr | None = None
     midtrans_api_base: str = MIDTRANS_SANDBOX_API
     midtrans_snap_base: str | None = None
@@ -132,7 +137,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
-    @field_validator("midtrans_api_base", "midtrans_snap_base", "public_base_url", "duitku_api_base")
+    @field_validator("midtrans_api_base", "midtrans_snap_base", "public_base_url", "duitku_api_base", "url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:

@@ -369,3 +369,80 @@ async def test_relay_run_hands_out_invoice_urls_on_the_port_it_listens_on(tmp_pa
         process.terminate()
         await process.wait()
         log.close()
+
+
+# --- over HTTP: RELAY_URL ----------------------------------------------------------------------------
+
+UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"  # RELAY_URL wins: this is never dialled
+
+
+async def test_the_operator_commands_work_over_http_without_redis(
+    start_relay: StartRelay, merchant: Merchant
+) -> None:
+    shop, [first, second] = await dead_shop(start_relay, merchant, 2)
+    events = [(await shop.purchase(order))["event_id"] for order in (first, second)]
+    remote = {
+        "RELAY_URL": shop.api.url,
+        "RELAY_ADMIN_TOKEN": ADMIN_TOKEN,
+        "RELAY_REDIS_URL": UNREACHABLE_REDIS,
+    }
+    project = shop.project["id"]
+
+    listed = await relay_cli("dlq", "list", "--project", project, "--json", **remote)
+    assert listed.code == 0, listed.err
+    assert sorted(row["event_id"] for row in listed.json_lines()) == sorted(events)
+    assert all("last_error" in row and "last_attempt" not in row for row in listed.json_lines())
+
+    orders = await relay_cli("purchases", "list", "--project", project, "--json", **remote)
+    assert orders.code == 0, orders.err
+    assert {row["order_id"] for row in orders.json_lines()} == {first["order_id"], second["order_id"]}
+    shown = await relay_cli("purchases", "show", "--project", project, first["order_id"], "--json", **remote)
+    assert shown.code == 0, shown.err
+    assert shown.json_lines()[0]["attempts"][0]["error_class"] == "http_status"
+
+    merchant.script[HOOK] = [200]
+    replayed = await relay_cli("dlq", "replay", events[0], **remote)
+    assert (replayed.code, replayed.out.strip()) == (0, "replayed 1"), replayed.err
+    retried = await relay_cli("purchases", "retry", "--project", project, second["order_id"], **remote)
+    assert retried.code == 0, retried.err
+    assert f"queued {events[1]}" in retried.out
+    for order in (first, second):
+        await shop.wait_status(order, "delivered")
+    window = await relay_cli(
+        "events", "replay", "--project", project, "--since", "2000-01-01T00:00:00Z", **remote
+    )
+    assert (window.code, window.out.strip()) == (0, "replayed 2"), window.err
+    await wait_hits(merchant, 2 * len(QUICK) + 2 + 2 + 2)
+
+
+async def test_over_http_a_project_key_reaches_its_own_orders_and_errors_are_the_relays(
+    start_relay: StartRelay, merchant: Merchant
+) -> None:
+    shop = await start_shop(start_relay, merchant)
+    order = await shop.order()
+    await shop.wait_status(order, "delivered")
+    key = await shop.api.call(
+        "POST", f"/api/platform/projects/{shop.project['id']}/api-keys", json={"name": "cli"}
+    )
+    remote = {"RELAY_URL": shop.api.url, "RELAY_API_KEY": key["api_key"]["key"]}
+    mine = await relay_cli("purchases", "list", "--project", shop.project["id"], "--json", **remote)
+    assert mine.code == 0, mine.err
+    assert [row["order_id"] for row in mine.json_lines()] == [order["order_id"]]
+    other = await open_shop(shop.api)
+    theirs = await relay_cli("purchases", "list", "--project", other.project["id"], **remote)
+    assert theirs.code != 0
+    assert "404 NotFound" in theirs.err
+    admin_only = await relay_cli("dlq", "list", **remote)
+    assert admin_only.code != 0
+    assert "403 Forbidden" in admin_only.err
+    for result in (theirs, admin_only):
+        assert "Traceback" not in result.err
+    nobody = await relay_cli("dlq", "list", RELAY_URL=shop.api.url)
+    assert nobody.code != 0
+    assert "RELAY_ADMIN_TOKEN or a project's RELAY_API_KEY" in nobody.err
+    down = await relay_cli(
+        "dlq", "list", RELAY_URL=f"http://127.0.0.1:{free_port()}", RELAY_ADMIN_TOKEN=ADMIN_TOKEN
+    )
+    assert down.code != 0
+    assert "no answer from the relay" in down.err
+    assert "Traceback" not in down.err

@@ -104,6 +104,23 @@ async def put_project(request: web.Request) -> web.Response:
     return web.json_response({"project": project.public_view() | {"webhook_secret": project.webhook_secret}})
 
 
+@routes.get("/api/platform/projects")
+@builder
+async def list_projects(request: web.Request) -> web.Response:
+    """Every project, oldest first, a page at a time; to a project key, its own project."""
+    principal = principal_of(request)
+    if not principal.admin:
+        own = await request.app[OPERATIONS].project(principal.project_id or "")
+        return web.json_response({"projects": [own.public_view()], "next_cursor": None})
+    limit = query_int(request, "limit", default=100, low=1, high=1000)
+    projects, next_cursor = await request.app[STORE].project_page(
+        limit=limit, cursor=request.query.get("cursor")
+    )
+    return web.json_response(
+        {"projects": [project.public_view() for project in projects], "next_cursor": next_cursor}
+    )
+
+
 @routes.get("/api/platform/projects/{project_id}")
 @builder
 async def get_project(request: web.Request) -> web.Response:
@@ -284,7 +301,8 @@ async def list_purchases(request: web.Request) -> web.Response:
 async def get_purchase(request: web.Request) -> web.Response:
     operations = request.app[OPERATIONS]
     project = await operations.project(request.match_info["project_id"])
-    purchase = await operations.purchase(project.id, request.match_info["purchase_id"])
+    order_id = await operations.order_id(project.id, request.match_info["purchase_id"])
+    purchase = await operations.purchase(project.id, order_id)
     [view] = await operations.with_attempts([purchase])
     return web.json_response({"purchase": view})
 
@@ -294,6 +312,7 @@ async def get_purchase(request: web.Request) -> web.Response:
 async def retry_webhook(request: web.Request) -> web.Response:
     operations = request.app[OPERATIONS]
     project = await operations.project(request.match_info["project_id"])
-    purchase = await operations.retry_purchase(project.id, request.match_info["purchase_id"])
+    order_id = await operations.order_id(project.id, request.match_info["purchase_id"])
+    purchase = await operations.retry_purchase(project.id, order_id)
     [view] = await operations.with_attempts([purchase])
     return web.json_response({"purchase": view})
