@@ -96,6 +96,7 @@ class Operations:
         self.retention = stores.retention
         self.subscriptions = stores.subscriptions
         self.cooldowns = stores.cooldowns
+        self.search = stores.search
         self.arq = arq
         self.clock = clock
         self.metrics = metrics

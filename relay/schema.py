@@ -8,6 +8,7 @@ ingest script and arq's in-progress keys in the claim script, so it must agree w
     key                                  type    holds                                       written by
     {p}:project:{id}                     STRING  JSON Project, signing secrets encrypted     relay.store
     {p}:client:{client_id}               STRING  the project's id                            relay.store
+    {p}:projects                         ZSET    project id -> created at (ms): the listing  relay.store
     {p}:item:{id}                        STRING  JSON Item                                   relay.store
     {p}:project:{id}:items               SET     the project's item ids                      relay.store
     {p}:plan:{id}                        STRING  JSON Plan                                   relay.store
@@ -124,6 +125,10 @@ class Keys:
 
     def project(self, project_id: str) -> str:
         return f"{self.prefix}:project:{project_id}"
+
+    @property
+    def projects(self) -> str:
+        return f"{self.prefix}:projects"
 
     def project_id_of(self, key: str) -> str | None:
         """The project id a ``project(...)`` key names; None for the project's other keys."""

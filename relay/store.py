@@ -14,6 +14,7 @@ from decimal import ROUND_FLOOR
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from relay import lua
@@ -35,6 +36,7 @@ from relay.models import (
     iso_z,
     to_ms,
 )
+from relay.ranges import cursor_page
 from relay.retention import DEFAULT_LIFETIMES, Lifetimes
 from relay.schema import Keys
 
@@ -166,6 +168,7 @@ class Store:
         self._add_template = redis.register_script(lua.source("add_template"))
         self._remember_invoice = redis.register_script(lua.source("remember_invoice"))
         self._prefix = prefix + ":"
+        self._indexed = False  # whether this process put the older projects on the listing
         self._renewal_notice_ms = int(lifetimes.renewal_notice.total_seconds() * 1000)
 
     # --- projects ---------------------------------------------------------------------------
@@ -231,8 +234,7 @@ class Store:
                         return None
                     changed = change(self._open(raw))
                     pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.set(key, self._seal(changed))
-                    pipe.set(self.keys.client(changed.client_id), changed.id)
+                    self._write_project(pipe, changed)
                     await pipe.execute()
                     return changed
                 except WatchError:
@@ -240,9 +242,32 @@ class Store:
 
     async def put_project(self, project: Project) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.keys.project(project.id), self._seal(project))
-            pipe.set(self.keys.client(project.client_id), project.id)
+            self._write_project(pipe, project)
             await pipe.execute()
+
+    def _write_project(self, pipe: Pipeline, project: Project) -> None:
+        pipe.set(self.keys.project(project.id), self._seal(project))
+        pipe.set(self.keys.client(project.client_id), project.id)
+        pipe.zadd(self.keys.projects, {project.id: to_ms(project.created_at)})
+
+    async def project_page(self, *, limit: int, cursor: str | None) -> tuple[list[Project], str | None]:
+        """One page of every project, oldest first (``relay.ranges.cursor_page``), and the next
+        page's cursor. Projects made before the listing existed are indexed the first time."""
+        if not self._indexed:
+            await self._index_projects()
+        ids, next_cursor = await cursor_page(
+            self.redis, self.keys.projects, since=None, limit=limit, cursor=cursor
+        )
+        raws = await self.redis.mget([self.keys.project(project_id) for project_id in ids]) if ids else []
+        return [self._open(raw) for raw in raws if raw is not None], next_cursor
+
+    async def _index_projects(self) -> None:
+        """Put every stored project on the listing (idempotent: ZADD of what is already there)."""
+        for project_id in await self.project_ids():
+            project = await self.get_project(project_id)
+            if project is not None:
+                await self.redis.zadd(self.keys.projects, {project.id: to_ms(project.created_at)})
+        self._indexed = True
 
     # --- items ------------------------------------------------------------------------------
 

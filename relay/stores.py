@@ -15,6 +15,7 @@ from relay.portal import PortalLinks
 from relay.ratelimit import LINK_FAILURES, Cooldown, FailedAuth, PurchaseLimit
 from relay.retention import Retention
 from relay.schema import Keys
+from relay.search import OrderSearch
 from relay.sessions import SessionStore
 from relay.settings import Settings
 from relay.store import Store
@@ -37,6 +38,7 @@ class Stores:
     api_keys: ApiKeys  # project API keys
     audit: AuditLog  # every change through the API, the console and the portal
     portal_links: PortalLinks  # the merchant portal's signed links
+    search: OrderSearch  # a project's orders by id, or filtered a page at a time
 
 
 def make_stores(redis: Redis, settings: Settings) -> Stores:
@@ -44,10 +46,11 @@ def make_stores(redis: Redis, settings: Settings) -> Stores:
     not owned: its owner closes it."""
     prefix, lifetimes = settings.key_prefix, settings.lifetimes
     store = Store(redis, prefix=prefix, box=SecretBox(settings.fernet_keys), lifetimes=lifetimes)
+    events = EventStore(redis, prefix=prefix, lifetimes=lifetimes)
     return Stores(
         keys=Keys(prefix),
         store=store,
-        events=EventStore(redis, prefix=prefix, lifetimes=lifetimes),
+        events=events,
         retention=Retention(redis, prefix=prefix, lifetimes=lifetimes),
         endpoints=Endpoints(redis, prefix=prefix),
         subscriptions=Subscriptions(redis, prefix=prefix, store=store, lifetimes=lifetimes),
@@ -59,4 +62,5 @@ def make_stores(redis: Redis, settings: Settings) -> Stores:
         api_keys=ApiKeys(redis, prefix=prefix),
         audit=AuditLog(redis, prefix=prefix, retention=lifetimes.retention),
         portal_links=PortalLinks(redis, prefix=prefix),
+        search=OrderSearch(redis, store, events, prefix=prefix),
     )

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from tests.helpers import ITEMS, PROJECTS, Running, Shop, assert_error, open_shop, parse_utc
 
@@ -269,3 +270,23 @@ async def test_item_amount_bounds_default_to_the_price_and_hold_it(relay: Runnin
     # Cleared, amount_min is the price again, whatever the price becomes.
     cleared = await api.item(project["id"], id=item["id"], price=80_000, amount_min=None, amount_max=None)
     assert (cleared["price"], cleared["amount_min"], cleared["amount_max"]) == (80_000, None, None)
+
+
+async def test_projects_are_listed_a_page_at_a_time(relay: Running, redis: Redis) -> None:
+    api = relay.api
+    made = [(await api.project(name=f"Shop {n}"))["id"] for n in range(3)]
+    # Projects stored before the listing existed are on it too.
+    await redis.delete("relay:projects")
+    first = await api.call("GET", f"{PROJECTS}?limit=2")
+    assert len(first["projects"]) == 2
+    assert not any("secret" in key for project in first["projects"] for key in project)
+    second = await api.call("GET", f"{PROJECTS}?limit=2&cursor={first['next_cursor']}")
+    assert len(second["projects"]) == 1
+    assert second["next_cursor"] is None
+    listed = [project["id"] for project in first["projects"] + second["projects"]]
+    assert sorted(listed) == sorted(made)  # each once, oldest first (made in one ms, any order)
+    assert_error(await api.call("GET", f"{PROJECTS}?cursor=nonsense", expect=400), "InvalidInput")
+    # A project's key sees its own project only.
+    key = (await api.call("POST", f"{PROJECTS}/{made[1]}/api-keys", json={"name": "b"}))["api_key"]["key"]
+    mine = await api.call("GET", PROJECTS, auth=False, headers={"Authorization": f"Bearer {key}"})
+    assert [project["id"] for project in mine["projects"]] == [made[1]]

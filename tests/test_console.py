@@ -6,6 +6,8 @@ A real Redis and worker (``start_relay``) and a merchant on loopback; the browse
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
 
@@ -18,6 +20,7 @@ from tests.helpers import (
     HOOK,
     QUICK,
     Merchant,
+    Running,
     Shop,
     StartRelay,
     eventually,
@@ -494,3 +497,69 @@ async def test_every_kind_of_order_its_refunds_plans_and_subscriptions(
         assert sorted(await api.dead_letter_ids()) == sorted(
             [types["payment.paid"], types["subscription.activated"]]
         )
+
+
+def order_ids(page: str) -> list[str]:
+    return re.findall(r'data-order-id="([^"]+)"', page)
+
+
+async def test_orders_are_searched_filtered_and_paged(start_relay: StartRelay, merchant: Merchant) -> None:
+    shop = await start_shop(start_relay, merchant, retry_schedule=QUICK)
+    orders = [await shop.order(buyer_email=f"buyer{n}@Example.com") for n in range(5)]
+    for order in orders:
+        await shop.wait_status(order, "delivered")
+    unpaid = await shop.order(pay=False, buyer_email="late@example.com")
+    event_id = (await shop.purchase(orders[1]))["event_id"]
+    project_path = f"/console/projects/{shop.project['id']}"
+    async with console_client(shop.api.url) as console:
+        await console.login()
+        everything = await console.get(project_path)
+        assert order_ids(everything)[0] == unpaid["order_id"]  # newest first
+        assert 'class="nowrap created-at"' in everything
+        # A pending webhook on the page: it reloads itself; none waiting, it does not.
+        assert '<meta http-equiv="refresh" content="5">' not in everything  # the unpaid order sent nothing
+        assert order_ids(await console.get(f"{project_path}?q=BUYER3%40example")) == [orders[3]["order_id"]]
+        assert order_ids(await console.get(f"{project_path}?q={event_id}")) == [orders[1]["order_id"]]
+        assert order_ids(await console.get(f"{project_path}?q={orders[2]['order_id']}")) == [
+            orders[2]["order_id"]
+        ]
+        assert "no-purchases" in await console.get(f"{project_path}?q=evt_nothing")
+        assert order_ids(await console.get(f"{project_path}?status=pending")) == [unpaid["order_id"]]
+        assert "no-purchases" in await console.get(f"{project_path}?kind=payment")
+        # Every order once, through the pages.
+        seen, path = [], f"{project_path}?limit=2&webhook_status=delivered"
+        while path:
+            page = await console.get(path)
+            seen += order_ids(page)
+            found = re.search(r'href="([^"]+)" id="next-orders"', page)
+            path = found.group(1).replace("&amp;", "&") if found else ""
+        assert sorted(seen) == sorted(order["order_id"] for order in orders)
+        for bad in ("kind=nope", "status=nope", "until=yesterday", "cursor=nonsense"):
+            assert "InvalidInput" in await console.get(f"{project_path}?{bad}", expect=400)
+        # The order's page: what is sent, and each attempt with the answer's headers.
+        detail = await console.get(f"{project_path}/purchases/{orders[1]['order_id']}")
+        assert f"webhook-id: {event_id}" in detail
+        assert escape(json.dumps(orders[1]["order_id"]))[1:-1] in detail
+        assert "content-type: text/plain" in detail
+
+
+async def test_a_page_with_webhooks_on_their_way_reloads_itself(relay: Running, shop: Shop) -> None:
+    order = await shop.order()  # the relay has no worker: its webhook stays pending
+    async with console_client(shop.api.url) as console:
+        await console.login()
+        page = await console.get(f"/console/projects/{shop.project['id']}")
+        assert order["order_id"] in page
+        assert '<meta http-equiv="refresh" content="5">' in page
+
+
+async def test_projects_are_listed_a_page_at_a_time(relay: Running) -> None:
+    made = [(await relay.api.project(name=f"Shop {n}"))["id"] for n in range(3)]
+    async with console_client(relay.url) as console:
+        await console.login()
+        seen, path = [], "/console"
+        while path:
+            page = await console.get(path)
+            seen += re.findall(r'data-project-id="([^"]+)"', page)
+            found = re.search(r'href="([^"]+)" id="next-page"', page)
+            path = found.group(1).replace("&amp;", "&") if found else ""
+        assert sorted(seen) == sorted(made)

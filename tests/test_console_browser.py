@@ -128,3 +128,55 @@ async def test_the_sandbox_checkout_pays_in_a_browser_under_its_strict_csp(
     await expect(page.locator("#status")).to_have_text("paid")
     assert not [text for text in messages if "Content Security" in text]
     await shop.wait_status(order, "delivered")
+
+
+# For a person to look at, as the test output: the console on a desktop and on a phone.
+SCREENSHOTS = Path(tempfile.gettempdir()) / "relay-console-screenshots"
+
+
+async def test_search_pages_pictures_and_an_order_page_on_a_desktop_and_a_phone(
+    start_relay: StartRelay, merchant: Merchant, browser: Browser
+) -> None:
+    shop = await failing_shop(start_relay, merchant)
+    merchant.script[HOOK] = [503, 200]  # the first order's first attempt fails, everything else is delivered
+    orders = [await shop.order(buyer_email=f"buyer{n}@example.com") for n in range(3)]
+    for order in orders:
+        await shop.wait_status(order, "delivered")
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page = await open_page(browser, shop.api.url)
+    await log_in(page)
+    await page.goto(f"/console/projects/{shop.project['id']}")
+    for chart in ("#chart-success", "#chart-latency", "#chart-volume"):
+        await expect(page.locator(chart)).to_be_visible()
+    await expect(page.locator("#chart-volume rect.bar.retry")).to_have_count(1)  # this hour's retries
+    await page.screenshot(path=str(SCREENSHOTS / "project.png"), full_page=True)
+
+    await page.fill("#q", "buyer1@")
+    await page.click("#filter")
+    await expect(page.locator("#purchases tbody tr")).to_have_count(1)
+    await page.click("#clear")
+    await page.goto(f"/console/projects/{shop.project['id']}?limit=2")
+    await expect(page.locator("#purchases tbody tr")).to_have_count(2)
+    await page.click("#next-orders")
+    await expect(page.locator("#purchases tbody tr")).to_have_count(1)
+
+    row = page.locator("#purchases tbody tr").first
+    await row.locator(".order a").click()
+    await expect(page.locator("#event-body")).to_contain_text('"event":"item.purchased"')
+    attempts = page.locator("#attempts tbody tr")
+    await expect(attempts).to_have_count(2)
+    await expect(attempts.first.locator(".error-class")).to_have_text("http_status")
+    await attempts.first.locator("details.headers summary").click()
+    await expect(attempts.first.locator("details.headers code")).to_contain_text("content-type: text/plain")
+    await page.screenshot(path=str(SCREENSHOTS / "order.png"), full_page=True)
+
+    phone = await open_page(browser, shop.api.url, width=390)
+    await log_in(phone)
+    for path, name in (
+        (f"/console/projects/{shop.project['id']}", "project-phone.png"),
+        (page.url, "order-phone.png"),
+    ):
+        await phone.goto(path)
+        await phone.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+        assert await phone.evaluate("document.documentElement.scrollWidth") <= 391, name
+    print(f"screenshots: {sorted(str(path) for path in SCREENSHOTS.glob('*.png'))}")

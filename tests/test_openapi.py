@@ -517,3 +517,10 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     report = output.decode(errors="replace")
     assert process.returncode == 0, report[-20000:]
     assert re.search(r"\d+ generated, \d+ passed", report), report[-5000:]
+
+
+def test_every_reference_names_a_schema_of_the_document() -> None:
+    doc = document()
+    found = set(re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(doc)))
+    assert found
+    assert found <= set(doc["components"]["schemas"]), found - set(doc["components"]["schemas"])

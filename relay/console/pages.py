@@ -14,6 +14,7 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,7 +24,8 @@ from aiohttp import web
 from relay.api.auth import admin_token_accepted, audit_target
 from relay.api.clients import client_address
 from relay.api.context import AUDIT, CLOCK, EVENTS, OPERATIONS, PORTAL_LINKS, SESSIONS, SETTINGS, STORE
-from relay.api.parsing import parse_project_id, parse_since, parse_webhook_status, query_int
+from relay.api.parsing import parse_project_id, parse_since, parse_time, parse_webhook_status, query_int
+from relay.charts import charts, delivery_stats
 from relay.console.middleware import (
     LOGIN,
     current_session,
@@ -34,8 +36,9 @@ from relay.console.middleware import (
     session_cookie,
 )
 from relay.console.paths import ConsolePaths
-from relay.errors import not_found
-from relay.models import Attempt, EventKind, EventRecord, Project, WebhookStatus
+from relay.errors import InvalidInput, not_found
+from relay.models import Attempt, EventKind, EventRecord, OrderKind, Project, PurchaseStatus, WebhookStatus
+from relay.search import OrderFilter, OrderPage
 from relay.sessions import SESSION_TTL, Session
 from relay.store import Store
 from relay.templating import static_text
@@ -44,6 +47,7 @@ log = structlog.get_logger("relay.console")
 routes = web.RouteTableDef()
 
 DEAD_LETTER_PAGE = 100
+PROJECTS_PAGE = 100
 AUDIT_PAGE = 200  # audit entries one console page shows
 UNMATCHED_PAGE = 200
 SUBSCRIPTIONS_PAGE = 100
@@ -124,28 +128,88 @@ async def _projects(store: Store) -> list[Project]:
 @routes.get("")
 @operator_page
 async def projects_page(request: web.Request, session: Session) -> web.StreamResponse:
-    projects = await _projects(request.config_dict[STORE])
+    """Every project, oldest first, PROJECTS_PAGE at a time."""
+    projects, next_cursor = await request.config_dict[STORE].project_page(
+        limit=PROJECTS_PAGE, cursor=request.query.get("cursor") or None
+    )
     dead = await request.config_dict[EVENTS].dead_letter_counts([project.id for project in projects])
-    return await render(request, "projects.html", session=session, projects=projects, dead=dead)
+    next_url = f"/console?{urlencode({'cursor': next_cursor})}" if next_cursor else None
+    return await render(
+        request, "projects.html", session=session, projects=projects, dead=dead, next_url=next_url
+    )
+
+
+ORDER_FILTERS = ("q", "kind", "status", "webhook_status", "since", "until")
+
+
+def _choice(kind: type[StrEnum], name: str, raw: str | None) -> Any:
+    if not raw:
+        return None
+    try:
+        return kind(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be one of: {', '.join(choice.value for choice in kind)}") from None
+
+
+def order_filter(request: web.Request) -> tuple[str, OrderFilter]:
+    """The search box (an id, or a buyer's email) and the filters of the orders' table."""
+    query = request.query
+    q = query.get("q", "").strip()
+    until = query.get("until", "").strip()
+    wanted = OrderFilter(
+        kind=_choice(OrderKind, "kind", query.get("kind")),
+        status=_choice(PurchaseStatus, "status", query.get("status")),
+        webhook_status=parse_webhook_status(query.get("webhook_status")),
+        since=parse_since(query.get("since")),
+        until=parse_time(until, name="until") if until else None,
+        buyer_email=q if "@" in q else None,
+    )
+    return q, wanted
 
 
 async def project_context(request: web.Request, project: Project) -> dict[str, Any]:
     """What a project's page shows, in the console and in the portal: its endpoints, its orders
-    (filtered by ``?webhook_status``, the newest ``?limit``), plans, subscriptions and items."""
+    (found by id or email, filtered, a page at a time from ``?cursor``), plans, subscriptions and
+    items. While an order on the page waits for its webhook, the page reloads itself."""
     operations = request.config_dict[OPERATIONS]
-    status = parse_webhook_status(request.query.get("webhook_status"))
     limit = query_int(request, "limit", default=100, low=1, high=1000)
+    q, wanted = order_filter(request)
+    if q and wanted.buyer_email is None:
+        found = await operations.search.find(project.id, q)
+        page = OrderPage([found] if found is not None and wanted.matches(found) else [], None, 1)
+    else:
+        page = await operations.search.page(
+            project.id, wanted, limit=limit, cursor=request.query.get("cursor") or None
+        )
+    filters = {name: request.query.get(name, "").strip() for name in ORDER_FILTERS}
+    waiting = {WebhookStatus.PENDING, WebhookStatus.RETRYING}
+    hours = await delivery_stats(
+        request.config_dict[STORE].redis,
+        request.config_dict[EVENTS],
+        project.id,
+        now=request.config_dict[CLOCK](),
+    )
     return {
         "project": project,
+        "charts": charts(hours),
         "items": await request.config_dict[STORE].list_items(project.id),
         "endpoints": await operations.endpoint_health(project.id),
         "disable_after": request.config_dict[SETTINGS].endpoint_disable_after,
-        "purchases": await operations.purchases(project.id, webhook_status=status, limit=limit),
+        "purchases": page.orders,
+        "scanned": page.scanned,
+        "next_query": urlencode({**{k: v for k, v in filters.items() if v}, "cursor": page.next_cursor})
+        if page.next_cursor
+        else None,
+        "filters": filters,
+        "filtered": any(filters.values()) or bool(request.query.get("cursor")),
+        "refresh": any(purchase.webhook_status in waiting for purchase in page.orders),
         "plans": await operations.plans(project.id),
         "subscriptions": await operations.recent_subscriptions(project.id, limit=SUBSCRIPTIONS_PAGE),
         "subscriptions_page": SUBSCRIPTIONS_PAGE,
-        "webhook_status": status.value if status else "",
+        "webhook_status": filters["webhook_status"],
         "statuses": [choice.value for choice in WebhookStatus],
+        "kinds": [choice.value for choice in OrderKind],
+        "order_statuses": [choice.value for choice in PurchaseStatus],
         "limit": limit,
         "here": request.path_qs,
     }

@@ -129,12 +129,20 @@ def component_schemas() -> dict[str, Schema]:
     _, defs = models_json_schema(modes, ref_template=REF)
     generated: dict[str, Schema] = defs["$defs"]
     inputs = ["ProjectIn", "ItemIn", "PurchaseIn", "ReplayIn", "WindowReplayIn", "EndpointIn"]
-    inputs += ["PaymentIn", "PlanIn", "SubscribeIn", "ApiKeyIn"]
+    inputs += ["PaymentIn", "PlanIn", "SubscribeIn", "ApiKeyIn", "PortalLinkIn"]
     schemas = {name: generated[name] for name in inputs}
     # An AfterValidator leaves no trace in the generated schema: state the rule it checks.
     for name in ("PurchaseIn", "PaymentIn", "SubscribeIn"):
         schemas[name]["properties"]["buyer_email"]["pattern"] = EMAIL_RE.pattern
-    enums = ("PurchaseStatus", "WebhookStatus", "EventKind", "DeadReason", "OrderKind", "Interval")
+    enums = (
+        "PurchaseStatus",
+        "WebhookStatus",
+        "EventKind",
+        "DeadReason",
+        "OrderKind",
+        "Interval",
+        "ErrorClass",
+    )
     schemas |= {name: generated[name] for name in (*enums, "SubscriptionStatus")}
     project = output(generated["Project"], exclude=SECRET_FIELDS)
     secret = {"type": "string", "pattern": "^whsec_", "description": "Shown on create and rotate only."}

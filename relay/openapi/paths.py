@@ -158,6 +158,17 @@ def builder_paths() -> dict[str, Schema]:
     }
     return {
         "/api/platform/projects": {
+            "get": operation(
+                "listProjects",
+                "Every project, oldest first, a page at a time (to a project key: its own)",
+                tag="builder",
+                admin=True,
+                parameters=[
+                    query_param("limit", "At most this many.", LIMIT),
+                    query_param("cursor", "`next_cursor` of the previous page.", {"type": "string"}),
+                ],
+                responses={200: cursor_page("projects", "Project")},
+            ),
             "put": operation(
                 "putProject",
                 "Create a project, or update the fields given when `id` names an existing one",
@@ -171,7 +182,7 @@ def builder_paths() -> dict[str, Schema]:
                         links=project_links,
                     )
                 },
-            )
+            ),
         },
         "/api/platform/projects/{project_id}": {
             "get": operation(
