@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, TypeVar
+from urllib.parse import urlsplit
 
 import click
 from pydantic import ValidationError
@@ -325,11 +327,12 @@ def dlq_purge(event_ids: tuple[str, ...], purge_all: bool, project_id: str | Non
                     row["event_id"] for row in await client.dead_letters(project_id=project_id, since=None)
                 )
             ids = tuple(dict.fromkeys(ids))
+            purged = 0
             with click.progressbar(length=len(ids), label="purging", file=sys.stderr) as bar:
                 for event_id in ids:
-                    await client.purge(event_id)
+                    purged += await client.purge(event_id)  # one replayed meanwhile is no longer there
                     bar.update(1)
-            return len(ids)
+            return purged
 
         click.echo(f"purged {run_remote(settings, purged)}")
         return
@@ -372,7 +375,7 @@ def purchases_list(project_id: str, webhook_status: str | None, as_json: bool) -
         async def listed(client: Remote) -> list[dict[str, Any]]:
             return await client.purchases(project_id, webhook_status=webhook_status)
 
-        print_rows(run_remote(settings, listed), as_json, (*columns, "gateway_order_id"))
+        print_rows(run_remote(settings, listed, admin=False), as_json, (*columns, "gateway_order_id"))
         return
 
     async def rows() -> list[dict[str, Any]]:
@@ -404,7 +407,7 @@ def purchases_show(project_id: str, order_id: str, as_json: bool) -> None:
     async def fetched(client: Remote) -> dict[str, Any]:
         return await client.purchase(project_id, order_id)
 
-    view = run_remote(settings, fetched) if settings.url else run_async(shown)
+    view = run_remote(settings, fetched, admin=False) if settings.url else run_async(shown)
     if as_json:
         click.echo(json.dumps(view))
         return
@@ -600,6 +603,9 @@ def keys_rotate() -> None:
     click.echo(f"re-encrypted {run_async(rotate)} projects")
 
 
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
 def operator_settings(command: str, *, remote: bool = False) -> Settings:
     """The settings of an operator command: Redis's URL, or, for the ones that also work over
     HTTP (``remote``), RELAY_URL with a token, which wins over RELAY_REDIS_URL."""
@@ -612,14 +618,22 @@ def operator_settings(command: str, *, remote: bool = False) -> Settings:
     return settings
 
 
-def run_remote(settings: Settings, work: Callable[[Remote], Awaitable[T]]) -> T:
-    """``work`` against the relay at RELAY_URL (with RELAY_API_KEY when set, else the admin
-    token); an error answer ends the command with the relay's own words."""
+def run_remote(settings: Settings, work: Callable[[Remote], Awaitable[T]], *, admin: bool = True) -> T:
+    """``work`` against the relay at RELAY_URL, with the admin token (``admin``: the command uses
+    admin routes), else with RELAY_API_KEY when set, else the admin token; an error answer ends the
+    command with the relay's own words."""
     from relay.remote import RemoteError, remote
 
-    secret, url = settings.api_key or settings.admin_token, settings.url
-    if secret is None or url is None:  # operator_settings made sure of both
-        fail("RELAY_URL needs RELAY_ADMIN_TOKEN or RELAY_API_KEY")
+    secret = settings.admin_token if admin else settings.api_key or settings.admin_token
+    url = settings.url
+    if secret is None or url is None:
+        fail(
+            "this command over RELAY_URL needs RELAY_ADMIN_TOKEN (a project's API key reaches no admin route)"
+        )
+    if urlsplit(url).scheme == "http" and urlsplit(url).hostname not in LOOPBACK_NAMES:
+        click.echo(
+            f"relay: warning: {url} is plain http: the token crosses the network unencrypted", err=True
+        )
 
     async def main() -> T:
         async with remote(url, secret.get_secret_value()) as client:
@@ -638,6 +652,15 @@ def check_selection(event_ids: tuple[str, ...], everything: bool, filters: objec
         fail("--project and --since filter --all; they cannot be combined with EVENT_IDs")
 
 
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """A cell as a terminal shows it: control characters (a merchant's answer may hold escape
+    sequences) written as \\xNN, never sent to the terminal."""
+    return CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
+
+
 def print_rows(rows: list[dict[str, Any]], as_json: bool, columns: tuple[str, ...]) -> None:
     if as_json:
         for row in rows:
@@ -647,7 +670,8 @@ def print_rows(rows: list[dict[str, Any]], as_json: bool, columns: tuple[str, ..
         click.echo("(none)")
         return
     table = [
-        [str(row.get(column) if row.get(column) is not None else "-") for column in columns] for row in rows
+        [_printable(str(row.get(column) if row.get(column) is not None else "-")) for column in columns]
+        for row in rows
     ]
     widths = [max(len(column), *(len(line[index]) for line in table)) for index, column in enumerate(columns)]
     click.echo("  ".join(column.upper().ljust(width) for column, width in zip(columns, widths, strict=True)))

@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from prometheus_client import (
-    GC_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -39,8 +38,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
-        if GC_COLLECTOR is not None:  # absent on Pythons without gc stats
-            GCCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.http_requests = Counter(
             "relay_http_requests_total",
@@ -157,10 +155,10 @@ class Metrics:
         """One answered request; ``route`` is its template (``/api/platform/projects/{project_id}``).
         Every request passes here, so each label set's children are kept (``labels()`` takes a lock
         and builds its key each time: a third of the cost)."""
-        key = (route, method, status)
+        shown = method if method in HTTP_METHODS else "OTHER"
+        key = (route, shown, status)
         children = self._http_children.get(key)
         if children is None:
-            shown = method if method in HTTP_METHODS else "OTHER"
             children = (self.http_requests.labels(route, shown, str(status)), self.http_seconds.labels(route))
             if len(self._http_children) < MAX_HTTP_CHILDREN:  # bounded: routes x methods x statuses
                 self._http_children[key] = children

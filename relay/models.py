@@ -292,14 +292,18 @@ class Item(Record):
 # one ends with "…"), and its first headers, each value cut to a length.
 RESPONSE_EXCERPT_BYTES = 4096
 RESPONSE_HEADERS = 20
+RESPONSE_HEADER_NAME_CHARS = 64
 RESPONSE_HEADER_CHARS = 200
+RESPONSE_HEADER_BYTES = 2048
+# Answers' headers that are credentials or say how to get one: not kept, so not shown or exported.
+NOT_KEPT_HEADERS = frozenset({"set-cookie", "www-authenticate", "proxy-authenticate"})
 
 
 class ErrorClass(StrEnum):
     """What kind of failure an attempt was (``Attempt.error_class``)."""
 
     HTTP_STATUS = "http_status"  # the endpoint answered, not 2xx
-    GONE = "gone"  # 410: the endpoint asked to stop every message
+    GONE = "gone"  # 410 Gone: dead-lettered at once, not retried
     ABORTED = "aborted"  # "webhook-delivery: abort-message": the endpoint asked to stop this message
     TIMEOUT = "timeout"
     CONNECTION = "connection"  # no connection (refused, reset, DNS)
@@ -323,16 +327,27 @@ class Attempt(Record):
 
 
 def response_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """What an attempt keeps of an answer's headers: the first RESPONSE_HEADERS, names lowercased,
-    values cut to RESPONSE_HEADER_CHARS (a repeated header's values joined with ", ")."""
+    """What an attempt keeps of an answer's headers: the first RESPONSE_HEADERS, names lowercased
+    and cut to RESPONSE_HEADER_NAME_CHARS, values to RESPONSE_HEADER_CHARS, RESPONSE_HEADER_BYTES in
+    all (a repeated header's values joined with ", "); never a cookie or a challenge
+    (NOT_KEPT_HEADERS). Bytes that are not UTF-8 (aiohttp hands them over as surrogates) are
+    replaced, so the attempt can always be stored."""
     kept: dict[str, str] = {}
-    for name, value in headers:
-        key = name.lower()
-        if key not in kept and len(kept) >= RESPONSE_HEADERS:
+    size = 0
+    for raw_name, raw_value in headers:
+        name, value = _text(raw_name)[:RESPONSE_HEADER_NAME_CHARS].lower(), _text(raw_value)
+        if name in NOT_KEPT_HEADERS or (name not in kept and len(kept) >= RESPONSE_HEADERS):
             continue
-        joined = f"{kept[key]}, {value}" if key in kept else value
-        kept[key] = joined[:RESPONSE_HEADER_CHARS]
+        joined = (f"{kept[name]}, {value}" if name in kept else value)[:RESPONSE_HEADER_CHARS]
+        size += len(joined) - len(kept.get(name, "")) + (0 if name in kept else len(name))
+        if size > RESPONSE_HEADER_BYTES:
+            break
+        kept[name] = joined
     return kept
+
+
+def _text(value: str) -> str:
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def response_excerpt(body: bytes) -> str | None:

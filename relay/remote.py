@@ -7,6 +7,7 @@ commands print (``relay.cli``); an error answer becomes ``RemoteError`` with the
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -33,6 +34,20 @@ def _part(value: str) -> str:
     return quote(value, safe="")
 
 
+def _object(answer: dict[str, Any], name: str) -> dict[str, Any]:
+    found = answer.get(name)
+    if not isinstance(found, dict):
+        raise RemoteError(200, "UnexpectedAnswer", f"the answer has no {name!r}: is RELAY_URL a relay?")
+    return found
+
+
+def _count(answer: dict[str, Any], name: str) -> int:
+    found = answer.get(name)
+    if not isinstance(found, int):
+        raise RemoteError(200, "UnexpectedAnswer", f"the answer has no count {name!r}: is RELAY_URL a relay?")
+    return found
+
+
 class Remote:
     def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
         self.http = http
@@ -41,15 +56,27 @@ class Remote:
     async def call(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             async with self.http.request(method, self.base + path, **kwargs) as response:
-                body = await response.json(content_type=None)
-                if response.status >= 400:
-                    body = body if isinstance(body, dict) else {}
-                    raise RemoteError(
-                        response.status, str(body.get("error", "Error")), str(body.get("detail", ""))
-                    )
-                return body
-        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+                text = await response.text(errors="replace")
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as error:
             raise RemoteError(0, type(error).__name__, f"no answer from the relay: {error}") from None
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        if status >= 400 or not isinstance(body, dict):
+            shown = body if isinstance(body, dict) else {"detail": f"not the relay's JSON: {text[:200]!r}"}
+            raise RemoteError(status, str(shown.get("error", "Error")), str(shown.get("detail", "")))
+        return body
+
+    async def rows(self, method: str, path: str, name: str, **kwargs: Any) -> list[dict[str, Any]]:
+        """The list ``name`` of an answer, or RemoteError when the answer has none."""
+        found = (await self.call(method, path, **kwargs)).get(name)
+        if not isinstance(found, list):
+            raise RemoteError(
+                200, "UnexpectedAnswer", f"the answer has no list {name!r}: is RELAY_URL a relay?"
+            )
+        return found
 
     # --- dead letters -------------------------------------------------------------------------
 
@@ -63,8 +90,8 @@ class Remote:
             query |= {"since": iso_ms(since)} if since else {}
             query |= {"cursor": cursor} if cursor else {}
             page = await self.call("GET", "/api/admin/dead-letters", params=query)
-            rows += page["dead_letters"]
-            cursor = page["next_cursor"]
+            rows += page.get("dead_letters") or []
+            cursor = page.get("next_cursor")
             if cursor is None:
                 return rows
 
@@ -75,25 +102,32 @@ class Remote:
         if everything:
             body = {"all": True} | ({"project_id": project_id} if project_id else {})
             body |= {"since": iso_ms(since)} if since else {}
-        return int((await self.call("POST", "/api/admin/dead-letters/replay", json=body))["replayed"])
+        return _count(await self.call("POST", "/api/admin/dead-letters/replay", json=body), "replayed")
 
-    async def purge(self, event_id: str) -> None:
-        await self.call("DELETE", f"/api/admin/dead-letters/{_part(event_id)}")
+    async def purge(self, event_id: str) -> bool:
+        """Whether the dead letter was there to purge (404: it was not, or no longer)."""
+        try:
+            await self.call("DELETE", f"/api/admin/dead-letters/{_part(event_id)}")
+        except RemoteError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
 
     # --- orders and events --------------------------------------------------------------------
 
     async def purchases(self, project_id: str, *, webhook_status: str | None) -> list[dict[str, Any]]:
         query = {"limit": str(PAGE)} | ({"webhook_status": webhook_status} if webhook_status else {})
         path = f"/api/platform/projects/{_part(project_id)}/item-purchases"
-        return list((await self.call("GET", path, params=query))["purchases"])
+        return await self.rows("GET", path, "purchases", params=query)
 
     async def purchase(self, project_id: str, order_id: str) -> dict[str, Any]:
         path = f"/api/platform/projects/{_part(project_id)}/item-purchases/{_part(order_id)}"
-        return dict((await self.call("GET", path))["purchase"])
+        return _object(await self.call("GET", path), "purchase")
 
     async def retry(self, project_id: str, order_id: str) -> dict[str, Any]:
         path = f"/api/platform/projects/{_part(project_id)}/item-purchases/{_part(order_id)}/retry-webhook"
-        return dict((await self.call("POST", path))["purchase"])
+        return _object(await self.call("POST", path), "purchase")
 
     async def replay_window(
         self, project_id: str, *, since: datetime, until: datetime | None, webhook_status: str | None
@@ -101,7 +135,7 @@ class Remote:
         body: dict[str, Any] = {"project_id": project_id, "since": iso_ms(since)}
         body |= {"until": iso_ms(until)} if until else {}
         body |= {"webhook_status": webhook_status} if webhook_status else {}
-        return int((await self.call("POST", "/api/admin/events/replay", json=body))["replayed"])
+        return _count(await self.call("POST", "/api/admin/events/replay", json=body), "replayed")
 
 
 @asynccontextmanager

@@ -9,6 +9,7 @@ ingest script and arq's in-progress keys in the claim script, so it must agree w
     {p}:project:{id}                     STRING  JSON Project, signing secrets encrypted     relay.store
     {p}:client:{client_id}               STRING  the project's id                            relay.store
     {p}:projects                         ZSET    project id -> created at (ms): the listing  relay.store
+    {p}:projects:indexed                 STRING  set once projects made before it are listed relay.store
     {p}:item:{id}                        STRING  JSON Item                                   relay.store
     {p}:project:{id}:items               SET     the project's item ids                      relay.store
     {p}:plan:{id}                        STRING  JSON Plan                                   relay.store
@@ -129,6 +130,10 @@ class Keys:
     @property
     def projects(self) -> str:
         return f"{self.prefix}:projects"
+
+    @property
+    def projects_indexed(self) -> str:
+        return f"{self.prefix}:projects:indexed"
 
     def project_id_of(self, key: str) -> str | None:
         """The project id a ``project(...)`` key names; None for the project's other keys."""

@@ -37,14 +37,12 @@ class OrderFilter:
     def matches(self, purchase: Purchase) -> bool:
         return (
             (self.kind is None or purchase.kind is self.kind)
+            and (self.since is None or purchase.created_at >= self.since)
+            and (self.until is None or purchase.created_at <= self.until)
             and (self.status is None or purchase.status is self.status)
             and (self.webhook_status is None or purchase.webhook_status == self.webhook_status)
             and (self.buyer_email is None or self.buyer_email.lower() in purchase.buyer_email.lower())
         )
-
-    @property
-    def active(self) -> bool:
-        return any(value is not None for value in vars(self).values())
 
 
 @dataclass(frozen=True)
@@ -101,6 +99,7 @@ class OrderSearch:
                 )
             ]
             fresh = [row for row in rows if after is None or _older(row, after)]
+            scanned += len(rows) - len(fresh)  # read again to get past the cursor: they count too
             for purchase, row in zip(await self._orders(fresh), fresh, strict=True):
                 scanned, last = scanned + 1, row
                 if purchase is not None and wanted.matches(purchase):

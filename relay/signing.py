@@ -24,11 +24,14 @@ def signature_header(secrets_: list[str], *, msg_id: str, timestamp: datetime, b
     return " ".join(Webhook(secret).sign(msg_id, timestamp, body) for secret in secrets_)
 
 
+USER_AGENT = "relay-webhooks/0.1"  # what every webhook is sent with (the console shows it)
+
+
 def webhook_headers(secrets_: list[str], *, msg_id: str, timestamp: datetime, body: str) -> dict[str, str]:
     return {
         "content-type": "application/json",
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(timestamp.timestamp())),
         "webhook-signature": signature_header(secrets_, msg_id=msg_id, timestamp=timestamp, body=body),
-        "user-agent": "relay-webhooks/0.1",
+        "user-agent": USER_AGENT,
     }

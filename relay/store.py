@@ -6,6 +6,7 @@ the outbox and the dead-letter queue are ``relay.events``'.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -168,7 +169,8 @@ class Store:
         self._add_template = redis.register_script(lua.source("add_template"))
         self._remember_invoice = redis.register_script(lua.source("remember_invoice"))
         self._prefix = prefix + ":"
-        self._indexed = False  # whether this process put the older projects on the listing
+        self._indexed = False  # whether the older projects are on the listing (checked once a process)
+        self._indexing = asyncio.Lock()
         self._renewal_notice_ms = int(lifetimes.renewal_notice.total_seconds() * 1000)
 
     # --- projects ---------------------------------------------------------------------------
@@ -254,7 +256,9 @@ class Store:
         """One page of every project, oldest first (``relay.ranges.cursor_page``), and the next
         page's cursor. Projects made before the listing existed are indexed the first time."""
         if not self._indexed:
-            await self._index_projects()
+            async with self._indexing:  # concurrent first listings index once
+                if not self._indexed:
+                    await self._index_projects()
         ids, next_cursor = await cursor_page(
             self.redis, self.keys.projects, since=None, limit=limit, cursor=cursor
         )
@@ -262,11 +266,14 @@ class Store:
         return [self._open(raw) for raw in raws if raw is not None], next_cursor
 
     async def _index_projects(self) -> None:
-        """Put every stored project on the listing (idempotent: ZADD of what is already there)."""
-        for project_id in await self.project_ids():
-            project = await self.get_project(project_id)
-            if project is not None:
-                await self.redis.zadd(self.keys.projects, {project.id: to_ms(project.created_at)})
+        """Put every stored project on the listing, once per Redis (``{p}:projects:indexed``; ZADD
+        of what is already there changes nothing, so two processes doing it at once is harmless)."""
+        if not await self.redis.exists(self.keys.projects_indexed):
+            for project_id in await self.project_ids():
+                project = await self.get_project(project_id)
+                if project is not None:
+                    await self.redis.zadd(self.keys.projects, {project.id: to_ms(project.created_at)})
+            await self.redis.set(self.keys.projects_indexed, "1")
         self._indexed = True
 
     # --- items ------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from importlib.resources import files
 import jinja2
 
 from relay.models import iso_z
+from relay.signing import USER_AGENT
 
 # What every server-rendered page is sent with, besides its own Content-Security-Policy: never
 # framed, never cached, no referrer to leave with, no content-type sniffing.
@@ -30,6 +31,7 @@ def make_templates() -> jinja2.Environment:
     templates.filters["money"] = _money
     templates.filters["when"] = _when
     templates.filters["duration"] = _duration
+    templates.globals["webhook_user_agent"] = USER_AGENT
     return templates
 
 

@@ -524,6 +524,11 @@ async def test_orders_are_searched_filtered_and_paged(start_relay: StartRelay, m
             orders[2]["order_id"]
         ]
         assert "no-purchases" in await console.get(f"{project_path}?q=evt_nothing")
+        # Not an id: part of a buyer's email. An id outside the time window: not shown.
+        assert order_ids(await console.get(f"{project_path}?q=buyer4")) == [orders[4]["order_id"]]
+        assert "no-purchases" in await console.get(
+            f"{project_path}?q={orders[2]['order_id']}&until=2000-01-01"
+        )
         assert order_ids(await console.get(f"{project_path}?status=pending")) == [unpaid["order_id"]]
         assert "no-purchases" in await console.get(f"{project_path}?kind=payment")
         # Every order once, through the pages.

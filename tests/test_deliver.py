@@ -22,14 +22,17 @@ from redis.asyncio import Redis
 from relay.crypto import generate_key
 from relay.models import (
     RESPONSE_EXCERPT_BYTES,
+    Attempt,
     DeadReason,
     EventRecord,
     WebhookStatus,
+    response_headers,
     to_ms,
 )
 from relay.stores import make_stores
 from tests.helpers import (
     HOOK,
+    T0,
     FakeClock,
     Merchant,
     delivery_deps,
@@ -331,3 +334,23 @@ async def test_per_project_delivery_counters_only_when_asked(deps: Deps, event: 
         for sample in metric.samples
     }
     assert samples == {(event.project_id, "delivered"): 1.0}
+
+
+def test_kept_headers_are_bounded_storable_and_never_credentials() -> None:
+    """An answer's headers as an attempt keeps them: a byte that is not UTF-8 (aiohttp hands it over
+    as a surrogate) is replaced, so the attempt can always be stored; names, values and the whole
+    are cut; cookies and challenges are not kept."""
+    latin1 = b"caf\xe9".decode("utf-8", "surrogateescape")
+    many = [(f"X-{'n' * 100}-{number}", "v" * 500) for number in range(40)]
+    kept = response_headers(
+        [("X-Name", latin1), ("Set-Cookie", "session=1"), ("WWW-Authenticate", "Basic"), *many]
+    )
+    assert kept["x-name"] == "caf\ufffd"
+    assert "set-cookie" not in kept
+    assert "www-authenticate" not in kept
+    assert all(len(name) <= 64 and len(value) <= 200 for name, value in kept.items())
+    assert sum(len(name) + len(value) for name, value in kept.items()) <= 2048
+    attempt = Attempt(
+        at=T0, url="https://merchant.example/hook", status_code=200, duration_ms=1, response_headers=kept
+    )
+    assert Attempt.model_validate_json(attempt.model_dump_json()).response_headers == kept

@@ -11,9 +11,10 @@ one-line notice. Routes are relative to the console's mount point, ``/console``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlencode
@@ -140,6 +141,7 @@ async def projects_page(request: web.Request, session: Session) -> web.StreamRes
 
 
 ORDER_FILTERS = ("q", "kind", "status", "webhook_status", "since", "until")
+DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def _choice(kind: type[StrEnum], name: str, raw: str | None) -> Any:
@@ -156,12 +158,15 @@ def order_filter(request: web.Request) -> tuple[str, OrderFilter]:
     query = request.query
     q = query.get("q", "").strip()
     until = query.get("until", "").strip()
+    end = parse_time(until, name="until") if until else None
+    if end is not None and DAY.fullmatch(until):  # a day given alone: to its end
+        end += timedelta(days=1) - timedelta(milliseconds=1)
     wanted = OrderFilter(
         kind=_choice(OrderKind, "kind", query.get("kind")),
         status=_choice(PurchaseStatus, "status", query.get("status")),
         webhook_status=parse_webhook_status(query.get("webhook_status")),
         since=parse_since(query.get("since")),
-        until=parse_time(until, name="until") if until else None,
+        until=end,
         buyer_email=q if "@" in q else None,
     )
     return q, wanted
@@ -174,15 +179,17 @@ async def project_context(request: web.Request, project: Project) -> dict[str, A
     operations = request.config_dict[OPERATIONS]
     limit = query_int(request, "limit", default=100, low=1, high=1000)
     q, wanted = order_filter(request)
-    if q and wanted.buyer_email is None:
-        found = await operations.search.find(project.id, q)
-        page = OrderPage([found] if found is not None and wanted.matches(found) else [], None, 1)
+    found = await operations.search.find(project.id, q) if q and wanted.buyer_email is None else None
+    if found is not None:
+        page = OrderPage([found] if wanted.matches(found) else [], None, 1)
     else:
+        if q and wanted.buyer_email is None:  # no order's or webhook's id: part of a buyer's email
+            wanted = replace(wanted, buyer_email=q)
         page = await operations.search.page(
             project.id, wanted, limit=limit, cursor=request.query.get("cursor") or None
         )
     filters = {name: request.query.get(name, "").strip() for name in ORDER_FILTERS}
-    waiting = {WebhookStatus.PENDING, WebhookStatus.RETRYING}
+    waiting = {WebhookStatus.PENDING}  # in flight now (a retry may wait hours for its turn)
     hours = await delivery_stats(
         request.config_dict[STORE].redis,
         request.config_dict[EVENTS],
@@ -197,7 +204,9 @@ async def project_context(request: web.Request, project: Project) -> dict[str, A
         "disable_after": request.config_dict[SETTINGS].endpoint_disable_after,
         "purchases": page.orders,
         "scanned": page.scanned,
-        "next_query": urlencode({**{k: v for k, v in filters.items() if v}, "cursor": page.next_cursor})
+        "next_query": urlencode(
+            {**{k: v for k, v in filters.items() if v}, "limit": limit, "cursor": page.next_cursor}
+        )
         if page.next_cursor
         else None,
         "filters": filters,
