@@ -11,12 +11,13 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from relay.api import admin, billing, builder, callbacks, public, sandbox, service
+from relay.api import admin, billing, builder, callbacks, catalogue, public, sandbox, service
 from relay.api.clients import UNTRUSTED_PROXIES_SEEN
 from relay.api.context import (
     API_KEYS,
     ARQ,
     AUDIT,
+    CATEGORIES,
     CLOCK,
     CONNECTIONS,
     EVENTS,
@@ -99,6 +100,7 @@ def create_app(
         app[API_KEYS] = stores.api_keys
         app[AUDIT] = stores.audit
         app[PORTAL_LINKS] = stores.portal_links
+        app[CATEGORIES] = stores.categories
         app[ARQ] = connections.arq
         app[OPERATIONS] = Operations(stores, connections.arq, clock=clock, metrics=app[METRICS])
         sandbox_key: sandbox.SandboxKey | None = None
@@ -121,7 +123,7 @@ def create_app(
         await connections.close()
 
     app.cleanup_ctx.append(resources)
-    for module in (service, callbacks, public, builder, billing, admin):
+    for module in (service, callbacks, public, builder, catalogue, billing, admin):
         app.router.add_routes(module.routes)
     if settings.sandbox_mode:
         app.router.add_routes(sandbox.routes)

@@ -91,6 +91,10 @@ class AmountMismatch(Conflict):
     pass
 
 
+class SoldOut(Conflict):
+    """The item has fewer units left than the purchase asks for (its stock)."""
+
+
 class RequestTimeout(RelayError):
     status = 408
 

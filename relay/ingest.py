@@ -121,6 +121,11 @@ async def apply_outcome(
             reported = outcome.paid_at.isoformat() if outcome.paid_at else None
             log.warning("implausible_paid_at", reported=reported, clamped_to="order created")
             return Ingested.moved_to(detail)
+        case "oversold":  # paid after it expired, its units sold again: honoured, and said
+            log.warning("oversold", order_id=outcome.order_id)
+            if metrics is not None:
+                metrics.oversold.inc()
+            return Ingested.moved_to(detail)
         case "unchanged":
             return Ingested.UNCHANGED
         case "unknown_order":

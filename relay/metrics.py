@@ -102,6 +102,12 @@ class Metrics:
             buckets=(1, 2, 3, 4, 5, 6, 8, 10, 15, 20),
             registry=self.registry,
         )
+        self.oversold = Counter(
+            "relay_purchases_oversold_total",
+            "Purchases paid after they expired whose units had been sold again: honoured, and marked "
+            "oversold on the purchase (its item's stock was short by its quantity).",
+            registry=self.registry,
+        )
         self.expired = Counter(
             "relay_purchases_expired_total",
             "Purchases that stayed pending for RELAY_PURCHASE_EXPIRY and expired.",

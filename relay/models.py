@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import regex
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -153,7 +155,10 @@ Email = Annotated[str, Field(max_length=320), AfterValidator(_email)]
 Metadata = Annotated[dict[str, Any], AfterValidator(_metadata)]
 
 
-PUBLIC_ITEM_FIELDS = ("id", "name", "description", "price", "currency", "amount_min", "amount_max")
+PUBLIC_ITEM_FIELDS = (
+    *("id", "name", "description", "price", "currency", "amount_min", "amount_max", "amount_step"),
+    *("sku", "category_id", "required_fields"),
+)
 
 
 class PurchaseStatus(StrEnum):
@@ -245,6 +250,60 @@ class Project(Record):
         return self.model_dump(mode="json", exclude={"webhook_secret", "previous_secrets"})
 
 
+class ItemStatus(StrEnum):
+    """Only a published item is listed to buyers and sold; an archived one keeps its orders."""
+
+    DRAFT = "draft"
+    PUBLISHED = "published"
+    ARCHIVED = "archived"
+
+
+def _pattern(value: str | None) -> str | None:
+    if value is not None:
+        if len(value) > 200:
+            raise ValueError("pattern is longer than 200 characters")
+        try:
+            compiled_pattern(value)
+        except Exception as error:  # regex.error, and what a pathological pattern raises
+            raise ValueError(f"pattern is not a regular expression: {error}") from None
+    return value
+
+
+@functools.lru_cache(maxsize=4096)
+def compiled_pattern(pattern: str) -> regex.Pattern[str]:
+    """A merchant's buyer-field pattern, compiled once per process: stored items are validated,
+    their patterns with them, on every read (the public catalogue)."""
+    return regex.compile(pattern)
+
+
+class RequiredField(BaseModel):
+    """What a buyer must give to buy an item (a game's user id): checked at purchase, delivered in
+    the event's ``metadata.fields``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")
+    label: str = Field(min_length=1, max_length=100)
+    required: bool = True
+    pattern: Annotated[str | None, AfterValidator(_pattern)] = Field(default=None, max_length=200)
+
+
+class Category(Record):
+    """A shelf of a project's catalogue; ``parent_id`` nests it in another of the same project."""
+
+    id: Identifier
+    project_id: Identifier
+    name: str = Field(min_length=1, max_length=200)
+    parent_id: Identifier | None = None
+    sort_order: int = Field(default=0, ge=-(10**6), le=10**6)
+    created_at: datetime
+    updated_at: datetime
+
+
+StockCount = Annotated[StrictInt, Field(ge=0, le=10**9)]
+RequiredFields = Annotated[list[RequiredField], Field(max_length=20)]
+
+
 class Item(Record):
     id: Identifier
     project_id: Identifier
@@ -253,10 +312,19 @@ class Item(Record):
     price: Amount
     currency: Currency = "IDR"
     # Bounds of a buyer-chosen ``amount`` (the whole amount paid). None: the price (so a buyer never
-    # pays less than the price unless the item allows it), and no upper bound.
+    # pays less than the price unless the item allows it), and no upper bound; ``amount_step``: the
+    # amount is ``amount_min`` plus a multiple of it.
     amount_min: Amount | None = None
     amount_max: Amount | None = None
+    amount_step: Amount | None = None
     webhook_url: WebhookUrl = None
+    sku: str | None = Field(default=None, min_length=1, max_length=64)
+    category_id: Identifier | None = None
+    status: ItemStatus = ItemStatus.PUBLISHED
+    # Units left to sell (reserved ones are not left); None: unlimited. Redis keeps the live count
+    # (relay.catalogue); this is what it was set to.
+    stock: StockCount | None = None
+    required_fields: RequiredFields = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
 
@@ -280,12 +348,20 @@ class Item(Record):
             return f"amount {amount} is below this item's amount_min {self.lowest_amount}"
         if self.amount_max is not None and amount > self.amount_max:
             return f"amount {amount} is above this item's amount_max {self.amount_max}"
+        if self.amount_step is not None and (amount - self.lowest_amount) % self.amount_step:
+            return (
+                f"amount {amount} is not amount_min {self.lowest_amount} plus a multiple of this "
+                f"item's amount_step {self.amount_step}"
+            )
         return None
 
     def public_view(self) -> dict[str, Any]:
-        """What buyers see: the price and the bounds of a chosen amount (``amount_min`` resolved)."""
+        """What buyers see, what a checkout form needs: the price, the bounds of a chosen amount
+        (``amount_min`` resolved), the fields to ask for, and the units left (``stock``, null when
+        unlimited) with whether any is (``available``)."""
         shown = self.model_dump(mode="json", include=set(PUBLIC_ITEM_FIELDS))
-        return shown | {"amount_min": self.lowest_amount}
+        available = self.status is ItemStatus.PUBLISHED and (self.stock is None or self.stock > 0)
+        return shown | {"amount_min": self.lowest_amount, "stock": self.stock, "available": available}
 
 
 # How much of an endpoint's answer an attempt keeps: the first bytes of its body (UTF-8; a longer
@@ -396,6 +472,9 @@ class Purchase(Record):
     pay_by: datetime | None = None
     # The events its refunds sent, read from its hash (``refund:{key}`` fields), never stored in doc.
     refund_event_ids: list[str] = Field(default_factory=list)
+    quantity: int = 1  # units of the item (amount = price x quantity unless the buyer chose it)
+    # Units sold twice: it was paid after it expired and its units had been sold again (ingest.lua).
+    oversold: int | None = None
     amount: int
     currency: str
     buyer_email: str
@@ -590,6 +669,14 @@ class ProjectIn(Input):
     webhook_url: WebhookUrl = None
 
 
+class CategoryIn(Input):
+    id: Identifier | None = None
+    project_id: Identifier
+    name: str = Field(min_length=1, max_length=200)
+    parent_id: Identifier | None = None
+    sort_order: StrictInt = Field(default=0, ge=-(10**6), le=10**6)
+
+
 class ItemIn(Input):
     id: Identifier | None = None
     project_id: Identifier
@@ -599,7 +686,18 @@ class ItemIn(Input):
     currency: Currency = "IDR"
     amount_min: Amount | None = None
     amount_max: Amount | None = None
+    amount_step: Amount | None = None
     webhook_url: WebhookUrl = None
+    sku: str | None = Field(default=None, min_length=1, max_length=64)
+    category_id: Identifier | None = None
+    status: ItemStatus = ItemStatus.PUBLISHED
+    stock: StockCount | None = None
+    required_fields: RequiredFields = Field(default_factory=list)
+
+
+BuyerFields = Annotated[
+    dict[Annotated[str, Field(max_length=40)], Annotated[str, Field(max_length=200)]], Field(max_length=20)
+]
 
 
 class PurchaseIn(Input):
@@ -607,6 +705,8 @@ class PurchaseIn(Input):
     item_id: Identifier
     buyer_email: Email
     buyer_name: str | None = Field(default=None, max_length=200)
+    quantity: StrictInt = Field(default=1, ge=1, le=1000)
+    fields: BuyerFields = Field(default_factory=dict)  # the item's required_fields, by key
     amount: Amount | None = None
     metadata: Metadata = Field(default_factory=dict)
     gateway: str | None = Field(default=None, min_length=1, max_length=64)

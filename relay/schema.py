@@ -11,7 +11,12 @@ ingest script and arq's in-progress keys in the claim script, so it must agree w
     {p}:projects                         ZSET    project id -> created at (ms): the listing  relay.store
     {p}:projects:indexed                 STRING  set once projects made before it are listed relay.store
     {p}:item:{id}                        STRING  JSON Item                                   relay.store
+    {p}:item:{id}:stock                  STRING  units left to sell (items with stock only)  relay.store,
+                                                                                             create_purchase,
+                                                                                             expire, ingest
     {p}:project:{id}:items               SET     the project's item ids                      relay.store
+    {p}:category:{id}                    STRING  JSON Category                               relay.categories
+    {p}:project:{id}:categories          SET     the project's category ids                  relay.categories
     {p}:plan:{id}                        STRING  JSON Plan                                   relay.store
     {p}:project:{id}:plans               SET     the project's plan ids                      relay.store
     {p}:purchase:{order_id}              HASH    an order of any kind: doc (JSON of the      create_purchase,
@@ -145,6 +150,15 @@ class Keys:
 
     def item(self, item_id: str) -> str:
         return f"{self.prefix}:item:{item_id}"
+
+    def category(self, category_id: str) -> str:
+        return f"{self.prefix}:category:{category_id}"
+
+    def project_categories(self, project_id: str) -> str:
+        return f"{self.prefix}:project:{project_id}:categories"
+
+    def item_stock(self, item_id: str) -> str:
+        return f"{self.prefix}:item:{item_id}:stock"
 
     def project_items(self, project_id: str) -> str:
         return f"{self.prefix}:project:{project_id}:items"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,10 +21,12 @@ from redis.exceptions import WatchError
 
 from relay import lua
 from relay.crypto import SecretBox
+from relay.errors import SoldOut
 from relay.event_body import BODY_END, METADATA_JOIN, metadata_json, reason_json
 from relay.event_types import Webhook, event_body_head, event_type, lua_refund_table
 from relay.jsonutil import dumps
 from relay.models import (
+    ID_PATTERN,
     RANK,
     EventRecord,
     Item,
@@ -77,11 +80,14 @@ def ingest_script() -> str:
     return loaded + lua.source("ingest")
 
 
-PURCHASE_STATE_FIELDS = ("status", "paid_at", "webhook_status", "event_id", "updated_at", "invoice_url")
+PURCHASE_STATE_FIELDS = (
+    *("status", "paid_at", "webhook_status", "event_id", "updated_at", "invoice_url"),
+    "oversold",  # written by ingest.lua only
+)
 # An order's hash names each refund it sent: refund:{key} -> the refund's event id (ingest.lua).
 REFUND_FIELD = "refund:"
 # Left out of an item's doc while they have their default: the doc every purchase stores stays small.
-_DEFAULTS = {"kind": OrderKind.ITEM, "event_type": "item.purchased"}
+_DEFAULTS = {"kind": OrderKind.ITEM, "event_type": "item.purchased", "quantity": 1}
 
 
 def purchase_template(purchase: Purchase) -> dict[str, str]:
@@ -122,6 +128,16 @@ def _refund_args(outcome: PaymentOutcome, refunded_at: datetime) -> tuple[str, s
     amount = outcome.amount if outcome.refund_amount is None else outcome.refund_amount
     key = outcome.refund_key or f"{outcome.raw_status}:{amount}"
     return key[:200], iso_z(refunded_at), str(int(amount)), reason_json(outcome.refund_reason)
+
+
+ITEM_ID = re.compile(ID_PATTERN)
+
+
+def _with_stock(item: Item, left: str | None) -> Item:
+    """``item`` with its live count of units left (an item without stock has none)."""
+    if item.stock is None:
+        return item
+    return item.model_copy(update={"stock": max(0, int(left or 0))})
 
 
 def purchase_from_fields(fields: dict[str, str]) -> Purchase:
@@ -279,8 +295,12 @@ class Store:
     # --- items ------------------------------------------------------------------------------
 
     async def get_item(self, item_id: str) -> Item | None:
-        raw = await self.redis.get(self.keys.item(item_id))
-        return None if raw is None else Item.model_validate_json(raw)
+        """The item, its ``stock`` what is left now (the live count, relay.lua.create_purchase).
+        No id of another form is an item's (``{id}:stock`` is its count, not an item)."""
+        if not ITEM_ID.fullmatch(item_id):
+            return None
+        raw, left = await self.redis.mget([self.keys.item(item_id), self.keys.item_stock(item_id)])
+        return None if raw is None else _with_stock(Item.model_validate_json(raw), left)
 
     def webhook_source(self, event: EventRecord) -> str | None:
         """The key of the catalogue entry whose webhook_url the event goes to before the project's
@@ -306,15 +326,23 @@ class Store:
             disabled=frozenset(disabled.split(",")) if disabled else frozenset(),
         )
 
-    async def put_item(self, item: Item) -> None:
+    async def put_item(self, item: Item, *, set_stock: bool) -> None:
+        """Store the item; with ``set_stock`` (the stock was given), its live count becomes
+        ``item.stock`` (units left besides those reserved now), or unlimited (None). Without, the
+        count is left to the purchases moving it."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self.keys.item(item.id), item.model_dump_json())
             pipe.sadd(self.keys.project_items(item.project_id), item.id)
+            if set_stock:
+                if item.stock is None:
+                    pipe.delete(self.keys.item_stock(item.id))
+                else:
+                    pipe.set(self.keys.item_stock(item.id), item.stock)
             await pipe.execute()
 
     async def delete_item(self, item: Item) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.item(item.id))
+            pipe.delete(self.keys.item(item.id), self.keys.item_stock(item.id))
             pipe.srem(self.keys.project_items(item.project_id), item.id)
             await pipe.execute()
 
@@ -322,8 +350,15 @@ class Store:
         item_ids = sorted(await self.redis.smembers(self.keys.project_items(project_id)))  # type: ignore[misc]
         if not item_ids:
             return []
-        raws = await self.redis.mget([self.keys.item(item_id) for item_id in item_ids])
-        items = [Item.model_validate_json(raw) for raw in raws if raw is not None]
+        keys = [
+            key for item_id in item_ids for key in (self.keys.item(item_id), self.keys.item_stock(item_id))
+        ]
+        raws = await self.redis.mget(keys)
+        items = [
+            _with_stock(Item.model_validate_json(raw), left)
+            for raw, left in zip(raws[::2], raws[1::2], strict=True)
+            if raw is not None
+        ]
         return sorted(items, key=lambda item: (item.created_at, item.id))
 
     # --- plans ------------------------------------------------------------------------------
@@ -348,14 +383,19 @@ class Store:
 
     # --- purchases --------------------------------------------------------------------------
 
-    async def create_purchase(self, purchase: Purchase, *, expires_at: datetime | None = None) -> bool:
+    async def create_purchase(
+        self, purchase: Purchase, *, expires_at: datetime | None = None, reserve: bool = False
+    ) -> bool:
         """Store a new purchase, only if its order id is not taken, nor a shop payment's own order
         id in its project (create_purchase.lua, one atomic step): False, and nothing written, when
-        it is. A stored purchase is never overwritten. It
-        expires at ``expires_at``, by default RELAY_PURCHASE_EXPIRY after it was made, unless paid
-        by then (relay.retention)."""
+        it is. A stored purchase is never overwritten. With ``reserve``, its item's units
+        (``quantity``) are reserved in the same step, or SoldOut and nothing written. It expires at
+        ``expires_at``, by default RELAY_PURCHASE_EXPIRY after it was made, unless paid by then
+        (relay.retention)."""
         expires_at = expires_at or purchase.created_at + self.lifetimes.purchase_expiry
-        state = purchase.model_dump(mode="json", include=set(PURCHASE_STATE_FIELDS), exclude={"invoice_url"})
+        state = purchase.model_dump(
+            mode="json", include=set(PURCHASE_STATE_FIELDS), exclude={"invoice_url", "oversold"}
+        )
         fields = purchase_template(purchase) | {key: value or "" for key, value in state.items()}
         created = await self._create_purchase(
             keys=[
@@ -366,14 +406,18 @@ class Store:
                 self.keys.project_payment(purchase.project_id, purchase.merchant_order_id)
                 if purchase.merchant_order_id is not None
                 else "-",
+                self.keys.item_stock(purchase.item_id) if reserve else "-",
             ],
             args=[
                 purchase.order_id,
                 to_ms(purchase.created_at),
                 to_ms(expires_at),
+                purchase.quantity if reserve else 0,
                 *(part for pair in fields.items() for part in pair),
             ],
         )
+        if created == -1:
+            raise SoldOut(f"item {purchase.item_id} has fewer than {purchase.quantity} left")
         return bool(created)
 
     async def remember_invoice(self, order_id: str, invoice_url: str) -> None:

@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from relay.api_keys import ApiKeys
 from relay.audit import AuditLog
+from relay.categories import Categories
 from relay.crypto import SecretBox
 from relay.endpoints import Endpoints
 from relay.events import EventStore
@@ -39,6 +40,7 @@ class Stores:
     audit: AuditLog  # every change through the API, the console and the portal
     portal_links: PortalLinks  # the merchant portal's signed links
     search: OrderSearch  # a project's orders by id, or filtered a page at a time
+    categories: Categories  # the shelves of a project's catalogue
 
 
 def make_stores(redis: Redis, settings: Settings) -> Stores:
@@ -63,4 +65,5 @@ def make_stores(redis: Redis, settings: Settings) -> Stores:
         audit=AuditLog(redis, prefix=prefix, retention=lifetimes.retention),
         portal_links=PortalLinks(redis, prefix=prefix),
         search=OrderSearch(redis, store, events, prefix=prefix),
+        categories=Categories(redis, prefix=prefix),
     )

@@ -610,7 +610,7 @@ async def put_shop(owner: Paying, webhook_url: str | None) -> Project:
     )
     await owner.store.put_project(project)
     item = Item(id="tmpl", project_id="shop", name="Template", price=50000, created_at=now, updated_at=now)
-    await owner.store.put_item(item)
+    await owner.store.put_item(item, set_stock=True)
     return project
 
 

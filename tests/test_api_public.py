@@ -89,6 +89,12 @@ async def test_public_items_hide_webhook_url(relay: Running) -> None:
                 "currency": "IDR",
                 "amount_min": 50000,  # by default the price: a buyer never pays less
                 "amount_max": None,
+                "amount_step": None,
+                "sku": None,
+                "category_id": None,
+                "required_fields": [],
+                "stock": None,  # unlimited
+                "available": True,
             }
         ]
     }

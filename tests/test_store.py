@@ -75,7 +75,7 @@ async def test_project_round_trip(stores: Backend) -> None:
 
 async def test_item_round_trip_and_delete(stores: Backend) -> None:
     item = make_item("tmpl")
-    await stores.store.put_item(item)
+    await stores.store.put_item(item, set_stock=True)
     assert await stores.store.get_item("tmpl") == item
     await stores.store.delete_item(item)
     assert await stores.store.get_item("tmpl") is None
@@ -88,7 +88,7 @@ async def test_list_items_oldest_first_per_project(stores: Backend) -> None:
     middle = make_item("m-middle", created_at=T0 + timedelta(minutes=1))
     elsewhere = make_item("elsewhere", project_id="other")
     for item in (newest, oldest, middle, elsewhere):
-        await stores.store.put_item(item)
+        await stores.store.put_item(item, set_stock=True)
     assert await stores.store.list_items("shop") == [oldest, middle, newest]
     assert await stores.store.list_items("other") == [elsewhere]
     assert await stores.store.list_items("nobody") == []

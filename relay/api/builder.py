@@ -10,11 +10,24 @@ from pydantic import Field
 
 from relay.api.auth import admin_only, audit_target, builder, in_scope, principal_of
 from relay.api.clients import own_base_url
-from relay.api.context import API_KEYS, CLOCK, OPERATIONS, PORTAL_LINKS, SETTINGS, STORE
+from relay.api.context import API_KEYS, CATEGORIES, CLOCK, OPERATIONS, PORTAL_LINKS, SETTINGS, STORE
 from relay.api.parsing import parse, parse_webhook_status, query_int, read_model, required_query
+from relay.catalogue import item_matches
 from relay.errors import Conflict, Forbidden, InvalidInput, not_found
 from relay.jsonutil import parse_object
-from relay.models import Input, Item, ItemIn, Plan, PlanIn, Project, ProjectIn, iso_z, new_client_id, new_id
+from relay.models import (
+    Input,
+    Item,
+    ItemIn,
+    ItemStatus,
+    Plan,
+    PlanIn,
+    Project,
+    ProjectIn,
+    iso_z,
+    new_client_id,
+    new_id,
+)
 from relay.portal import LINK_TTL
 from relay.settings import Settings
 from relay.signing import new_webhook_secret
@@ -245,7 +258,10 @@ async def put_item(request: web.Request) -> web.Response:
     existing = await store.get_item(data.id) if data.id else None
     fields = await put_fields(request, "item", existing, data, now=now)
     item = parse(Item, fields)  # 400 when the amount bounds do not hold the price
-    await store.put_item(item)
+    if item.category_id is not None:
+        await request.app[CATEGORIES].require(item.project_id, item.category_id)
+    # The live count is set only when the stock is given: a change of name must not undo sales.
+    await store.put_item(item, set_stock=existing is None or "stock" in data.model_fields_set)
     audit_target(request, item_id=item.id, project_id=item.project_id)
     return web.json_response({"item": item.model_dump(mode="json")})
 
@@ -253,11 +269,40 @@ async def put_item(request: web.Request) -> web.Response:
 @routes.get("/api/platform/items")
 @builder
 async def list_items(request: web.Request) -> web.Response:
+    """A project's items, oldest first, a page at a time (``page`` from 1, ``per_page``), found
+    by ``search`` (any case, in name and sku), ``category_id`` and ``status``; ``total`` counts
+    what matches."""
     project_id = required_query(request, "project_id")
     in_scope(request, project_id, "project", project_id)
     project = await request.app[OPERATIONS].project(project_id)
-    items = await request.app[STORE].list_items(project.id)
-    return web.json_response({"items": [item.model_dump(mode="json") for item in items]})
+    page = query_int(request, "page", default=1, low=1, high=1_000_000)
+    per_page = query_int(request, "per_page", default=100, low=1, high=500)
+    found = item_matches(
+        await request.app[STORE].list_items(project.id),
+        search=request.query.get("search", "").strip(),
+        category_id=request.query.get("category_id") or None,
+        status=_item_status(request.query.get("status")),
+    )
+    shown = found[(page - 1) * per_page : page * per_page]
+    return web.json_response(
+        {
+            "items": [item.model_dump(mode="json") for item in shown],
+            "page": page,
+            "per_page": per_page,
+            "total": len(found),
+        }
+    )
+
+
+def _item_status(raw: str | None) -> ItemStatus | None:
+    if not raw:
+        return None
+    try:
+        return ItemStatus(raw)
+    except ValueError:
+        raise InvalidInput(
+            f"status must be one of: {', '.join(status.value for status in ItemStatus)}"
+        ) from None
 
 
 async def _item(request: web.Request, item_id: str) -> Item:

@@ -14,6 +14,7 @@ from arq.connections import ArqRedis
 
 from relay.api_keys import ApiKeys
 from relay.audit import AuditLog
+from relay.categories import Categories
 from relay.connections import Connections
 from relay.events import EventStore
 from relay.gateways import Gateway
@@ -46,3 +47,4 @@ FAILED_LINKS = web.AppKey("failed_links", FailedAuth)
 API_KEYS = web.AppKey("api_keys", ApiKeys)
 AUDIT = web.AppKey("audit", AuditLog)
 PORTAL_LINKS = web.AppKey("portal_links", PortalLinks)
+CATEGORIES = web.AppKey("categories", Categories)

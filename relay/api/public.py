@@ -9,9 +9,11 @@ from relay.api.clients import client_address
 from relay.api.context import CLOCK, METRICS, PURCHASE_LIMIT, SETTINGS, STORE, SUBSCRIPTIONS
 from relay.api.invoices import chosen_gateway, invoice, kept_invoice, sandbox_invoice
 from relay.api.parsing import read_model, required_query
-from relay.errors import Conflict, InvalidInput, not_found
+from relay.catalogue import buyer_fields, order_amount, purchase_metadata
+from relay.errors import Conflict, not_found
 from relay.idempotency import idempotent
 from relay.models import (
+    ItemStatus,
     Project,
     Purchase,
     PurchaseIn,
@@ -40,7 +42,19 @@ async def public_items(request: web.Request) -> web.Response:
     store = request.app[STORE]
     project = await _client_project(store, required_query(request, "client_id"))
     items = await store.list_items(project.id)
-    return web.json_response({"items": [item.public_view() for item in items]})
+    shown = [item.public_view() for item in items if item.status is ItemStatus.PUBLISHED]
+    return web.json_response({"items": shown})
+
+
+@routes.get("/api/platform/public-items/{item_id:(?!purchase$)[^/]+}")  # /purchase stays a POST
+async def public_item(request: web.Request) -> web.Response:
+    """One published item as a checkout form needs it; any other is as absent as a missing one."""
+    store = request.app[STORE]
+    project = await _client_project(store, required_query(request, "client_id"))
+    item = await store.get_item(request.match_info["item_id"])
+    if item is None or item.project_id != project.id or item.status is not ItemStatus.PUBLISHED:
+        raise not_found("item", request.match_info["item_id"])
+    return web.json_response({"item": item.public_view()})
 
 
 @routes.post("/api/platform/public-items/purchase")
@@ -54,13 +68,11 @@ async def _start_purchase(request: web.Request, data: PurchaseIn) -> web.Respons
     store, settings, now = request.app[STORE], request.app[SETTINGS], request.app[CLOCK]()
     project = await _client_project(store, data.client_id)
     item = await store.get_item(data.item_id)
-    if item is None or item.project_id != project.id:
-        raise not_found("item", data.item_id)
+    if item is None or item.project_id != project.id or item.status is not ItemStatus.PUBLISHED:
+        raise not_found("item", data.item_id)  # a draft or archived item is not for sale
     # A buyer-chosen amount is what the buyer pays and the webhook reports: within the item's bounds.
-    amount = item.price if data.amount is None else data.amount
-    amount_problem = item.amount_problem(amount)
-    if amount_problem is not None:
-        raise InvalidInput(amount_problem)
+    amount = order_amount(item, quantity=data.quantity, chosen=data.amount)
+    fields = buyer_fields(item, data.fields)
     gateway = chosen_gateway(request, data.gateway)
     # Counted only now, for a request that creates a purchase: a flood of bad ones locks out nobody.
     address = client_address(request, settings.trusted_proxies)
@@ -74,14 +86,17 @@ async def _start_purchase(request: web.Request, data: PurchaseIn) -> web.Respons
         currency=item.currency,
         buyer_email=data.buyer_email,
         buyer_name=data.buyer_name,
-        metadata=data.metadata,
+        quantity=data.quantity,
+        metadata=purchase_metadata(data.metadata, fields=fields, quantity=data.quantity),
         gateway=gateway.name,
         created_at=now,
         updated_at=now,
     )
     for _ in range(ORDER_ID_TRIES):
         sandbox_url = sandbox_invoice(request, record)
-        if await store.create_purchase(record):  # never over a purchase with the same order id
+        # Never over a purchase with the same order id; its units reserved in the same step (409
+        # SoldOut when short).
+        if await store.create_purchase(record, reserve=item.stock is not None):
             break
         log.warning("order_id_taken", order_id=record.order_id)
         record = record.model_copy(update={"order_id": new_order_id(item.id)})

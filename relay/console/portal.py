@@ -255,7 +255,7 @@ async def set_catalogue_url(request: web.Request, link: PortalLink, project: Pro
     )
     check_target(request.config_dict[SETTINGS], changed.webhook_url)
     if isinstance(changed, Item):
-        await store.put_item(changed)
+        await store.put_item(changed, set_stock=False)  # the live count is the purchases'
     else:
         await store.put_plan(changed)
     log.info("portal_catalogue_url", link_id=link.id, kind=kind, entry_id=entry_id)

@@ -23,8 +23,13 @@
 -- at most MAX_KEPT_REFUNDS: pending_refund holds them as a JSON list) are sent too (outbox only:
 -- the sweeper enqueues them). An order never gets a second paid event.
 --
+-- Stock (create_purchase.lua): an order that fails, or is refunded before it is paid, gives back
+-- the units it reserved; one that is paid keeps them (sold). A settlement for an order whose units were given back (it had expired)
+-- takes them again if they are still there, and else is honoured all the same (the money arrived)
+-- and marked oversold: {'oversold', 'paid', n}.
+--
 -- Key names other than KEYS are built here under the prefix ARGV[15] (``{p}:``); relay runs on
--- one Redis, no cluster.
+-- one Redis, no cluster; an order's stock key is the one it stored (stock_key).
 --
 -- KEYS[1] purchase        KEYS[2] event             KEYS[3] outbox
 -- KEYS[4] arq job key     KEYS[5] arq result key    KEYS[6] arq queue    KEYS[7] retention
@@ -43,7 +48,8 @@
 --   | {'other_gateway', gateway} | {'currency_mismatch', stored currency}
 --   | {'amount_mismatch', stored amount} | {'unchanged', status}
 --   | {'no_template', ''} (nothing written: store the template and run again)
---   | {'clamped', 'paid'}: applied, with paid_at raised to the order's creation (it was earlier).
+--   | {'clamped', 'paid'}: applied, with paid_at raised to the order's creation (it was earlier)
+--   | {'oversold', 'paid'}: applied, but its units had been given back and sold again.
 
 local p = ARGV[15]
 -- Refunds one order sends (and keeps, unpaid, for its payment): a bound, as a refund's details are
@@ -51,7 +57,7 @@ local p = ARGV[15]
 -- notification could otherwise be replayed into any number of refunds.
 local MAX_KEPT_REFUNDS = 20
 local found = redis.call('HMGET', KEYS[1], 'status', 'doc', 'event_id', 'event_head', 'event_tail', 'metadata',
-  'pending_refund', 'paid_at')
+  'pending_refund', 'paid_at', 'reserved', 'stock_key')
 local status = found[1]
 if not status then return {'unknown_order', '', 0} end
 local doc = cjson.decode(found[2])
@@ -146,6 +152,10 @@ if ARGV[2] == 'refunded' then
     if status == 'refunded' then return {'unchanged', status, 0} end
     redis.call('HSET', KEYS[1], 'status', 'refunded', 'updated_at', ARGV[3])
     redis.call('ZADD', KEYS[7], ARGV[14], 'o:' .. doc.order_id)
+    if found[9] then  -- unpaid and finished: its units are for sale again (a payment takes them back)
+      redis.call('HDEL', KEYS[1], 'reserved')
+      if redis.call('EXISTS', found[10]) == 1 then redis.call('INCRBY', found[10], found[9]) end
+    end
     return {'applied', 'refunded', 0}
   end
   redis.call('HSET', KEYS[1], 'status', 'refunded', 'updated_at', ARGV[3])
@@ -163,6 +173,10 @@ redis.call('HSET', KEYS[1], 'status', status, 'updated_at', ARGV[3])
 if not settles then
   if status ~= 'pending' and not paid_event_id then
     redis.call('ZADD', KEYS[7], ARGV[14], 'o:' .. doc.order_id)
+    if found[9] then  -- failed or expired unpaid: its units are for sale again
+      redis.call('HDEL', KEYS[1], 'reserved')
+      if redis.call('EXISTS', found[10]) == 1 then redis.call('INCRBY', found[10], found[9]) end
+    end
   end
   return {'applied', status, 0}
 end
@@ -170,6 +184,17 @@ end
 local code, paid_at = 'applied', ARGV[7]
 local created = string.sub(doc.created_at, 1, 19) .. 'Z'  -- the same form, so they compare as text
 if paid_at < created then code, paid_at = 'clamped', created end
+if found[9] then  -- its reserved units are sold
+  redis.call('HDEL', KEYS[1], 'reserved')
+elseif found[10] and redis.call('EXISTS', found[10]) == 1 then  -- given back when it expired: take them again
+  local units = doc.quantity or 1
+  if (tonumber(redis.call('GET', found[10])) or 0) >= units then
+    redis.call('DECRBY', found[10], units)
+  else
+    redis.call('HSET', KEYS[1], 'oversold', units)
+    code = 'oversold'
+  end
+end
 local period_start, period_end = doc.period_start, doc.period_end
 local paid_part = paid_at
 local first_payment = doc.subscription_id and not period_start

@@ -20,6 +20,8 @@ from relay.models import (
     EMAIL_RE,
     PUBLIC_ITEM_FIELDS,
     Attempt,
+    Category,
+    CategoryIn,
     DeadLetter,
     Item,
     ItemIn,
@@ -125,11 +127,12 @@ def component_schemas() -> dict[str, Schema]:
     models: list[type[BaseModel]] = [ProjectIn, ItemIn, PurchaseIn, ReplayIn, Project, Item, Purchase]
     models += [Attempt, DeadLetter, WindowReplayIn, EndpointIn, EndpointHealth]
     models += [PaymentIn, PlanIn, SubscribeIn, Plan, Subscription, ApiKeyIn, ApiKey, PortalLinkIn, AuditEntry]
+    models += [Category, CategoryIn]
     modes: list[tuple[type[BaseModel], Literal["validation"]]] = [(model, "validation") for model in models]
     _, defs = models_json_schema(modes, ref_template=REF)
     generated: dict[str, Schema] = defs["$defs"]
     inputs = ["ProjectIn", "ItemIn", "PurchaseIn", "ReplayIn", "WindowReplayIn", "EndpointIn"]
-    inputs += ["PaymentIn", "PlanIn", "SubscribeIn", "ApiKeyIn", "PortalLinkIn"]
+    inputs += ["PaymentIn", "PlanIn", "SubscribeIn", "ApiKeyIn", "PortalLinkIn", "CategoryIn"]
     schemas = {name: generated[name] for name in inputs}
     # An AfterValidator leaves no trace in the generated schema: state the rule it checks.
     for name in ("PurchaseIn", "PaymentIn", "SubscribeIn"):
@@ -142,6 +145,7 @@ def component_schemas() -> dict[str, Schema]:
         "OrderKind",
         "Interval",
         "ErrorClass",
+        "ItemStatus",
     )
     schemas |= {name: generated[name] for name in (*enums, "SubscriptionStatus")}
     project = output(generated["Project"], exclude=SECRET_FIELDS)
@@ -149,7 +153,15 @@ def component_schemas() -> dict[str, Schema]:
     schemas["Project"] = project
     schemas["ProjectWithSecret"] = _with(project, "ProjectWithSecret", webhook_secret=secret)
     schemas["Item"] = output(generated["Item"])
-    schemas["PublicItem"] = output(generated["Item"], include=PUBLIC_ITEM_FIELDS) | {"title": "PublicItem"}
+    schemas["RequiredField"] = generated["RequiredField"]
+    schemas["Category"] = output(generated["Category"])
+    public = output(generated["Item"], include=PUBLIC_ITEM_FIELDS) | {"title": "PublicItem"}
+    public["properties"] |= {
+        "stock": {"type": ["integer", "null"], "description": "Units left now; null: unlimited."},
+        "available": {"type": "boolean", "description": "Published, and a unit left."},
+    }
+    public["required"] = [*public.get("required", []), "stock", "available"]
+    schemas["PublicItem"] = public
     schemas["Attempt"] = output(generated["Attempt"])
     schemas |= _purchase_schemas(generated["Purchase"])
     schemas["DeadLetter"] = output(generated["DeadLetter"])

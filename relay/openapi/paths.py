@@ -255,12 +255,63 @@ def builder_paths() -> dict[str, Schema]:
             ),
             "get": operation(
                 "listItems",
-                "A project's items",
+                "A project's items, oldest first, a page at a time",
+                tag="builder",
+                admin=True,
+                description="`stock` is the units left now (reserved ones are not left); null: unlimited.",
+                parameters=[
+                    query_param("project_id", "The project's id.", NON_EMPTY, required=True),
+                    query_param(
+                        "page", "Pages count from 1.", {"type": "integer", "minimum": 1, "default": 1}
+                    ),
+                    query_param(
+                        "per_page",
+                        "Items a page.",
+                        {"type": "integer", "minimum": 1, "maximum": 500, "default": 100},
+                    ),
+                    query_param("search", "In the name or sku, any case.", {"type": "string"}),
+                    query_param("category_id", "Only this category's.", {"type": "string"}),
+                    query_param("status", "Only items in this status.", ref("ItemStatus")),
+                ],
+                responses={
+                    200: ok(
+                        obj(
+                            items={"type": "array", "items": ref("Item")},
+                            page={"type": "integer"},
+                            per_page={"type": "integer"},
+                            total={"type": "integer", "description": "Items that match, on every page."},
+                        )
+                    ),
+                    400: error(400, "`InvalidInput`: project_id is missing, or a bad page or status."),
+                    404: error(404),
+                },
+            ),
+        },
+        "/api/platform/categories": {
+            "put": operation(
+                "putCategory",
+                "Create a category, or update the fields given when `id` names an existing one",
+                tag="builder",
+                admin=True,
+                description="`parent_id` nests it in another category of the same project (no cycle, 10 "
+                "levels at most).",
+                body=json_body(ref("CategoryIn")),
+                responses={
+                    200: ok(obj(category=ref("Category"))),
+                    404: error(404, "`NotFound`: no such project, or no such parent category in it."),
+                    409: error(
+                        409, "`Conflict`: another project's category, or a parent inside the category."
+                    ),
+                },
+            ),
+            "get": operation(
+                "listCategories",
+                "A project's categories, by sort_order then name",
                 tag="builder",
                 admin=True,
                 parameters=[query_param("project_id", "The project's id.", NON_EMPTY, required=True)],
                 responses={
-                    200: ok(obj(items={"type": "array", "items": ref("Item")})),
+                    200: ok(obj(categories={"type": "array", "items": ref("Category")})),
                     400: error(400, "`InvalidInput`: project_id is missing."),
                     404: error(404),
                 },
@@ -350,13 +401,33 @@ def public_paths() -> dict[str, Schema]:
                 },
             )
         },
+        "/api/platform/public-items/{item_id}": {
+            "get": operation(
+                "getPublicItem",
+                "One published item, as a checkout form needs it",
+                tag="public",
+                parameters=[
+                    ITEM_ID,
+                    query_param("client_id", "The project's client_id.", NON_EMPTY, required=True),
+                ],
+                responses={
+                    200: ok(obj(item=ref("PublicItem"))),
+                    400: error(400, "`InvalidInput`: client_id is missing."),
+                    404: error(404, "`NotFound`: no such client_id, or no such published item of it."),
+                },
+            )
+        },
         "/api/platform/public-items/purchase": {
             "post": operation(
                 "startPurchase",
                 "Start a purchase; `amount` overrides the item price within its bounds",
                 tag="public",
-                description="`amount` (what the buyer pays, and what the webhook reports) must lie "
-                "within the item's `amount_min` (by default its price) and `amount_max`, else 400.",
+                description="`amount` (what the buyer pays, and what the webhook reports) is "
+                "`price x quantity` unless given; it must lie within the item's `amount_min` (by default "
+                "its price; times `quantity`) and `amount_max`, on its `amount_step`, else 400. `fields` "
+                "are the item's `required_fields` (a missing or malformed one is a 400 naming "
+                "`fields.<key>`). An item with `stock` reserves `quantity` units here: 409 `SoldOut` "
+                "when fewer are left.",
                 body=json_body(ref("PurchaseIn")),
                 parameters=[idempotency_key("client_id")],
                 responses={
@@ -365,7 +436,11 @@ def public_paths() -> dict[str, Schema]:
                         400, "`InvalidInput`: a body that does not validate, or a malformed Idempotency-Key."
                     ),
                     404: error(404, "`NotFound`: no such client_id or item."),
-                    409: error(409, f"{IDEMPOTENCY_CONFLICT}; or no free order id was found (retry)."),
+                    409: error(
+                        409,
+                        f"`SoldOut`: fewer units left than asked; {IDEMPOTENCY_CONFLICT}; "
+                        "or no free order id (retry).",
+                    ),
                     429: error(429),
                     502: error(502),
                 },

@@ -220,7 +220,7 @@ class Data:
                 created_at=now,
                 updated_at=now,
             )
-            await self.store.put_item(item)
+            await self.store.put_item(item, set_stock=True)
             items.append(item)
         return Catalogue(project, items)
 
