@@ -142,18 +142,13 @@ async def send(
             status, kept = response.status, response_headers(response.headers.items())
             if 200 <= status < 300:
                 return Answer(status, excerpt, kept)
-            if response.headers.get(ABORT_HEADER, "").strip().lower() == ABORT_VALUE:
+            aborted = response.headers.get(ABORT_HEADER, "").strip().lower() == ABORT_VALUE
+            if aborted or status == 410:  # the endpoint asks to stop: this message, or all (410)
                 raise PermanentDelivery(
-                    f"HTTP {status}, {ABORT_HEADER}: {ABORT_VALUE}: the endpoint asked to stop this message",
-                    error_class=ErrorClass.ABORTED,
-                    status_code=status,
-                    response=excerpt,
-                    headers=kept,
-                )
-            if status == 410:
-                raise PermanentDelivery(
-                    "410 Gone: the endpoint asked to stop",
-                    error_class=ErrorClass.GONE,
+                    f"HTTP {status}, {ABORT_HEADER}: {ABORT_VALUE}: the endpoint asked to stop this message"
+                    if aborted
+                    else "410 Gone: the endpoint asked to stop",
+                    error_class=ErrorClass.ABORTED if aborted else ErrorClass.GONE,
                     status_code=status,
                     response=excerpt,
                     headers=kept,
