@@ -42,7 +42,7 @@ def order_amount(item: Item, *, quantity: int, chosen: int | None) -> int:
     bound) outside the item's bounds, or below the least ``quantity`` units may cost."""
     amount = item.price * quantity if chosen is None else chosen
     least = item.lowest_amount * quantity
-    if amount < least:
+    if quantity > 1 and amount < least:
         raise InvalidInput(f"amount {amount} is below {least}, this item's amount_min for {quantity} units")
     if amount > MAX_TOTAL:
         raise InvalidInput(f"amount {amount} is above {MAX_TOTAL}")
