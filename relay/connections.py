@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool, Redis
@@ -43,7 +44,10 @@ def embedded_server() -> Any:
 
 
 def open_connections(settings: Settings, *, server: Any = None) -> Connections:
-    """Clients for ``settings.redis_url``, or for the embedded ``server`` when the URL is unset."""
+    """Clients for the primary the Sentinels name (RELAY_REDIS_SENTINELS), else for
+    ``settings.redis_url``, else for the embedded ``server``."""
+    if settings.redis_sentinels is not None:
+        return _through_sentinels(settings)
     if settings.redis_url is not None:
         store_pool = ConnectionPool.from_url(settings.redis_url, decode_responses=True, **CLIENT_OPTIONS)
         arq_pool = ConnectionPool.from_url(settings.redis_url, **CLIENT_OPTIONS)
@@ -55,3 +59,35 @@ def open_connections(settings: Settings, *, server: Any = None) -> Connections:
     store_pool = ConnectionPool(connection_class=Fake, server=server, decode_responses=True)
     arq_pool = ConnectionPool(connection_class=Fake, server=server)
     return Connections(Redis(connection_pool=store_pool), ArqRedis(arq_pool), embedded=True)
+
+
+def _through_sentinels(settings: Settings) -> Connections:
+    """Pools that ask the Sentinels where the primary is on every new connection, so after a
+    promotion the next connection goes to the new primary without a restart (redis-py's
+    SentinelConnectionPool; a connection to a primary that was demoted fails on its first write,
+    READONLY, and is dropped). RELAY_REDIS_URL's user, password, db and TLS apply to the primary."""
+    from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+
+    server: dict[str, Any] = {}
+    if settings.redis_url is not None:
+        parts = urlsplit(settings.redis_url)
+        server = {
+            "username": unquote(parts.username) if parts.username else None,
+            "password": unquote(parts.password) if parts.password else None,
+            "db": int(parts.path.strip("/") or 0),
+            "ssl": parts.scheme == "rediss",
+        }
+    sentinel_password = settings.redis_sentinel_password
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        settings.sentinels,
+        sentinel_kwargs={
+            "password": sentinel_password.get_secret_value() if sentinel_password else None,
+            "socket_timeout": CLIENT_OPTIONS["socket_timeout"],
+            "socket_connect_timeout": CLIENT_OPTIONS["socket_connect_timeout"],
+        },
+    )
+    service = settings.redis_sentinel_service
+    options = CLIENT_OPTIONS | {key: value for key, value in server.items() if value is not None}
+    store_pool = SentinelConnectionPool(service, sentinel, decode_responses=True, **options)  # type: ignore[no-untyped-call]
+    arq_pool = SentinelConnectionPool(service, sentinel, **options)  # type: ignore[no-untyped-call]
+    return Connections(Redis(connection_pool=store_pool), ArqRedis(arq_pool), embedded=False)

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RELAY_", extra="ignore", frozen=True)
 
     redis_url: str | None = None
+    # Redis through Sentinel (DESIGN.md, "Failover without loss"): the Sentinels' host:port, comma-
+    # separated, and the service they watch. RELAY_REDIS_URL is then optional; its user, password
+    # and db (never its host) apply to the primary the Sentinels name.
+    redis_sentinels: str | None = None
+    redis_sentinel_service: str = Field(default="relay", min_length=1, max_length=100)
+    redis_sentinel_password: SecretStr | None = None
     admin_token: SecretStr | None = None
     # The CLI's operator commands (dlq, purchases, events replay) talk to a running relay at this URL
     # over HTTP, with the admin token or a project's API key, instead of to Redis (it wins over
@@ -135,6 +141,18 @@ class Settings(BaseSettings):
             return None  # set but empty means unset: the embedded store
         if urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = [part for part in value.split(",") if part.strip()]
+        if not parts:
+            raise ValueError("give the Sentinels as host:port, comma-separated")
+        for part in parts:
+            _host_port(part)
         return value
 
     @field_validator("midtrans_api_base", "midtrans_snap_base", "public_base_url", "duitku_api_base", "url")
@@ -285,7 +303,12 @@ class Settings(BaseSettings):
 
     @property
     def embedded(self) -> bool:
-        return self.redis_url is None
+        return self.redis_url is None and self.redis_sentinels is None
+
+    @property
+    def sentinels(self) -> list[tuple[str, int]]:
+        """The Sentinels of RELAY_REDIS_SENTINELS, as (host, port)."""
+        return [_host_port(part) for part in (self.redis_sentinels or "").split(",") if part.strip()]
 
     @property
     def sandbox_mode(self) -> bool:
@@ -388,8 +411,11 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
             continue
         if SERVICE_LINK.fullmatch(upper):
             continue
-        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]}?" if close else ""
+        # Compared without the prefix every name shares, which would make any two look alike.
+        close = difflib.get_close_matches(
+            upper.removeprefix(ENV_PREFIX), [each.removeprefix(ENV_PREFIX) for each in known], n=1, cutoff=0.7
+        )
+        hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
         warnings.append(f"{name} is not a relay setting and is ignored{hint}")
     return warnings
 
@@ -417,3 +443,12 @@ def describe_validation_error(error: ValidationError) -> str:
         else:  # a check of several settings together names them itself
             lines.append(message)
     return "; ".join(lines)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for an IPv6 address) as (host, port); ValueError otherwise."""
+    host, colon, port = text.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text.strip()!r} is not host:port")
+    return host, int(port)

@@ -15,7 +15,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -248,3 +249,40 @@ async def browser() -> AsyncIterator[Browser]:
     """The system's Chromium, headless (``tests/browser.py``)."""
     async with chromium() as launched:
         yield launched
+
+
+@dataclass(frozen=True)
+class SentinelCell:
+    """A primary ``redis-server`` watched by one Sentinel (``redis-server --sentinel``), on
+    loopback: the service ``relay``."""
+
+    primary_port: int
+    sentinel_port: int
+
+    @property
+    def sentinels(self) -> str:
+        return f"127.0.0.1:{self.sentinel_port}"
+
+
+@pytest.fixture
+def sentinel_cell(tmp_path: Path) -> Iterator[SentinelCell]:
+    binary = shutil.which("redis-server")
+    assert binary is not None, "the tests need redis-server installed (apt-get install redis-server)"
+    primary_port, sentinel_port = free_port(), free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        f"port {sentinel_port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor relay 127.0.0.1 {primary_port} 1\n"
+        "sentinel down-after-milliseconds relay 2000\n"
+    )
+    common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
+    primary = subprocess.Popen([binary, "--port", str(primary_port), *common], stdout=subprocess.DEVNULL)
+    sentinel = subprocess.Popen([binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL)
+    try:
+        for port, server in ((primary_port, primary), (sentinel_port, sentinel)):
+            assert answers(port, deadline=10.0, server=server), f"redis on {port} did not start"
+        yield SentinelCell(primary_port, sentinel_port)
+    finally:
+        for server in (sentinel, primary):
+            server.kill()
+            server.wait()
