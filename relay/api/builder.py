@@ -16,6 +16,8 @@ from relay.catalogue import item_matches
 from relay.errors import Conflict, Forbidden, InvalidInput, not_found
 from relay.jsonutil import parse_object
 from relay.models import (
+    Category,
+    CategoryIn,
     Input,
     Item,
     ItemIn,
@@ -63,16 +65,22 @@ async def change_project(request: web.Request, project_id: str, changes: dict[st
 
 
 async def put_fields(
-    request: web.Request, kind: str, existing: Item | Plan | None, data: ItemIn | PlanIn, *, now: datetime
+    request: web.Request,
+    kind: str,
+    existing: Item | Plan | Category | None,
+    data: ItemIn | PlanIn | CategoryIn,
+    *,
+    now: datetime,
 ) -> dict[str, Any]:
-    """The fields a PUT of a project's item or plan makes: the existing one with the fields sent
-    changed (409 when it belongs to another project), or a new one (its id given or drawn).
+    """The fields a PUT of a project's item, plan or category makes: the existing one with the
+    fields sent changed (409 when it belongs to another project), or a new one (its id given or
+    drawn).
 
     A project key reaches its own project's only: another's is a 404, as if it did not exist. Ids
     are global, so a key cannot choose a new one either (404): it could learn that another project
-    has it, or take ids another project would choose; its new items and plans get drawn ids."""
+    has it, or take ids another project would choose; what it makes gets drawn ids."""
     in_scope(request, data.project_id, "project", data.project_id)
-    check_target(request.app[SETTINGS], data.webhook_url)
+    check_target(request.app[SETTINGS], getattr(data, "webhook_url", None))  # a category has none
     await request.app[OPERATIONS].project(data.project_id)
     if existing is None:
         if data.id and not principal_of(request).admin:
