@@ -29,6 +29,7 @@ from relay.api.context import (
     OPERATIONS,
     PORTAL_LINKS,
     PURCHASE_LIMIT,
+    REPLICAS,
     SANDBOX_KEY,
     SESSIONS,
     SETTINGS,
@@ -44,6 +45,7 @@ from relay.gateways.registry import configured_gateways
 from relay.metrics import Metrics
 from relay.models import utcnow
 from relay.replay import Operations
+from relay.replicas import Replicas
 from relay.settings import Settings
 from relay.stores import make_stores
 from relay.templating import make_templates
@@ -102,6 +104,13 @@ def create_app(
         app[PORTAL_LINKS] = stores.portal_links
         app[CATEGORIES] = stores.categories
         app[ARQ] = connections.arq
+        app[REPLICAS] = replicas = Replicas(
+            connections.redis,
+            replicas=settings.redis_min_replicas_ack,
+            timeout=settings.redis_ack_timeout,
+            marker=stores.keys.replicated,
+            metrics=app[METRICS],
+        )
         app[OPERATIONS] = Operations(stores, connections.arq, clock=clock, metrics=app[METRICS])
         sandbox_key: sandbox.SandboxKey | None = None
         loading: asyncio.Task[None] | None = None
@@ -119,6 +128,7 @@ def create_app(
             loading.cancel()
             with suppress(asyncio.CancelledError):
                 await loading
+        await replicas.aclose()
         await pipelined.aclose()
         await connections.close()
 

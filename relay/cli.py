@@ -218,15 +218,30 @@ def project_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @asynccontextmanager
-async def operations(settings: Settings) -> AsyncIterator[Operations]:
-    """The use cases over a connection to ``settings``' Redis, closed after."""
+async def operations(settings: Settings, *, writes: bool = False) -> AsyncIterator[Operations]:
+    """The use cases over a connection to ``settings``' Redis, closed after. A command that
+    ``writes`` reports success only once RELAY_REDIS_MIN_REPLICAS_ACK replicas hold its writes
+    (else its one-line error, exit 1), as the API acknowledges nothing before."""
     from relay.connections import open_connections
     from relay.replay import Operations
+    from relay.replicas import Replicas
     from relay.stores import make_stores
 
     connections = open_connections(settings)
     try:
-        yield Operations(make_stores(connections.redis, settings), connections.arq)
+        stores = make_stores(connections.redis, settings)
+        yield Operations(stores, connections.arq)
+        if writes:
+            replicas = Replicas(
+                connections.redis,
+                replicas=settings.redis_min_replicas_ack,
+                timeout=settings.redis_ack_timeout,
+                marker=stores.keys.replicated,
+            )
+            try:
+                await replicas.confirm()
+            finally:
+                await replicas.aclose()
     finally:
         await connections.close()
 
@@ -297,7 +312,7 @@ def dlq_replay(
         return
 
     async def replay() -> tuple[int, list[str]]:
-        async with operations(settings) as ops:
+        async with operations(settings, writes=True) as ops:
             ids = await ops.dead_letter_ids(project_id=project_id, since=since) if replay_all else event_ids
             ids = list(dict.fromkeys(ids))  # each event once
             with click.progressbar(length=len(ids), label="replaying") as bar:
@@ -338,7 +353,7 @@ def dlq_purge(event_ids: tuple[str, ...], purge_all: bool, project_id: str | Non
         return
 
     async def purge() -> int:
-        async with operations(settings) as ops:
+        async with operations(settings, writes=True) as ops:
             ids = await ops.dead_letter_ids(project_id=project_id, since=None) if purge_all else event_ids
             ids = list(dict.fromkeys(ids))  # each event once
             with click.progressbar(length=len(ids), label="purging") as bar:
@@ -427,7 +442,7 @@ def purchases_retry(project_id: str, purchase_id: str) -> None:
     settings = operator_settings("purchases retry", remote=True)
 
     async def retry() -> str:
-        async with operations(settings) as ops:
+        async with operations(settings, writes=True) as ops:
             order_id = await ops.order_id(project_id, purchase_id)
             purchase = await ops.retry_purchase(project_id, order_id)
         return str(purchase.event_id)
@@ -499,7 +514,7 @@ def events_replay(
         return
 
     async def replay() -> int:
-        async with operations(settings) as ops:
+        async with operations(settings, writes=True) as ops:
             ids = await ops.window(Window(project_id, since, until, status))
             with click.progressbar(length=len(ids), label="replaying", file=sys.stderr) as bar:
                 return (await ops.replay(ids, progress=bar)).count
@@ -558,7 +573,7 @@ def retention_backfill() -> None:
     settings = operator_settings("retention backfill")
 
     async def backfill() -> tuple[int, int, int]:
-        async with operations(settings) as ops:
+        async with operations(settings, writes=True) as ops:
             retention = ops.retention
             project_ids = await ops.store.project_ids()
             total = await retention.stored_orders(project_ids)
@@ -589,7 +604,7 @@ def keys_rotate() -> None:
     settings = operator_settings("keys rotate")
 
     async def rotate() -> int:
-        async with operations(settings) as ops:
+        async with operations(settings, writes=True) as ops:
             project_ids = await ops.store.project_ids()
             done = 0
             with click.progressbar(project_ids, label="re-encrypting") as bar:

@@ -108,6 +108,20 @@ class Metrics:
             "oversold on the purchase (its item's stock was short by its quantity).",
             registry=self.registry,
         )
+        self.replica_waits = Counter(
+            "relay_replica_waits_total",
+            "Rounds that asked Redis replicas to confirm acknowledged writes (RELAY_REDIS_MIN_REPLICAS_ACK), "
+            "by result: confirmed, timeout (fewer replicas within RELAY_REDIS_ACK_TIMEOUT: 503s), error "
+            "(Redis could not be asked: 503s).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.replica_wait_seconds = Histogram(
+            "relay_replica_wait_duration_seconds",
+            "Time one round took to have acknowledged writes confirmed by Redis replicas.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
         self.expired = Counter(
             "relay_purchases_expired_total",
             "Purchases that stayed pending for RELAY_PURCHASE_EXPIRY and expired.",

@@ -78,6 +78,8 @@ ingest script and arq's in-progress keys in the claim script, so it must agree w
     {p}:project:{id}:portal-generation   STRING  bumped to revoke the project's portal links relay.portal
     {p}:cooldown:{action}:{project}      STRING  set for a while after a test event or a     relay.ratelimit
                                                  portal bulk replay (one per period)
+    {p}:replicated                       STRING  a counter written before each WAIT: its      relay.replicas
+                                                 offset covers every write before it
     {p}:ratelimit:{subject}:{window}     STRING  requests in one window; subjects     relay.ratelimit,
                                                  purchase:{client_id}[:{address}],   rate_limit.lua
                                                  auth-failed:{address}, link-failed:{address};
@@ -126,6 +128,7 @@ class Keys:
         self.subscriptions_due = f"{prefix}:subscriptions:due"
         self.audit = f"{prefix}:audit"
         self.audit_entries = f"{prefix}:audit:entries"
+        self.replicated = f"{prefix}:replicated"
 
     # --- catalogue ---------------------------------------------------------------------------------
 

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     redis_sentinels: str | None = None
     redis_sentinel_service: str = Field(default="relay", min_length=1, max_length=100)
     redis_sentinel_password: SecretStr | None = None
+    # Acknowledged means replicated: a write the relay acknowledges is first confirmed by this many
+    # replicas (WAIT) within the timeout in seconds, else 503 (relay.replicas).
+    redis_min_replicas_ack: int = Field(default=0, ge=0, le=100)
+    redis_ack_timeout: float = Field(default=1.0, gt=0, le=60)
     admin_token: SecretStr | None = None
     # The CLI's operator commands (dlq, purchases, events replay) talk to a running relay at this URL
     # over HTTP, with the admin token or a project's API key, instead of to Redis (it wins over
@@ -247,6 +251,15 @@ class Settings(BaseSettings):
             except ValueError as error:
                 reason = str(error).removeprefix("webhook_url ")
                 raise ValueError(f"RELAY_OPERATOR_WEBHOOK_URL: {reason}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _replicas_need_redis(self) -> Settings:
+        if self.redis_min_replicas_ack and self.embedded:
+            raise ValueError(
+                "RELAY_REDIS_MIN_REPLICAS_ACK: the embedded store has no replicas; set RELAY_REDIS_URL or "
+                "RELAY_REDIS_SENTINELS to a Redis with replicas, or leave it 0"
+            )
         return self
 
     @model_validator(mode="after")

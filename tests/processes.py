@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import socket
 import sys
 from dataclasses import dataclass
@@ -86,17 +87,27 @@ class PrivateRedis:
     """A redis-server of the test's own (with AOF unless ``appendonly=False``), that the test can
     kill, start again, or misconfigure."""
 
-    def __init__(self, processes: Processes, directory: Path, *, appendonly: bool = True) -> None:
+    def __init__(
+        self,
+        processes: Processes,
+        directory: Path,
+        *,
+        appendonly: bool = True,
+        name: str = "redis",
+        options: tuple[str, ...] = (),
+    ) -> None:
         self.processes = processes
         self.directory = directory
         self.appendonly = appendonly
+        self.name = name
+        self.options = options
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
         self.process = await self.processes.start(
-            "redis",
+            self.name,
             "--port",
             str(self.port),
             "--bind",
@@ -109,6 +120,7 @@ class PrivateRedis:
             "everysec",
             "--dir",
             str(self.directory),
+            *self.options,
             program=REDIS_SERVER,
         )
 
@@ -127,6 +139,99 @@ class PrivateRedis:
         """SIGKILL: no clean shutdown; only what the AOF had fsynced survives."""
         assert self.process is not None
         await self.processes.kill(self.process)
+
+    def pause(self) -> None:
+        """SIGSTOP: it holds its connections and answers nothing until ``resume``."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+
+class RedisCell:
+    """A primary ``redis-server`` with ``replicas`` replicas, watched by ``sentinels`` Sentinels
+    (``redis-server --sentinel``, quorum a majority) as the service ``relay``: all the test's own
+    processes on loopback, each in its own directory under ``directory``."""
+
+    SERVICE = "relay"
+
+    def __init__(
+        self,
+        processes: Processes,
+        directory: Path,
+        *,
+        replicas: int = 2,
+        sentinels: int = 3,
+        down_after_ms: int = 1000,
+    ) -> None:
+        self.processes = processes
+        self.directory = directory
+        self.down_after_ms = down_after_ms
+        # A replica syncs at once (Redis waits 5 s for more replicas to share a diskless sync).
+        prompt = ("--repl-diskless-sync-delay", "0")
+        self.nodes = [self._node("redis-primary", prompt)]
+        primary = (*prompt, "--replicaof", "127.0.0.1", str(self.nodes[0].port))
+        self.nodes += [self._node(f"redis-replica-{n}", primary) for n in range(1, replicas + 1)]
+        self.sentinel_ports = [free_port() for _ in range(sentinels)]
+
+    def _node(self, name: str, options: tuple[str, ...]) -> PrivateRedis:
+        place = self.directory / name
+        place.mkdir(parents=True)
+        return PrivateRedis(self.processes, place, name=name, options=options)
+
+    @property
+    def sentinels(self) -> str:
+        """RELAY_REDIS_SENTINELS for this cell."""
+        return ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+
+    async def start(self) -> None:
+        for node in self.nodes:
+            await node.start()
+        await eventually(self._replicated, timeout=20, what="every replica to sync with the primary")
+        quorum = len(self.sentinel_ports) // 2 + 1
+        for n, port in enumerate(self.sentinel_ports, 1):
+            place = self.directory / f"sentinel-{n}"
+            place.mkdir()
+            conf = place / "sentinel.conf"  # a Sentinel rewrites its own file: one each
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {place}\n"
+                f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.nodes[0].port} {quorum}\n"
+                f"sentinel down-after-milliseconds {self.SERVICE} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {self.SERVICE} 10000\n"
+                f"sentinel parallel-syncs {self.SERVICE} 1\n"
+            )
+            await self.processes.start(f"sentinel-{n}", str(conf), "--sentinel", program=REDIS_SERVER)
+        await eventually(self._watched, timeout=20, what="the Sentinels to see the primary and every replica")
+
+    async def _replicated(self) -> bool:
+        async with Redis(port=self.nodes[0].port, decode_responses=True) as primary:
+            info = await primary.info("replication")
+        online = [key for key, value in info.items() if key.startswith("slave") and "online" in str(value)]
+        return len(online) == len(self.nodes) - 1
+
+    async def _watched(self) -> bool:
+        for port in self.sentinel_ports:
+            try:
+                async with Redis(port=port, decode_responses=True) as sentinel:
+                    replicas = await sentinel.execute_command("SENTINEL", "REPLICAS", self.SERVICE)
+                    others = await sentinel.execute_command("SENTINEL", "SENTINELS", self.SERVICE)
+            except REDIS_DOWN:
+                return False
+            if len(replicas) < len(self.nodes) - 1 or len(others) < len(self.sentinel_ports) - 1:
+                return False
+        return True
+
+    async def primary_port(self) -> int:
+        """The port of the primary the first Sentinel names."""
+        async with Redis(port=self.sentinel_ports[0], decode_responses=True) as sentinel:
+            _, port = await sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.SERVICE)
+        return int(port)
+
+    def node(self, port: int) -> PrivateRedis:
+        [found] = [node for node in self.nodes if node.port == port]
+        return found
 
 
 async def wait_until_answering(

@@ -22,6 +22,7 @@ from relay.metrics import Metrics
 from relay.portal import PortalLinks
 from relay.ratelimit import FailedAuth, PurchaseLimit
 from relay.replay import Operations
+from relay.replicas import Replicas
 from relay.sessions import SessionStore
 from relay.settings import Settings
 from relay.store import Store
@@ -48,3 +49,4 @@ API_KEYS = web.AppKey("api_keys", ApiKeys)
 AUDIT = web.AppKey("audit", AuditLog)
 PORTAL_LINKS = web.AppKey("portal_links", PortalLinks)
 CATEGORIES = web.AppKey("categories", Categories)
+REPLICAS = web.AppKey("replicas", Replicas)  # confirms acknowledged writes (RELAY_REDIS_MIN_REPLICAS_ACK)

@@ -34,7 +34,7 @@ import structlog
 from aiohttp import web
 
 from relay.api.clients import client_address, limit_key
-from relay.api.context import METRICS, SETTINGS
+from relay.api.context import METRICS, REPLICAS, SETTINGS
 from relay.api.parsing import read_body
 from relay.errors import NotFound, Overloaded, RelayError, classify, report
 from relay.metrics import UNMATCHED
@@ -56,6 +56,7 @@ ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 IN_FLIGHT_BODIES = 256
 # One source address may hold at most this fraction of the budget (BodyBudget).
 ADDRESS_SHARE = 16
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CLIENT_GONE = 499  # nginx's "client closed request": the status the line gives a cancelled request
 
 
@@ -198,7 +199,15 @@ async def answered(
         if request.body_exists:
             settings = request.config_dict[SETTINGS]
             await read_body(request, deadline=settings.body_timeout, limit=settings.max_body_bytes)
-        return await handler(request)
+        try:
+            response = await handler(request)
+        except web.HTTPException as passing:
+            if passing.status < 400:  # a redirect after a form: it acknowledges the form's writes
+                await confirmed(request)
+            raise
+        if response.status < 400:
+            await confirmed(request)
+        return response
     except web.HTTPException as error:
         if error.status < 400:  # a redirect, not an error
             raise
@@ -207,6 +216,14 @@ async def answered(
         classified = classify(error)
         report(error, classified, log)
         return render(classified)
+
+
+async def confirmed(request: web.Request) -> None:
+    """Before a request that may have written is acknowledged (any method but GET, HEAD and
+    OPTIONS, answered below 400): its writes, and every write before them, confirmed by
+    RELAY_REDIS_MIN_REPLICAS_ACK replicas (``relay.replicas``); ``StoreUnavailable`` (503) else."""
+    if request.method not in SAFE_METHODS:
+        await request.config_dict[REPLICAS].confirm()
 
 
 def logged_path(path: str) -> str:

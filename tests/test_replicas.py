@@ -1,0 +1,223 @@
+"""Acknowledged means replicated (RELAY_REDIS_MIN_REPLICAS_ACK): a write the relay acknowledges is
+on the replicas first, else 503. Real redis-servers on loopback: a primary and a replica the test
+pauses (SIGSTOP) to make it stop confirming."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from relay.errors import StoreUnavailable
+from relay.metrics import Metrics
+from relay.replicas import Replicas
+from relay.settings import Settings
+from tests.console_client import console_client
+from tests.helpers import (
+    ADMIN_TOKEN,
+    TEST_ENCRYPTION_KEY,
+    Merchant,
+    StartRelay,
+    assert_error,
+    eventually,
+    open_shop,
+)
+from tests.processes import Processes, RedisCell, relay_cli
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def cell(tmp_path: Path) -> AsyncIterator[RedisCell]:
+    """A primary and one replica (no Sentinel)."""
+    processes = Processes(tmp_path, {})
+    found = RedisCell(processes, tmp_path, replicas=1, sentinels=0)
+    try:
+        await found.start()
+        yield found
+    finally:
+        await processes.kill_all()
+
+
+def confirms(replicas: Replicas) -> Callable[[], Awaitable[bool]]:
+    async def confirmed() -> bool:
+        try:
+            await replicas.confirm()
+        except StoreUnavailable:
+            return False
+        return True
+
+    return confirmed
+
+
+def primary_url(cell: RedisCell) -> str:
+    return cell.nodes[0].url
+
+
+async def test_confirmed_writes_are_on_the_replica_and_a_burst_shares_rounds(cell: RedisCell) -> None:
+    primary, replica = Redis.from_url(primary_url(cell)), Redis(port=cell.nodes[1].port)
+    metrics = Metrics()
+    replicas = Replicas(primary, replicas=1, timeout=1.0, marker="t:replicated", metrics=metrics)
+    try:
+        # Writes made on other connections, as the ingress's pipelines make them.
+        await asyncio.gather(*(primary.set(f"t:{n}", n) for n in range(200)))
+        await asyncio.gather(*(replicas.confirm() for _ in range(200)))
+        assert await replica.mget([f"t:{n}" for n in range(200)]) == [str(n).encode() for n in range(200)]
+        # 200 callers at once: the first round, and one more for everyone who came meanwhile.
+        assert replicas.rounds <= 2
+        assert metrics.registry.get_sample_value("relay_replica_waits_total", {"result": "confirmed"}) == (
+            replicas.rounds
+        )
+    finally:
+        await replicas.aclose()
+        await primary.aclose()
+        await replica.aclose()
+
+
+async def test_a_replica_that_does_not_confirm_is_503_within_the_timeout(cell: RedisCell) -> None:
+    primary = Redis.from_url(primary_url(cell))
+    metrics = Metrics()
+    replicas = Replicas(primary, replicas=1, timeout=0.3, marker="t:replicated", metrics=metrics)
+    wants_two = Replicas(primary, replicas=2, timeout=0.2, marker="t:replicated")
+    try:
+        await replicas.confirm()
+        cell.nodes[1].pause()
+        # A write on another connection: the round's own marker must carry WAIT past it.
+        await primary.set("t:late", "1")
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="not confirmed by 1 Redis replica"):
+            await replicas.confirm()
+        assert 0.3 <= time.monotonic() - started < 2.0
+        assert metrics.registry.get_sample_value("relay_replica_waits_total", {"result": "timeout"}) == 1
+        cell.nodes[1].resume()
+        await eventually(confirms(replicas), what="the replica to confirm again")
+        with pytest.raises(StoreUnavailable, match="not confirmed by 2 Redis replica"):
+            await wants_two.confirm()  # there is one
+    finally:
+        cell.nodes[1].resume()
+        await replicas.aclose()
+        await wants_two.aclose()
+        await primary.aclose()
+
+
+async def test_a_caller_that_goes_away_leaves_the_round_to_the_others(cell: RedisCell) -> None:
+    primary = Redis.from_url(primary_url(cell))
+    replicas = Replicas(primary, replicas=1, timeout=1.0, marker="t:replicated")
+    try:
+        cell.nodes[1].pause()
+        leaving = asyncio.create_task(replicas.confirm())
+        staying = asyncio.create_task(replicas.confirm())
+        await asyncio.sleep(0.05)
+        leaving.cancel()
+        cell.nodes[1].resume()
+        await staying
+        assert leaving.cancelled()
+    finally:
+        cell.nodes[1].resume()
+        await replicas.aclose()
+        await primary.aclose()
+
+
+async def test_with_none_asked_nothing_is_sent() -> None:
+    closed = Redis(port=1)  # nothing listens there: a round would fail
+    replicas = Replicas(closed, replicas=0, timeout=1.0, marker="t:replicated")
+    await replicas.confirm()
+    assert replicas.rounds == 0
+    await replicas.aclose()
+    await closed.aclose()
+
+
+async def test_what_the_relay_acknowledges_is_on_the_replica_or_503(
+    start_relay: StartRelay, merchant: Merchant, cell: RedisCell
+) -> None:
+    running = await start_relay(
+        redis_url=primary_url(cell), redis_min_replicas_ack=1, redis_ack_timeout=0.3, worker=False
+    )
+    api = running.api
+    shop = await open_shop(api, webhook_url=f"{merchant.url}/hook")
+    first, second = await shop.buy(), await shop.buy()
+    replica = Redis(port=cell.nodes[1].port, decode_responses=True)
+    try:
+        assert await api.pay(first) == {"status": "ok"}
+        # Answered 200: the replica already holds the payment.
+        assert await replica.hget(f"relay:purchase:{first['order_id']}", "status") == "paid"
+
+        async with console_client(running.url) as console:
+            await console.login()
+            csrf = await console.csrf()
+            cell.nodes[1].pause()
+            body = await api.callback(api.notification(second["order_id"], second["amount"]), expect=503)
+            assert_error(body, "StoreUnavailable", mentions="replica")
+            project_id = shop.project["id"]
+            body = await api.call(
+                "POST", f"/api/platform/projects/{project_id}/webhook-secret/rotate", expect=503
+            )
+            assert_error(body, "StoreUnavailable")
+            body = await api.call(
+                "POST",
+                "/api/platform/public-items/purchase",
+                json={
+                    "client_id": shop.project["client_id"],
+                    "item_id": shop.item["id"],
+                    "buyer_email": "b@example.com",
+                },
+                auth=False,
+                expect=503,
+            )
+            assert_error(body, "StoreUnavailable")
+            # A console form's redirect acknowledges its writes too: the HTML error page instead.
+            page = await console.post(
+                f"/console/projects/{project_id}/purchases/{first['order_id']}/retry",
+                {"csrf_token": csrf},
+                expect=503,
+            )
+            assert page.content_type == "text/html"
+            # Reads need no confirmation.
+            assert (await shop.purchase(first))["status"] == "paid"
+
+        cell.nodes[1].resume()
+        assert await api.pay(second) == {"status": "ok"}  # the gateway's resend
+        assert await replica.hget(f"relay:purchase:{second['order_id']}", "status") == "paid"
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{running.url}/metrics", headers=headers) as got,
+        ):
+            text = await got.text()
+        assert 'relay_replica_waits_total{result="timeout"}' in text
+    finally:
+        cell.nodes[1].resume()
+        await replica.aclose()
+
+
+async def test_the_cli_reports_a_write_the_replicas_did_not_confirm(cell: RedisCell) -> None:
+    env = {
+        "RELAY_REDIS_URL": primary_url(cell),
+        "RELAY_ENCRYPTION_KEYS": TEST_ENCRYPTION_KEY,
+        "RELAY_REDIS_MIN_REPLICAS_ACK": "1",
+        "RELAY_REDIS_ACK_TIMEOUT": "0.3",
+    }
+    confirmed = await relay_cli("dlq", "replay", "--all", **env)
+    assert confirmed.code == 0, confirmed.err
+    assert confirmed.out.splitlines()[-1] == "replayed 0"
+    cell.nodes[1].pause()
+    try:
+        refused = await relay_cli("dlq", "replay", "--all", **env)
+    finally:
+        cell.nodes[1].resume()
+    assert refused.code == 1
+    assert "not confirmed by 1 Redis replica" in refused.err
+    assert "Traceback" not in refused.err
+
+
+def test_the_embedded_store_has_no_replicas_to_wait_for() -> None:
+    with pytest.raises(ValueError, match="RELAY_REDIS_MIN_REPLICAS_ACK: the embedded store has no replicas"):
+        Settings(redis_min_replicas_ack=1)
+    assert Settings(redis_min_replicas_ack=1, redis_url="redis://127.0.0.1:6379/0").redis_ack_timeout == 1.0
+    with pytest.raises(ValueError, match="greater than 0"):
+        Settings(redis_ack_timeout=0)
