@@ -29,11 +29,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import arq
 from redis.asyncio import Redis
 
+from relay.errors import REDIS_DOWN
 from relay.models import OrderKind
 from tests.perf import harness
 from tests.perf.harness import (
@@ -239,6 +241,87 @@ class Bench:
                 self.add(f"p1_{kind}_ratio", results[kind]["rps"] / results["floor"]["rps"])
             self.add_latency("p1_relay", results["item"])
             self.add_latency("p1_floor", results["floor"])
+
+    # --- P1 with acknowledgements replicated (RELAY_REDIS_MIN_REPLICAS_ACK=1) ---------------------
+
+    async def p1_replicated(self) -> None:
+        """P1's item settlements with a replica of the bench Redis attached: the floor, ``relay
+        serve`` as P1 runs it, and ``relay serve`` answering 200 only once the replica confirmed
+        (RELAY_REDIS_MIN_REPLICAS_ACK=1: a WAIT per round of callbacks), in alternating order."""
+        plan = self.plan
+        print("P1 replicated: relay serve with RELAY_REDIS_MIN_REPLICAS_ACK=1 vs 0 vs the floor", flush=True)
+        replica = await self.start_replica()
+        try:
+            catalogue = await self.data.catalogue([f"{self.merchant}/hook"])
+            runs = ["floor", "ack0", "ack1"]
+            for rep in range(plan.reps):
+                self.busy()
+                results: dict[str, dict[str, Any]] = {}
+                for which in runs if rep % 2 == 0 else runs[::-1]:
+                    warm = await self.data.orders(OrderKind.ITEM, catalogue, plan.p1_warm)
+                    measured = await self.data.orders(OrderKind.ITEM, catalogue, plan.p1_bodies)
+                    warm_file = self.write_lines(
+                        f"p1r-{which}-warm-{rep}.jsonl", [self.data.notification(p) for p in warm]
+                    )
+                    body_file = self.write_lines(
+                        f"p1r-{which}-{rep}.jsonl", [self.data.notification(p) for p in measured]
+                    )
+                    if which == "floor":
+                        port = free_port()
+                        argv = [
+                            PYTHON,
+                            "-m",
+                            "tests.perf.floor",
+                            "--port",
+                            str(port),
+                            "--redis",
+                            self.redis_url,
+                        ]
+                        process = self.procs.start(f"p1r-floor-{rep}", argv, core=SERVER, env=self.env())
+                        url = f"http://127.0.0.1:{port}"
+                        await wait_http(f"{url}/readyz", process=process)
+                    else:
+                        process, url = await self.start_relay(
+                            "serve", name=f"p1r-serve-{which}-{rep}", RELAY_REDIS_MIN_REPLICAS_ACK=which[-1]
+                        )
+                    await self.wrk(f"{url}/callbacks/midtrans", warm_file, 1)
+                    result = await self.wrk(f"{url}/callbacks/midtrans", body_file, plan.p1_seconds)
+                    await asyncio.sleep(0.3)
+                    await self.procs.stop(process)
+                    results[which] = result
+                self.add("p1r_floor_rps", results["floor"]["rps"])
+                self.add("p1r_ack0_rps", results["ack0"]["rps"])
+                self.add("p1r_ack1_rps", results["ack1"]["rps"])
+                self.add("p1r_ratio", results["ack1"]["rps"] / results["floor"]["rps"])
+                self.add("p1r_wait_cost", results["ack1"]["rps"] / results["ack0"]["rps"])
+                self.add_latency("p1r_ack1", results["ack1"])
+                self.add_latency("p1r_ack0", results["ack0"])
+        finally:
+            await self.procs.stop(replica)
+
+    async def start_replica(self) -> subprocess.Popen[bytes]:
+        """A ``redis-server`` replicating the bench Redis, on core 0 with the load generator, once
+        it is in sync. (It replicates the whole server, every database.)"""
+        parts = urlsplit(self.redis_url)
+        port, place = free_port(), self.work / "replica"
+        place.mkdir(exist_ok=True)
+        argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(place)]
+        argv += ["--save", "", "--appendonly", "no"]
+        argv += ["--replicaof", parts.hostname or "127.0.0.1", str(parts.port or 6379)]
+        if parts.password:
+            argv += ["--masterauth", unquote(parts.password)]
+        process = self.procs.start("replica", argv, core=LOAD, env=self.env())
+        deadline = time.monotonic() + 60
+        async with Redis(port=port, decode_responses=True) as replica:
+            while time.monotonic() < deadline and process.poll() is None:
+                try:
+                    if (await replica.info("replication")).get("master_link_status") == "up":
+                        return process
+                except REDIS_DOWN:  # still starting
+                    pass
+                await asyncio.sleep(0.2)
+        tail = self.procs.tail("replica")
+        raise RuntimeError(f"the bench Redis's replica did not sync within 60 s:\n{tail}")
 
     # --- P7 builder read, by credential -------------------------------------------------------
 
@@ -658,6 +741,23 @@ def table(bench: Bench) -> str:
             f"| {m('p1_relay_p50_ms'):.1f} / {m('p1_relay_p99_ms'):.1f} "
             f"| {m('p1_floor_p50_ms'):.1f} / {m('p1_floor_p99_ms'):.1f} | | | |"
         )
+    if "p1r_ratio" in have:
+        rows.append(
+            "| P1 replicated: settlements/s answered once a replica confirmed them "
+            f"(RELAY_REDIS_MIN_REPLICAS_ACK=1) | {m('p1r_ack1_rps'):,.0f} "
+            f"| {m('p1r_floor_rps'):,.0f} (the floor, the replica attached) | {m('p1r_ratio'):.2f} | >= 0.7 "
+            f"| {verdict(m('p1r_ratio') >= 0.7)} |"
+        )
+        rows.append(
+            "| P1 replicated: the WAIT's cost, RELAY_REDIS_MIN_REPLICAS_ACK=1 vs 0 "
+            f"| {m('p1r_ack1_rps'):,.0f} | {m('p1r_ack0_rps'):,.0f} (=0, the replica attached) "
+            f"| {m('p1r_wait_cost'):.2f} | report | |"
+        )
+        rows.append(
+            f"| P1 replicated latency p50 / p99 at {bench.plan.p1_connections} connections, =1 / =0 (ms) "
+            f"| {m('p1r_ack1_p50_ms'):.1f} / {m('p1r_ack1_p99_ms'):.1f} "
+            f"| {m('p1r_ack0_p50_ms'):.1f} / {m('p1r_ack0_p99_ms'):.1f} | | | |"
+        )
     if "p7_ratio" in have:
         rows.append(
             "| P7 builder read: `GET /api/platform/projects/{id}`/s with a project API key (`rk_...`) "
@@ -756,7 +856,7 @@ async def main_async(args: argparse.Namespace) -> int:
     await data.flush()
     procs = Processes(work)
     bench = Bench(plan, args.redis_url, data, procs, work)
-    only = set(args.only.split(",")) if args.only else {"p1", "p7", "p2", "p4", "p5", "p6", "e2e"}
+    only = set(args.only.split(",")) if args.only else {"p1", "p1r", "p7", "p2", "p4", "p5", "p6", "e2e"}
     try:
         port, hang_port = free_port(), free_port("127.0.0.2")
         merchant = procs.start(
@@ -781,6 +881,8 @@ async def main_async(args: argparse.Namespace) -> int:
         started = time.monotonic()
         if "p1" in only:
             await bench.p1()
+        if "p1r" in only:
+            await bench.p1_replicated()
         if "p7" in only:
             await bench.p7()
         if "p2" in only:
@@ -852,7 +954,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 repetition, smaller N")
     parser.add_argument("--reps", type=int, default=0, help="repetitions (default 3, --quick 1)")
     parser.add_argument(
-        "--only", default="", help="comma-separated subset: p1,p7,p2,p4,p5,p6,e2e (p2 includes P3)"
+        "--only",
+        default="",
+        help="comma-separated subset: p1,p1r,p7,p2,p4,p5,p6,e2e (p2 includes P3; p1r: P1 with a replica)",
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/10", help="FLUSHED at start and end")
     args = parse_with_product(parser)
