@@ -7,7 +7,7 @@ clients, the stores, and arq's worker (``workers.arq_compat``) never close these
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -55,10 +55,14 @@ class Connections:
     redis: Redis
     arq: ArqRedis
     embedded: bool
+    # Through Sentinel: the clients that ask the Sentinels, closed with the pools.
+    sentinels: list[Redis] = field(default_factory=list)
 
     async def close(self) -> None:
         await self.redis.aclose(close_connection_pool=True)
         await self.arq.aclose(close_connection_pool=True)
+        for sentinel in self.sentinels:
+            await sentinel.aclose()
 
 
 def embedded_server() -> Any:
@@ -117,4 +121,6 @@ def _through_sentinels(settings: Settings) -> Connections:
     options = CLIENT_OPTIONS | {key: value for key, value in server.items() if value is not None}
     store_pool = hiredis_packed(SentinelConnectionPool(service, sentinel, decode_responses=True, **options))  # type: ignore[no-untyped-call]
     arq_pool = hiredis_packed(SentinelConnectionPool(service, sentinel, **options))  # type: ignore[no-untyped-call]
-    return Connections(Redis(connection_pool=store_pool), ArqRedis(arq_pool), embedded=False)
+    return Connections(
+        Redis(connection_pool=store_pool), ArqRedis(arq_pool), embedded=False, sentinels=sentinel.sentinels
+    )
