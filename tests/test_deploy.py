@@ -2,19 +2,24 @@
 
 The Kubernetes manifests are validated with kubernetes-validate (the upstream OpenAPI schemas, shipped
 in the package, strict: unknown fields fail); the KEDA resources, whose CRD schemas it does not
-ship, are checked field by field here. compose.yaml is validated against the compose-spec schema
-that check-jsonschema ships, and redis.conf is loaded by a real redis-server when one is installed.
+ship, are checked field by field here, and so is the optional Sentinel component (k8s/sentinel/),
+built into an overlay as its users would. compose.yaml and compose.sentinel.yaml are validated against
+the compose-spec schema that check-jsonschema ships; redis.conf is loaded by a real redis-server, and
+compose.sentinel.yaml's Redis nodes and Sentinels are booted by it on loopback and made to fail over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -27,9 +32,12 @@ import pytest
 import yaml
 from pydantic import ValidationError
 from redis.asyncio import Redis
+from redis.exceptions import AuthenticationError, ReadOnlyError, RedisError
 
+from relay.connections import open_connections
 from relay.settings import Settings
 from tests.helpers import StartRelay, eventually
+from tests.processes import free_port
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 K8S = DEPLOY / "k8s"
@@ -51,6 +59,43 @@ NOT_KUSTOMIZED = {"kustomization.yaml", "secret.example.yaml", "monitoring.yaml"
 SECRET_NAME = re.compile(r"REDIS_URL|TOKEN|_KEY$|KEYS$|SECRET|PASSWORD|CUSTOM_SOURCES")
 RELAY_NAME = re.compile(r"\bRELAY_[A-Z0-9_]*[A-Z0-9]\b")
 SECRET = "relay"
+SENTINEL_COMPOSE = "compose.sentinel.yaml"
+COMPOSE_FILES = ("compose.yaml", SENTINEL_COMPOSE)
+SENTINEL_PORT = 26379
+# Names KEDA's redis-sentinel scaler reads (https://keda.sh/docs/latest/scalers/redis-sentinel-lists/,
+# and the keda:"name=..." tags of its pkg/scalers/redis_scaler.go): those for a trigger's metadata
+# (secrets, which it would also take there, belong in the TriggerAuthentication), and a
+# TriggerAuthentication's parameters. KEDA ignores a misspelt name without a word.
+KEDA_SENTINEL_METADATA = {
+    "addresses",
+    "addressesFromEnv",
+    "hosts",
+    "ports",
+    "sentinelMaster",
+    "sentinelMasterFromEnv",
+    "usernameFromEnv",
+    "passwordFromEnv",
+    "sentinelUsernameFromEnv",
+    "sentinelPasswordFromEnv",
+    "listName",
+    "listLength",
+    "activationListLength",
+    "databaseIndex",
+    "enableTLS",
+    "unsafeSsl",
+}
+KEDA_SENTINEL_AUTHENTICATION = {
+    "addresses",
+    "hosts",
+    "ports",
+    "sentinelMaster",
+    "username",
+    "password",
+    "sentinelUsername",
+    "sentinelPassword",
+}
+# ${NAME}, ${NAME:?message}, ${NAME:-default}, as compose interpolates them ($$ is a literal $).
+INTERPOLATION = re.compile(r"\$\{(\w+)(?::?[?-][^}]*)?\}")
 
 
 def documents(path: Path) -> list[Any]:
@@ -81,9 +126,14 @@ def pod_spec(deployment: dict[str, Any]) -> dict[str, Any]:
     return dict(deployment["spec"]["template"]["spec"])
 
 
-def compose() -> dict[str, Any]:
-    [found] = documents(DEPLOY / "compose.yaml")
+def compose(name: str = "compose.yaml") -> dict[str, Any]:
+    [found] = documents(DEPLOY / name)
     return dict(found)
+
+
+def interpolated(text: str, values: Mapping[str, str]) -> str:
+    """``text`` as compose passes it on, its variables taken from ``values`` (KeyError for another)."""
+    return "$".join(INTERPOLATION.sub(lambda found: values[found[1]], part) for part in text.split("$$"))
 
 
 def dockerfile_uid() -> int:
@@ -141,13 +191,14 @@ def test_kustomization_applies_every_manifest_but_the_example_secret() -> None:
     assert set(kustomization["resources"]) == expected
 
 
-def kustomized() -> list[dict[str, Any]]:
-    """What ``kubectl kustomize deploy/k8s`` builds (Debian's kubectl package; .ci/run installs it)."""
+def kustomized(root: Path = K8S) -> list[dict[str, Any]]:
+    """What ``kubectl kustomize deploy/k8s`` (or ``root``) builds (Debian's kubectl package; .ci/run
+    installs it)."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.fail("no kubectl: apt-get install kubectl (.ci/run does)")
     built = subprocess.run(
-        [kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60, check=False
+        [kubectl, "kustomize", str(root)], capture_output=True, text=True, timeout=60, check=False
     )
     assert built.returncode == 0, built.stderr
     return [document for document in yaml.safe_load_all(built.stdout) if document is not None]
@@ -347,16 +398,117 @@ def test_keda_scales_the_workers_on_the_arq_queue() -> None:
     assert keys[parameters["address"]["key"]] == f"{url.hostname}:{url.port}"
 
 
+# --- Kubernetes: the Sentinel component ----------------------------------------------------------
+
+
+def with_sentinel_component(tmp_path: Path) -> list[dict[str, Any]]:
+    """What an overlay of the base plus the component k8s/sentinel builds, written as its comment
+    tells users to (kustomize refuses an overlay inside its base's directory)."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    base = os.path.relpath(K8S, overlay)
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [base],
+        "components": [f"{base}/sentinel"],
+    }
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    return kustomized(overlay)
+
+
+def built_one(built: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    [found] = [
+        manifest for manifest in built if (manifest["kind"], manifest["metadata"]["name"]) == (kind, name)
+    ]
+    return found
+
+
+def test_the_sentinel_component_is_no_part_of_the_base() -> None:
+    [component] = documents(K8S / "sentinel" / "kustomization.yaml")
+    assert (component["apiVersion"], component["kind"]) == ("kustomize.config.k8s.io/v1alpha1", "Component")
+    assert "resources" not in component, "the component adds no Redis or anything else: it patches"
+    patches = {patch["path"] for patch in component["patches"]}
+    assert patches == {path.name for path in (K8S / "sentinel").glob("*.yaml")} - {"kustomization.yaml"}
+    [kustomization] = documents(K8S / "kustomization.yaml")
+    assert "components" not in kustomization
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_sentinel_component_builds_and_validates_strictly(version: str, tmp_path: Path) -> None:
+    built = with_sentinel_component(tmp_path)
+    for manifest in built:
+        assert manifest["metadata"]["labels"]["app.kubernetes.io/part-of"] == "relay"
+        validated(manifest, version)
+    # The same objects as the base: patched, none added (no Redis StatefulSet), none lost.
+    names = {(manifest["kind"], manifest["metadata"]["name"]) for manifest in built}
+    assert names == {(manifest["kind"], manifest["metadata"]["name"]) for manifest in kustomized()}
+
+
+def test_the_sentinel_component_points_the_relay_and_keda_at_the_same_sentinels(
+    tmp_path: Path, clean_environment: None
+) -> None:
+    built = with_sentinel_component(tmp_path)
+    base = kustomized()
+    keys = example_secret()
+    config = built_one(built, "ConfigMap", "relay-config")["data"]
+    assert not [name for name in config if SECRET_NAME.search(name)], "a secret in the ConfigMap"
+    # Values the relay accepts: Sentinels, and acknowledged writes confirmed by one replica.
+    redis = {name: value for name, value in config.items() if name.startswith("RELAY_REDIS_")}
+    settings = Settings(**{name.removeprefix("RELAY_").lower(): value for name, value in redis.items()})
+    assert settings.sentinels
+    assert {port for _, port in settings.sentinels} == {SENTINEL_PORT}
+    assert settings.redis_min_replicas_ack == 1
+
+    for name in ("relay-ingress", "relay-worker"):
+        [container] = pod_spec(built_one(built, "Deployment", name))["containers"]
+        [before] = pod_spec(built_one(base, "Deployment", name))["containers"]
+        env = {variable["name"]: variable for variable in container["env"]}
+        assert set(env) == {variable["name"] for variable in before["env"]} | {
+            "RELAY_REDIS_SENTINEL_PASSWORD"
+        }
+        for variable in ("RELAY_REDIS_URL", "RELAY_REDIS_SENTINEL_PASSWORD"):
+            assert env[variable]["valueFrom"]["secretKeyRef"] == {"name": SECRET, "key": variable}
+            assert variable in keys, f"{variable} is not in secret.example.yaml"
+        assert {"configMapRef": {"name": "relay-config"}} in container["envFrom"]
+
+    [trigger] = built_one(built, "ScaledObject", "relay-worker")["spec"]["triggers"]
+    [before] = built_one(base, "ScaledObject", "relay-worker")["spec"]["triggers"]
+    assert trigger["type"] == "redis-sentinel"
+    metadata = trigger["metadata"]
+    assert set(metadata) <= KEDA_SENTINEL_METADATA, set(metadata) - KEDA_SENTINEL_METADATA
+    assert all(isinstance(value, str) for value in metadata.values()), "KEDA metadata values are strings"
+    assert metadata["listName"] == arq.constants.default_queue_name
+    assert metadata["listLength"] == before["metadata"]["listLength"]
+    # KEDA asks the Sentinels the relay asks, for the primary of the service the relay uses.
+    assert metadata["sentinelMaster"] == settings.redis_sentinel_service
+    addresses = {address.strip() for address in metadata["addresses"].split(",")}
+    assert addresses == {address.strip() for address in config["RELAY_REDIS_SENTINELS"].split(",")}
+    assert int(metadata["databaseIndex"]) == int(urlsplit(keys["RELAY_REDIS_URL"]).path.strip("/"))
+    assert metadata["enableTLS"] in {"true", "false"}
+
+    authentication = built_one(built, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+    parameters = {ref["parameter"]: ref for ref in authentication["spec"]["secretTargetRef"]}
+    assert set(parameters) <= KEDA_SENTINEL_AUTHENTICATION, set(parameters) - KEDA_SENTINEL_AUTHENTICATION
+    assert {"password", "sentinelPassword"} <= set(parameters)
+    for ref in parameters.values():
+        assert ref["name"] == SECRET
+        assert ref["key"] in keys
+    # The Sentinels' password is the relay's own setting, not a copy that could drift from it.
+    assert parameters["sentinelPassword"]["key"] == "RELAY_REDIS_SENTINEL_PASSWORD"
+
+
 # --- compose, Prometheus, Redis -----------------------------------------------------------------
 
 
-def test_compose_validates_against_the_compose_spec() -> None:
+@pytest.mark.parametrize("name", COMPOSE_FILES)
+def test_compose_validates_against_the_compose_spec(name: str) -> None:
     text = (
         resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_text()
     )
     schema = json.loads(text)
     validator = jsonschema.Draft202012Validator(schema)
-    errors = [f"{error.json_path}: {error.message}" for error in validator.iter_errors(compose())]
+    errors = [f"{error.json_path}: {error.message}" for error in validator.iter_errors(compose(name))]
     assert not errors
 
 
@@ -394,16 +546,20 @@ def parse_size(text: str) -> int:
     return int(number) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
 
 
-def test_compose_secrets_come_from_the_env_file() -> None:
-    """No literal secret in compose.yaml: only ${...} interpolations from deploy/.env."""
-    text = (DEPLOY / "compose.yaml").read_text()
+@pytest.mark.parametrize("file", COMPOSE_FILES)
+def test_compose_secrets_come_from_the_env_file(file: str) -> None:
+    """No literal secret in the compose files: only ${...} interpolations from deploy/.env, each
+    variable in env.example and required (``:?``) where it is first needed."""
+    text = (DEPLOY / file).read_text()
     assert "${REDIS_PASSWORD:?" in text
-    for service in compose()["services"].values():
+    for service in compose(file)["services"].values():
         for name, value in (service.get("environment") or {}).items():
             if SECRET_NAME.search(name):
                 assert "${" in str(value), f"{name} is a literal"
     example = (DEPLOY / "env.example").read_text()
-    assert re.search(r"^REDIS_PASSWORD=$", example, flags=re.M)
+    for variable in set(INTERPOLATION.findall(text.replace("$$", ""))):
+        assert "${" + variable + ":?" in text, f"{variable} is not required anywhere in {file}"
+        assert re.search(rf"^{variable}=$", example, flags=re.M), f"{variable} is not in env.example"
     assert re.search(r"^RELAY_ADMIN_TOKEN=$", example, flags=re.M)
     assert ".env" in (DEPLOY / ".gitignore").read_text().split()
 
@@ -472,6 +628,326 @@ async def test_redis_server_accepts_redis_conf(tmp_path: Path) -> None:
         if process.returncode is None:
             process.terminate()
         await process.wait()
+
+
+# --- compose with Sentinel ----------------------------------------------------------------------
+
+
+def sentinel_compose() -> dict[str, Any]:
+    return dict(compose(SENTINEL_COMPOSE)["services"])
+
+
+def redis_nodes(services: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: service
+        for name, service in services.items()
+        if service.get("command", [""])[0] == "redis-server"
+    }
+
+
+def sentinel_services(services: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: service
+        for name, service in services.items()
+        if service.get("command", [""])[0] == "sh" and "--sentinel" in sentinel_script(service)
+    }
+
+
+def option(command: list[str], name: str, count: int = 1) -> list[str]:
+    """The ``count`` words after ``name`` in a command line; [] without ``name``."""
+    if name not in command:
+        return []
+    at = command.index(name)
+    return command[at + 1 : at + 1 + count]
+
+
+def sentinel_script(service: dict[str, Any]) -> str:
+    command = service["command"]
+    assert command[:2] == ["sh", "-euc"], "a Sentinel's command is a shell script that writes its conf"
+    return str(command[2])
+
+
+def sentinel_conf(script: str) -> list[list[str]]:
+    """The lines of the configuration ``script`` writes (its here-document), as words."""
+    found = re.search(r"<<EOF\n(.*?)\nEOF\n", script, flags=re.S)
+    assert found, "no here-document in the Sentinel's script"
+    return [line.split() for line in found[1].splitlines() if line.strip()]
+
+
+def directive(conf: list[list[str]], *words: str) -> list[str]:
+    """What follows ``words`` on the one line of ``conf`` that starts with them."""
+    [found] = [line[len(words) :] for line in conf if tuple(line[: len(words)]) == words]
+    return found
+
+
+def assert_hardened(name: str, service: dict[str, Any]) -> None:
+    assert service["user"] not in {"root", "0"}, name
+    assert service["read_only"] is True, name
+    assert service["cap_drop"] == ["ALL"], name
+    assert "no-new-privileges:true" in service["security_opt"], name
+    assert service["healthcheck"]["test"][0] == "CMD-SHELL", name
+    assert "mem_limit" in service, name
+    assert "ports" not in service, f"{name} must not be published"
+    [data] = [volume for volume in service["volumes"] if volume.endswith(":/data")]
+    assert not data.startswith((".", "/")), f"{name}: /data is a named volume"
+
+
+def primary_of(nodes: dict[str, Any]) -> str:
+    [primary] = [name for name, node in nodes.items() if not option(node["command"], "--replicaof")]
+    return primary
+
+
+def test_the_sentinel_compose_runs_a_primary_two_replicas_and_three_sentinels() -> None:
+    services = sentinel_compose()
+    nodes, sentinels = redis_nodes(services), sentinel_services(services)
+    assert (len(nodes), len(sentinels)) == (3, 3)
+    primary = primary_of(nodes)
+    volumes = set()
+    for name, node in nodes.items():
+        command = node["command"]
+        # Every node is a full production Redis: redis.conf (AOF), its own volume, the same limits.
+        assert command[:2] == ["redis-server", "/usr/local/etc/redis/redis.conf"]
+        assert "./redis.conf:/usr/local/etc/redis/redis.conf:ro" in node["volumes"]
+        volumes.update(volume for volume in node["volumes"] if volume.endswith(":/data"))
+        if name != primary:
+            assert option(command, "--replicaof", 2) == [primary, "6379"]
+        # Any node may become a replica, and replicas are announced by name (a restart changes IPs).
+        assert option(command, "--replica-announce-ip") == [name]
+        for flag in ("--requirepass", "--masterauth"):
+            assert option(command, flag)[0].startswith("${REDIS_PASSWORD:?"), f"{name}: {flag}"
+        assert option(command, "--min-replicas-to-write") == ["1"]
+        assert 0 < int(option(command, "--min-replicas-max-lag")[0]) <= 10
+        assert parse_size(option(command, "--maxmemory")[0]) <= parse_size(node["mem_limit"]) * 0.7
+        assert_hardened(name, node)
+    assert len(volumes) == len(nodes), "each Redis node has a volume of its own"
+    assert redis_conf()["appendonly"] == "yes"
+
+    for name, sentinel in sentinels.items():
+        script = sentinel_script(sentinel)
+        conf = sentinel_conf(script)
+        service, host, port, quorum = directive(conf, "sentinel", "monitor")
+        assert (host, port) == (primary, "6379")
+        assert quorum == "2", "a majority of the three Sentinels"
+        assert directive(conf, "sentinel", "down-after-milliseconds", service) == ["5000"]
+        assert directive(conf, "sentinel", "failover-timeout", service) == ["60000"]
+        assert directive(conf, "sentinel", "parallel-syncs", service) == ["1"]
+        assert directive(conf, "sentinel", "auth-pass", service) == ["$$REDIS_PASSWORD"]
+        assert directive(conf, "requirepass") == ["$$SENTINEL_PASSWORD"]
+        assert directive(conf, "sentinel", "resolve-hostnames") == ["yes"]
+        assert directive(conf, "sentinel", "announce-hostnames") == ["yes"]
+        assert directive(conf, "sentinel", "announce-ip") == ["$$ANNOUNCE_HOSTNAME"]
+        assert directive(conf, "port") == [str(SENTINEL_PORT)]
+        # `resolve-hostnames yes` must come before the `sentinel monitor` line that names a host.
+        lines = [" ".join(line[:2]) for line in conf]
+        assert lines.index("sentinel resolve-hostnames") < lines.index("sentinel monitor")
+        environment = sentinel["environment"]
+        assert environment["ANNOUNCE_HOSTNAME"] == name
+        assert environment["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
+        assert environment["SENTINEL_PASSWORD"].startswith("${SENTINEL_PASSWORD:?")
+        # Sentinel rewrites its conf: it lives on the volume, written on the first start only.
+        assert "conf=/data/" in script
+        assert set(sentinel["depends_on"]) == {primary}
+        assert_hardened(name, sentinel)
+
+
+def test_the_sentinel_compose_points_the_relay_at_the_sentinels(clean_environment: None) -> None:
+    services = sentinel_compose()
+    nodes, sentinels = redis_nodes(services), sentinel_services(services)
+    [monitored] = {
+        directive(sentinel_conf(sentinel_script(s)), "sentinel", "monitor")[0] for s in sentinels.values()
+    }
+    single = compose()["services"]
+    values = {"REDIS_PASSWORD": "redis-password", "SENTINEL_PASSWORD": "sentinel-password"}
+    for name in ("ingress", "worker"):
+        service = services[name]
+        environment = service["environment"]
+        redis = {key: value for key, value in environment.items() if key.startswith("RELAY_REDIS_")}
+        settings = Settings(
+            **{
+                key.removeprefix("RELAY_").lower(): interpolated(value, values)
+                for key, value in redis.items()
+            }
+        )
+        assert sorted(settings.sentinels) == sorted((sentinel, SENTINEL_PORT) for sentinel in sentinels)
+        assert settings.redis_sentinel_service == monitored
+        assert settings.redis_sentinel_password is not None
+        assert settings.redis_sentinel_password.get_secret_value() == values["SENTINEL_PASSWORD"]
+        assert settings.redis_url is not None
+        assert urlsplit(settings.redis_url).password == values["REDIS_PASSWORD"]
+        # One replica of two: one may be down (maintenance, a resync) without 503s.
+        assert settings.redis_min_replicas_ack == 1 < len(nodes) - 1
+        assert service["depends_on"] == {sentinel: {"condition": "service_healthy"} for sentinel in sentinels}
+        # Otherwise the very services of compose.yaml.
+        others = {key: value for key, value in environment.items() if key not in redis}
+        assert others == {
+            key: value for key, value in single[name]["environment"].items() if key not in redis
+        }
+        assert {key: value for key, value in service.items() if key not in {"environment", "depends_on"}} == {
+            key: value for key, value in single[name].items() if key not in {"environment", "depends_on"}
+        }
+    assert services["prometheus"] == single["prometheus"]
+
+
+async def test_the_sentinel_compose_topology_boots_and_fails_over(
+    tmp_path: Path, clean_environment: None
+) -> None:
+    """compose.sentinel.yaml's Redis command lines and Sentinel script, run by the local redis-server
+    on loopback (service names mapped to 127.0.0.1 and ports of their own): the replicas follow the
+    primary, the Sentinels authenticate to each other and agree, the relay's settings from the file
+    reach the primary through them, and when the primary is killed a replica takes over with every
+    write a replica had confirmed, and the relay's connections follow it."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.fail("redis-server is not installed (.ci/run installs it)")
+    services = sentinel_compose()
+    nodes, sentinels = redis_nodes(services), sentinel_services(services)
+    primary = primary_of(nodes)
+    [monitored] = {
+        directive(sentinel_conf(sentinel_script(s)), "sentinel", "monitor")[0] for s in sentinels.values()
+    }
+    ports = {name: free_port() for name in [*nodes, *sentinels]}
+    values = {"REDIS_PASSWORD": secrets.token_urlsafe(16), "SENTINEL_PASSWORD": secrets.token_urlsafe(16)}
+    started: dict[str, asyncio.subprocess.Process] = {}
+    clients: list[Redis] = []
+    connections = None
+
+    async def start(name: str, *args: str) -> None:
+        with (tmp_path / f"{name}.log").open("wb") as log:
+            started[name] = await asyncio.create_subprocess_exec(
+                server, *args, stdout=log, stderr=asyncio.subprocess.STDOUT
+            )
+
+    def client(name: str, password: str) -> Redis:
+        clients.append(Redis(host="127.0.0.1", port=ports[name], password=password, decode_responses=True))
+        return clients[-1]
+
+    try:
+        for name, node in nodes.items():
+            directory = tmp_path / name
+            directory.mkdir()
+            args = [interpolated(arg, values) for arg in node["command"][1:]]
+            # A copy: Sentinel has the nodes rewrite their conf (CONFIG REWRITE) when it reconfigures
+            # them, which compose's read-only mount refuses, and which would change deploy/ here.
+            shutil.copyfile(DEPLOY / "redis.conf", directory / "redis.conf")
+            args[args.index("/usr/local/etc/redis/redis.conf")] = str(directory / "redis.conf")
+            args[args.index("--replica-announce-ip") + 1] = "127.0.0.1"
+            if "--replicaof" in args:
+                at = args.index("--replicaof")
+                args[at + 1 : at + 3] = ["127.0.0.1", str(ports[args[at + 1]])]
+            # The test's own: loopback, and no 5 s wait for more replicas before the first sync.
+            local = ["--port", str(ports[name]), "--bind", "127.0.0.1", "--dir", str(directory)]
+            await start(name, *args, *local, "--repl-diskless-sync-delay", "0")
+        first = client(primary, values["REDIS_PASSWORD"])
+
+        async def replicated() -> bool:
+            try:  # refused (NOREPLICAS) until a replica is in sync: min-replicas-to-write
+                await first.set("relay:probe", "1")
+                return int(await first.execute_command("WAIT", len(nodes) - 1, 100)) == len(nodes) - 1
+            except RedisError:
+                return False
+
+        await eventually(replicated, timeout=30, what="both replicas in sync with the primary")
+        replica = client(next(name for name in nodes if name != primary), values["REDIS_PASSWORD"])
+        with pytest.raises(ReadOnlyError):
+            await replica.set("relay:probe", "2")
+
+        for name, sentinel in sentinels.items():
+            directory = tmp_path / name
+            (directory / "bin").mkdir(parents=True)
+            # The service's own script, with /data in the test's directory and a stand-in for
+            # redis-server that records how it is called; run twice: the conf is written once.
+            stand_in = directory / "bin" / "redis-server"
+            stand_in.write_text(f'#!/bin/sh\necho "$@" > {directory}/called\n')
+            stand_in.chmod(0o755)
+            script = interpolated(sentinel_script(sentinel), values).replace("/data/", f"{directory}/")
+            environment = {key: interpolated(value, values) for key, value in sentinel["environment"].items()}
+            environment["PATH"] = f"{directory / 'bin'}:{os.environ['PATH']}"
+            conf = directory / "sentinel.conf"
+            for _ in range(2):
+                ran = subprocess.run(["sh", "-euc", script], env=environment, timeout=10, check=False)
+                assert ran.returncode == 0
+                assert (directory / "called").read_text().split() == [str(conf), "--sentinel"]
+                if not conf.read_text().endswith("# learnt\n"):
+                    written = conf.read_text()
+                    conf.write_text(written + "# learnt\n")  # as Sentinel rewrites it
+            assert conf.read_text() == written + "# learnt\n", "written on the first start only"
+            assert f"sentinel announce-ip {name}\n" in written
+            assert f"requirepass {values['SENTINEL_PASSWORD']}\n" in written
+            assert f"sentinel auth-pass {monitored} {values['REDIS_PASSWORD']}\n" in written
+            # The same conf on loopback.
+            lines = []
+            for line in written.splitlines():
+                words = line.split()
+                if words[0] == "port":
+                    words[1] = str(ports[name])
+                elif words[:2] == ["sentinel", "monitor"]:
+                    words[3:5] = ["127.0.0.1", str(ports[words[3]])]
+                elif words[:2] == ["sentinel", "announce-ip"]:
+                    words[2] = "127.0.0.1"
+                lines.append(" ".join(words))
+            conf.write_text("\n".join([*lines, "bind 127.0.0.1", f"dir {directory}", ""]))
+            await start(name, str(conf), "--sentinel")
+        watching = [client(name, values["SENTINEL_PASSWORD"]) for name in sentinels]
+
+        async def agreed() -> bool:
+            try:
+                for sentinel in watching:
+                    await sentinel.sentinel_ckquorum(monitored)
+                    if len(await sentinel.sentinel_slaves(monitored)) != len(nodes) - 1:
+                        return False
+                    if len(await sentinel.sentinel_sentinels(monitored)) != len(sentinels) - 1:
+                        return False
+            except RedisError:  # NOQUORUM, or not started yet
+                return False
+            return True
+
+        await eventually(agreed, timeout=30, what="the Sentinels to find the replicas and each other")
+        with pytest.raises(AuthenticationError):
+            await client(next(iter(sentinels)), "").ping()
+
+        # The relay, configured as the file configures the ingress (the Sentinels on loopback).
+        environment = services["ingress"]["environment"]
+        redis = {key: interpolated(value, values) for key, value in environment.items() if "REDIS" in key}
+        redis["RELAY_REDIS_SENTINELS"] = ",".join(f"127.0.0.1:{ports[name]}" for name in sentinels)
+        settings = Settings(**{key.removeprefix("RELAY_").lower(): value for key, value in redis.items()})
+        connections = open_connections(settings)
+        relay = connections.redis
+
+        async def acknowledged(key: str) -> bool:
+            """A write, and WAIT for the replicas the relay waits for before it answers."""
+            async with relay.pipeline(transaction=False) as pipe:
+                pipe.set(key, "1")
+                pipe.execute_command("WAIT", settings.redis_min_replicas_ack, 1000)
+                _, confirmed = await pipe.execute()
+            return int(confirmed) >= settings.redis_min_replicas_ack
+
+        assert await acknowledged("relay:before")
+        assert await first.get("relay:before") == "1", "the relay wrote to the primary"
+
+        # The primary is lost: after down-after-milliseconds two Sentinels agree, one promotes a
+        # replica, and the relay's pool, its connection to the dead primary broken, asks again.
+        started[primary].kill()
+
+        async def followed() -> bool:
+            try:
+                _, port = await watching[-1].sentinel_get_master_addr_by_name(monitored)
+                return int(port) != ports[primary] and await acknowledged("relay:after")
+            except RedisError:  # the old primary is gone, or the new one has no replica yet
+                return False
+
+        await eventually(followed, timeout=40, what="a new primary, that the relay writes to")
+        assert await relay.get("relay:before") == "1", "a write a replica confirmed survives the failover"
+    finally:
+        if connections is not None:
+            await connections.close()
+        for opened in clients:
+            await opened.aclose()
+        # SIGKILL: a Redis refuses SIGTERM while it writes its first AOF or cannot save.
+        for process in started.values():
+            if process.returncode is None:
+                process.kill()
+        for process in started.values():
+            await process.wait()
 
 
 # --- the image ----------------------------------------------------------------------------------
