@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool, Redis
 from redis.connection import HiredisRespSerializer
+from redis.exceptions import DataError
 from redis.utils import HIREDIS_AVAILABLE
 
 from relay.settings import Settings
@@ -37,14 +38,21 @@ class HiredisPacking:
     _packer = HiredisRespSerializer()
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        packed: list[bytes] = self._packer.pack(*args)
+        try:
+            packed: list[bytes] = self._packer.pack(*args)
+        except DataError:  # a type hiredis does not take (an int subclass): redis-py packs, or refuses
+            packed = super().pack_command(*args)  # type: ignore[misc]
         return packed
 
 
 def hiredis_packed(pool: ConnectionPool) -> ConnectionPool:
     """``pool``, its connections packing commands with hiredis (``HiredisPacking``) when it is
-    installed (the ``redis[hiredis]`` dependency)."""
-    if HIREDIS_AVAILABLE and not issubclass(pool.connection_class, HiredisPacking):
+    installed (the ``redis[hiredis]`` dependency) and strings are UTF-8, strictly (the default; a
+    URL may ask for another encoding, which only redis-py's packing applies)."""
+    options = pool.connection_kwargs
+    utf8 = str(options.get("encoding", "utf-8")).lower().replace("_", "-") in {"utf-8", "utf8"}
+    strict = options.get("encoding_errors", "strict") == "strict"
+    if HIREDIS_AVAILABLE and utf8 and strict and not issubclass(pool.connection_class, HiredisPacking):
         base = pool.connection_class
         pool.connection_class = type(f"Hiredis{base.__name__}", (HiredisPacking, base), {})
     return pool

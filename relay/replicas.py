@@ -30,6 +30,7 @@ log = structlog.get_logger("relay.replicas")
 
 # What a round's callers get: the number of replicas that confirmed, or why Redis could not be asked.
 Outcome = int | str
+UNAVAILABLE = "the store is unavailable; retry later"
 
 
 class Replicas:
@@ -75,8 +76,8 @@ class Replicas:
             return
         if self._next is None:
             self._next = asyncio.get_running_loop().create_future()
-            if self._running is None:
-                self._running = asyncio.create_task(self._rounds())
+        if self._running is None:
+            self._running = asyncio.create_task(self._rounds())
         # A caller that goes away leaves the round to the others.
         outcome = await asyncio.shield(self._next)
         if isinstance(outcome, str):
@@ -88,6 +89,7 @@ class Replicas:
             )
 
     async def _rounds(self) -> None:
+        waiting: asyncio.Future[Outcome] | None = None
         try:
             while self._next is not None:
                 # Who asked so far rides this round; who asks while it is out, the next.
@@ -95,6 +97,12 @@ class Replicas:
                 waiting.set_result(await self._round())
         finally:
             self._running = None
+            # Cancelled (the process stopping) mid-round: whoever waits gets a 503, not a hang,
+            # and the next caller starts the rounds again.
+            for left in (waiting, self._next):
+                if left is not None and not left.done():
+                    left.set_result(UNAVAILABLE)
+            self._next = None
 
     async def _round(self) -> Outcome:
         self.rounds += 1
@@ -108,7 +116,7 @@ class Replicas:
         except Exception as error:  # Redis away, a demoted primary, WAIT refused by an ACL: a 503 each
             self._count("error", started)
             log.warning("replicas_unasked", error=type(error).__name__, reply=str(error)[:80])
-            return "the store is unavailable; retry later"
+            return UNAVAILABLE
         outcome = int(confirmed)
         if outcome < self.replicas:
             log.warning("replicas_unconfirmed", confirmed=outcome, wanted=self.replicas)

@@ -123,6 +123,46 @@ async def test_a_caller_that_goes_away_leaves_the_round_to_the_others(cell: Redi
         await primary.aclose()
 
 
+async def test_callers_who_come_while_a_round_is_out_share_the_next_one(cell: RedisCell) -> None:
+    primary = Redis.from_url(primary_url(cell))
+    replicas = Replicas(primary, replicas=1, timeout=2.0, marker="t:replicated")
+    try:
+        cell.nodes[1].pause()  # the first round's WAIT stays out
+        first = asyncio.create_task(replicas.confirm())
+        await asyncio.sleep(0.1)
+        assert replicas.rounds == 1
+        later = [asyncio.create_task(replicas.confirm()) for _ in range(50)]
+        await asyncio.sleep(0.05)
+        cell.nodes[1].resume()
+        await asyncio.gather(first, *later)
+        assert replicas.rounds == 2
+    finally:
+        cell.nodes[1].resume()
+        await replicas.aclose()
+        await primary.aclose()
+
+
+async def test_rounds_cancelled_midway_leave_no_caller_hanging(cell: RedisCell) -> None:
+    primary = Redis.from_url(primary_url(cell))
+    replicas = Replicas(primary, replicas=1, timeout=2.0, marker="t:replicated")
+    try:
+        cell.nodes[1].pause()
+        waiting = [asyncio.create_task(replicas.confirm()) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        running = replicas._running
+        assert running is not None
+        running.cancel()  # as when the process stops
+        for caller in waiting:
+            with pytest.raises(StoreUnavailable):
+                await asyncio.wait_for(caller, timeout=1)
+        cell.nodes[1].resume()
+        await eventually(confirms(replicas), what="rounds to start again")
+    finally:
+        cell.nodes[1].resume()
+        await replicas.aclose()
+        await primary.aclose()
+
+
 async def test_with_none_asked_nothing_is_sent() -> None:
     closed = Redis(port=1)  # nothing listens there: a round would fail
     replicas = Replicas(closed, replicas=0, timeout=1.0, marker="t:replicated")
@@ -136,7 +176,7 @@ async def test_what_the_relay_acknowledges_is_on_the_replica_or_503(
     start_relay: StartRelay, merchant: Merchant, cell: RedisCell
 ) -> None:
     running = await start_relay(
-        redis_url=primary_url(cell), redis_min_replicas_ack=1, redis_ack_timeout=0.3, worker=False
+        redis_url=primary_url(cell), redis_min_replicas_ack=1, redis_ack_timeout=1.0, worker=False
     )
     api = running.api
     shop = await open_shop(api, webhook_url=f"{merchant.url}/hook")
@@ -193,6 +233,28 @@ async def test_what_the_relay_acknowledges_is_on_the_replica_or_503(
     finally:
         cell.nodes[1].resume()
         await replica.aclose()
+
+
+async def test_a_worker_sends_no_event_the_replicas_have_not_confirmed(
+    start_relay: StartRelay, merchant: Merchant, cell: RedisCell
+) -> None:
+    running = await start_relay(
+        redis_url=primary_url(cell), redis_min_replicas_ack=1, redis_ack_timeout=1.0, sweep_interval=1
+    )
+    api = running.api
+    shop = await open_shop(api, webhook_url=f"{merchant.url}/hook")
+    order = await shop.buy()
+    cell.nodes[1].pause()
+    try:
+        # Stored on the primary and queued, but not on the replica: answered 503, and not sent.
+        await api.callback(api.notification(order["order_id"], order["amount"]), expect=503)
+        await asyncio.sleep(2.5)  # the worker took the job, and the sweeper gave it back at least once
+        assert merchant.hits("/hook") == []
+    finally:
+        cell.nodes[1].resume()
+    assert await api.pay(order) == {"status": "ok"}  # the gateway's resend: the same event
+    await shop.wait_status(order, "delivered", timeout=20)
+    assert len({hit.headers["webhook-id"] for hit in merchant.hits("/hook")}) == 1
 
 
 async def test_the_cli_reports_a_write_the_replicas_did_not_confirm(cell: RedisCell) -> None:

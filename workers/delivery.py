@@ -24,7 +24,13 @@ from redis.exceptions import RedisError
 
 from relay import alerts
 from relay.endpoints import Endpoints
-from relay.errors import DeliveryError, PermanentDelivery, RetryableDelivery, SecretUndecryptable
+from relay.errors import (
+    DeliveryError,
+    PermanentDelivery,
+    RetryableDelivery,
+    SecretUndecryptable,
+    StoreUnavailable,
+)
 from relay.events import Alert, EventStore
 from relay.metrics import Metrics
 from relay.models import (
@@ -37,6 +43,7 @@ from relay.models import (
     response_excerpt,
     response_headers,
 )
+from relay.replicas import Replicas
 from relay.schema import Keys
 from relay.settings import Settings
 from relay.signing import webhook_headers
@@ -75,6 +82,8 @@ class Deps:
     clock: Callable[[], datetime]
     rng: Callable[[], float]
     limiter: HostLimiter
+    # Confirms an event is on RELAY_REDIS_MIN_REPLICAS_ACK replicas before it is sent (None: none).
+    replicas: Replicas | None = None
 
     @classmethod
     def over(
@@ -87,6 +96,7 @@ class Deps:
         metrics: Metrics,
         clock: Callable[[], datetime],
         rng: Callable[[], float],
+        replicas: Replicas | None = None,
     ) -> Deps:
         """A delivery's dependencies over ``stores``, its endpoint limits from ``settings``."""
         return cls(
@@ -100,6 +110,7 @@ class Deps:
             clock=clock,
             rng=rng,
             limiter=HostLimiter(settings.worker_host_concurrency, stuck_slots=settings.stuck_slots),
+            replicas=replicas,
         )
 
 
@@ -188,6 +199,10 @@ async def deliver(event_id: str, seq: int, *, deps: Deps) -> Outcome:
         return Outcome.STALE
     structlog.contextvars.bind_contextvars(event_id=event.id, order_id=event.order_id)
     try:
+        if deps.replicas is not None:
+            # Never send an event a failover could take back: its callback was answered 503 if the
+            # replicas did not confirm it, and the gateway's resend makes an event of another id.
+            await deps.replicas.confirm()
         return await _attempt(event, seq, deps)
     except SecretUndecryptable:
         return await _record(
@@ -201,7 +216,7 @@ async def deliver(event_id: str, seq: int, *, deps: Deps) -> Outcome:
             reason=DeadReason.SECRET_UNDECRYPTABLE,
             now=deps.clock(),
         )
-    except (RedisError, OSError):
+    except (RedisError, OSError, StoreUnavailable):
         raise  # the store failed: the task logs it, the outbox keeps the event for the sweeper
     except Exception as error:  # the edge of a delivery: a bug must not loop forever through arq
         log.exception("delivery_failed", error=type(error).__name__)

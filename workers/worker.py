@@ -29,8 +29,10 @@ from redis.exceptions import RedisError
 
 from relay.autopipeline import AutoPipelineRedis
 from relay.connections import Connections
+from relay.errors import StoreUnavailable
 from relay.metrics import Metrics
 from relay.models import utcnow
+from relay.replicas import Replicas
 from relay.settings import Settings
 from relay.stores import make_stores
 from relay.subscriptions import Timers
@@ -46,6 +48,7 @@ RETENTION = "relay_retention"
 TIMERS = "relay_subscription_timers"
 GATEWAY_HTTP = "relay_gateway_http"
 PIPELINED = "relay_pipelined_redis"
+REPLICAS = "relay_replicas"
 # Gateways' invoice APIs (Midtrans Snap) answer within this, or the renewal waits for the next sweep.
 GATEWAY_TIMEOUT = aiohttp.ClientTimeout(total=20)
 
@@ -53,8 +56,9 @@ GATEWAY_TIMEOUT = aiohttp.ClientTimeout(total=20)
 async def deliver_task(ctx: dict[str, Any], event_id: str, seq: int) -> str:
     try:
         return (await deliver(event_id, seq, deps=ctx[DEPS])).value
-    except (RedisError, OSError) as error:
-        # The store failed mid-bookkeeping: the outbox still holds the event, the sweeper retries it.
+    except (RedisError, OSError, StoreUnavailable) as error:
+        # The store failed mid-bookkeeping, or the replicas did not confirm the event: the outbox
+        # still holds it, the sweeper retries it.
         log.warning("delivery_bookkeeping_failed", event_id=event_id, error=type(error).__name__)
         return "store_unavailable"
 
@@ -132,8 +136,22 @@ def create_worker(
         ctx[GATEWAY_HTTP] = gateway_http = aiohttp.ClientSession(timeout=GATEWAY_TIMEOUT, trust_env=False)
         invoicer = await make_invoicer(settings, connections.redis, gateway_http)
         ctx[TIMERS] = Timers(stores.subscriptions, arq=connections.arq, invoicer=invoicer, metrics=metrics)
+        ctx[REPLICAS] = replicas = Replicas(
+            connections.redis,
+            replicas=settings.redis_min_replicas_ack,
+            timeout=settings.redis_ack_timeout,
+            marker=stores.keys.replicated,
+            metrics=metrics,
+        )
         ctx[DEPS] = Deps.over(
-            stores, arq=connections.arq, http=http, settings=settings, metrics=metrics, clock=clock, rng=rng
+            stores,
+            arq=connections.arq,
+            http=http,
+            settings=settings,
+            metrics=metrics,
+            clock=clock,
+            rng=rng,
+            replicas=replicas if settings.redis_min_replicas_ack else None,
         )
 
     async def shutdown(ctx: dict[str, Any]) -> None:
@@ -144,6 +162,8 @@ def create_worker(
             await ctx[GATEWAY_HTTP].close()
         if PIPELINED in ctx:
             await ctx[PIPELINED].aclose()
+        if REPLICAS in ctx:
+            await ctx[REPLICAS].aclose()
 
     step = max(1, int(settings.sweep_interval))
     return BatchWorker(
