@@ -15,8 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -43,7 +42,7 @@ from tests.helpers import (
     redis_url_for_tests,
     stores_on,
 )
-from tests.processes import Result, relay_cli
+from tests.processes import Processes, RedisCell, Result, relay_cli
 
 REDIS_FIXTURES = {"redis_url", "redis"}
 THROWAWAY_REDIS = pytest.StashKey[subprocess.Popen[bytes]]()
@@ -251,38 +250,20 @@ async def browser() -> AsyncIterator[Browser]:
         yield launched
 
 
-@dataclass(frozen=True)
-class SentinelCell:
-    """A primary ``redis-server`` watched by one Sentinel (``redis-server --sentinel``), on
-    loopback: the service ``relay``."""
-
-    primary_port: int
-    sentinel_port: int
-
-    @property
-    def sentinels(self) -> str:
-        return f"127.0.0.1:{self.sentinel_port}"
+@pytest.fixture
+async def processes(tmp_path: Path) -> AsyncIterator[Processes]:
+    """Subprocesses a test starts (redis-servers, relays), SIGKILLed at its end; their logs in
+    ``tmp_path``."""
+    found = Processes(tmp_path, {})
+    try:
+        yield found
+    finally:
+        await found.kill_all()
 
 
 @pytest.fixture
-def sentinel_cell(tmp_path: Path) -> Iterator[SentinelCell]:
-    binary = shutil.which("redis-server")
-    assert binary is not None, "the tests need redis-server installed (apt-get install redis-server)"
-    primary_port, sentinel_port = free_port(), free_port()
-    conf = tmp_path / "sentinel.conf"
-    conf.write_text(
-        f"port {sentinel_port}\nbind 127.0.0.1\ndir {tmp_path}\n"
-        f"sentinel monitor relay 127.0.0.1 {primary_port} 1\n"
-        "sentinel down-after-milliseconds relay 2000\n"
-    )
-    common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
-    primary = subprocess.Popen([binary, "--port", str(primary_port), *common], stdout=subprocess.DEVNULL)
-    sentinel = subprocess.Popen([binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL)
-    try:
-        for port, server in ((primary_port, primary), (sentinel_port, sentinel)):
-            assert answers(port, deadline=10.0, server=server), f"redis on {port} did not start"
-        yield SentinelCell(primary_port, sentinel_port)
-    finally:
-        for server in (sentinel, primary):
-            server.kill()
-            server.wait()
+async def sentinel_cell(processes: Processes, tmp_path: Path) -> RedisCell:
+    """A primary ``redis-server`` watched by one Sentinel, on loopback: the service ``relay``."""
+    cell = RedisCell(processes, tmp_path / "cell", replicas=0, sentinels=1)
+    await cell.start()
+    return cell

@@ -195,10 +195,7 @@ class Api:
         return dict(body["item"])
 
     async def buy(self, client_id: str, item_id: str, **fields: Any) -> dict[str, Any]:
-        payload = {"client_id": client_id, "item_id": item_id, "buyer_email": "buyer@example.com"}
-        body = await self.call(
-            "POST", "/api/platform/public-items/purchase", json=payload | fields, auth=False
-        )
+        body = await self.call("POST", PURCHASE, json=purchase_body(client_id, item_id, **fields), auth=False)
         return dict(body)
 
     async def purchase(self, project_id: str, order_id: str) -> dict[str, Any]:
@@ -238,6 +235,11 @@ class Api:
 
     async def dead_letter_ids(self, **query: Any) -> list[str]:
         return [row["event_id"] for row in (await self.dead_letters(**query))["dead_letters"]]
+
+
+def purchase_body(client_id: str, item_id: str, **fields: Any) -> dict[str, Any]:
+    """A buyer's purchase of ``item_id`` (``POST PURCHASE``)."""
+    return {"client_id": client_id, "item_id": item_id, "buyer_email": "buyer@example.com", **fields}
 
 
 def assert_error(body: Any, error: str, *, mentions: str | None = None) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,22 +24,22 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.helpers import Api, Merchant, eventually, make_settings, midtrans_key_of, verify
+from tests.helpers import (
+    PURCHASE,
+    Api,
+    Merchant,
+    eventually,
+    make_settings,
+    midtrans_key_of,
+    purchase_body,
+    verify,
+)
 from tests.processes import Processes, RedisCell, free_port, relay_env, wait_until_answering
 
 ORDERS = 240
 GATEWAYS = 12  # orders bought and paid at once
 KILL_AFTER = ORDERS // 3  # payments acknowledged before the primary dies
 RESEND = 0.2  # seconds a gateway waits before it sends again what was not answered 200
-
-
-@pytest.fixture
-async def processes(tmp_path: Path) -> AsyncIterator[Processes]:
-    found = Processes(tmp_path, {})
-    try:
-        yield found
-    finally:
-        await found.kill_all()
 
 
 @dataclass
@@ -73,13 +72,7 @@ class Gateway:
         while not orders.empty():
             orders.get_nowait()
             order = await self.until_200(
-                "POST",
-                "/api/platform/public-items/purchase",
-                json={
-                    "client_id": self.project["client_id"],
-                    "item_id": self.item["id"],
-                    "buyer_email": "buyer@example.com",
-                },
+                "POST", PURCHASE, json=purchase_body(self.project["client_id"], self.item["id"])
             )
             self.bought.append(order)
             notification = self.api.notification(order["order_id"], order["amount"])

@@ -4,7 +4,6 @@ the gateway's retry is accepted once it is back; the worker reconnects by itself
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -13,15 +12,6 @@ from redis.asyncio import Redis
 
 from tests.helpers import Api, Merchant, StartRelay, eventually, make_settings, midtrans_key_of
 from tests.processes import PrivateRedis, Processes, free_port, relay_env, wait_until_answering
-
-
-@pytest.fixture
-async def processes(tmp_path: Path) -> AsyncIterator[Processes]:
-    found = Processes(tmp_path, {})
-    try:
-        yield found
-    finally:
-        await found.kill_all()
 
 
 @pytest.mark.timeout(120)

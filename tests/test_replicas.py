@@ -20,28 +20,49 @@ from relay.settings import Settings
 from tests.console_client import console_client
 from tests.helpers import (
     ADMIN_TOKEN,
+    PURCHASE,
     TEST_ENCRYPTION_KEY,
     Merchant,
     StartRelay,
     assert_error,
     eventually,
     open_shop,
+    purchase_body,
 )
 from tests.processes import Processes, RedisCell, relay_cli
 
 pytestmark = pytest.mark.integration
+MARKER = "t:replicated"
 
 
 @pytest.fixture
-async def cell(tmp_path: Path) -> AsyncIterator[RedisCell]:
-    """A primary and one replica (no Sentinel)."""
-    processes = Processes(tmp_path, {})
-    found = RedisCell(processes, tmp_path, replicas=1, sentinels=0)
-    try:
-        await found.start()
-        yield found
-    finally:
-        await processes.kill_all()
+async def cell(processes: Processes, tmp_path: Path) -> AsyncIterator[RedisCell]:
+    """A primary and one replica (no Sentinel); the replica runs again at the end if paused."""
+    found = RedisCell(processes, tmp_path / "cell", replicas=1, sentinels=0)
+    await found.start()
+    yield found
+    found.nodes[1].resume()
+
+
+@pytest.fixture
+async def primary(cell: RedisCell) -> AsyncIterator[Redis]:
+    client = Redis.from_url(cell.nodes[0].url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def waits(primary: Redis) -> AsyncIterator[Callable[..., Replicas]]:
+    """Makes ``Replicas`` over the cell's primary (marker ``t:replicated``), closed at the end."""
+    made: list[Replicas] = []
+
+    def make(replicas: int = 1, timeout: float = 1.0, metrics: Metrics | None = None) -> Replicas:
+        made.append(Replicas(primary, replicas=replicas, timeout=timeout, marker=MARKER, metrics=metrics))
+        return made[-1]
+
+    yield make
+    for each in made:
+        await each.aclose()
 
 
 def confirms(replicas: Replicas) -> Callable[[], Awaitable[bool]]:
@@ -59,108 +80,86 @@ def primary_url(cell: RedisCell) -> str:
     return cell.nodes[0].url
 
 
-async def test_confirmed_writes_are_on_the_replica_and_a_burst_shares_rounds(cell: RedisCell) -> None:
-    primary, replica = Redis.from_url(primary_url(cell)), Redis(port=cell.nodes[1].port)
+async def test_confirmed_writes_are_on_the_replica_and_a_burst_shares_rounds(
+    cell: RedisCell, primary: Redis, waits: Callable[..., Replicas]
+) -> None:
     metrics = Metrics()
-    replicas = Replicas(primary, replicas=1, timeout=1.0, marker="t:replicated", metrics=metrics)
-    try:
-        # Writes made on other connections, as the ingress's pipelines make them.
-        await asyncio.gather(*(primary.set(f"t:{n}", n) for n in range(200)))
-        await asyncio.gather(*(replicas.confirm() for _ in range(200)))
+    replicas = waits(metrics=metrics)
+    # Writes made on other connections, as the ingress's pipelines make them.
+    await asyncio.gather(*(primary.set(f"t:{n}", n) for n in range(200)))
+    await asyncio.gather(*(replicas.confirm() for _ in range(200)))
+    async with Redis(port=cell.nodes[1].port) as replica:
         assert await replica.mget([f"t:{n}" for n in range(200)]) == [str(n).encode() for n in range(200)]
-        # 200 callers at once: the first round, and one more for everyone who came meanwhile.
-        assert replicas.rounds <= 2
-        assert metrics.registry.get_sample_value("relay_replica_waits_total", {"result": "confirmed"}) == (
-            replicas.rounds
-        )
-    finally:
-        await replicas.aclose()
-        await primary.aclose()
-        await replica.aclose()
+    # 200 callers at once: the first round, and one more for everyone who came meanwhile.
+    assert replicas.rounds <= 2
+    confirmed = metrics.registry.get_sample_value("relay_replica_waits_total", {"result": "confirmed"})
+    assert confirmed == replicas.rounds
 
 
-async def test_a_replica_that_does_not_confirm_is_503_within_the_timeout(cell: RedisCell) -> None:
-    primary = Redis.from_url(primary_url(cell))
+async def test_a_replica_that_does_not_confirm_is_503_within_the_timeout(
+    cell: RedisCell, primary: Redis, waits: Callable[..., Replicas]
+) -> None:
     metrics = Metrics()
-    replicas = Replicas(primary, replicas=1, timeout=0.3, marker="t:replicated", metrics=metrics)
-    wants_two = Replicas(primary, replicas=2, timeout=0.2, marker="t:replicated")
-    try:
+    replicas, wants_two = waits(timeout=0.3, metrics=metrics), waits(replicas=2, timeout=0.2)
+    await replicas.confirm()
+    cell.nodes[1].pause()
+    # A write on another connection: the round's own marker must carry WAIT past it.
+    await primary.set("t:late", "1")
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="not confirmed by 1 Redis replica"):
         await replicas.confirm()
-        cell.nodes[1].pause()
-        # A write on another connection: the round's own marker must carry WAIT past it.
-        await primary.set("t:late", "1")
-        started = time.monotonic()
-        with pytest.raises(StoreUnavailable, match="not confirmed by 1 Redis replica"):
-            await replicas.confirm()
-        assert 0.3 <= time.monotonic() - started < 2.0
-        assert metrics.registry.get_sample_value("relay_replica_waits_total", {"result": "timeout"}) == 1
-        cell.nodes[1].resume()
-        await eventually(confirms(replicas), what="the replica to confirm again")
-        with pytest.raises(StoreUnavailable, match="not confirmed by 2 Redis replica"):
-            await wants_two.confirm()  # there is one
-    finally:
-        cell.nodes[1].resume()
-        await replicas.aclose()
-        await wants_two.aclose()
-        await primary.aclose()
+    assert 0.3 <= time.monotonic() - started < 2.0
+    assert metrics.registry.get_sample_value("relay_replica_waits_total", {"result": "timeout"}) == 1
+    cell.nodes[1].resume()
+    await eventually(confirms(replicas), what="the replica to confirm again")
+    with pytest.raises(StoreUnavailable, match="not confirmed by 2 Redis replica"):
+        await wants_two.confirm()  # there is one
 
 
-async def test_a_caller_that_goes_away_leaves_the_round_to_the_others(cell: RedisCell) -> None:
-    primary = Redis.from_url(primary_url(cell))
-    replicas = Replicas(primary, replicas=1, timeout=1.0, marker="t:replicated")
-    try:
-        cell.nodes[1].pause()
-        leaving = asyncio.create_task(replicas.confirm())
-        staying = asyncio.create_task(replicas.confirm())
-        await asyncio.sleep(0.05)
-        leaving.cancel()
-        cell.nodes[1].resume()
-        await staying
-        assert leaving.cancelled()
-    finally:
-        cell.nodes[1].resume()
-        await replicas.aclose()
-        await primary.aclose()
+async def test_a_caller_that_goes_away_leaves_the_round_to_the_others(
+    cell: RedisCell, waits: Callable[..., Replicas]
+) -> None:
+    replicas = waits()
+    cell.nodes[1].pause()
+    leaving = asyncio.create_task(replicas.confirm())
+    staying = asyncio.create_task(replicas.confirm())
+    await asyncio.sleep(0.05)
+    leaving.cancel()
+    cell.nodes[1].resume()
+    await staying
+    assert leaving.cancelled()
 
 
-async def test_callers_who_come_while_a_round_is_out_share_the_next_one(cell: RedisCell) -> None:
-    primary = Redis.from_url(primary_url(cell))
-    replicas = Replicas(primary, replicas=1, timeout=2.0, marker="t:replicated")
-    try:
-        cell.nodes[1].pause()  # the first round's WAIT stays out
-        first = asyncio.create_task(replicas.confirm())
-        await asyncio.sleep(0.1)
-        assert replicas.rounds == 1
-        later = [asyncio.create_task(replicas.confirm()) for _ in range(50)]
-        await asyncio.sleep(0.05)
-        cell.nodes[1].resume()
-        await asyncio.gather(first, *later)
-        assert replicas.rounds == 2
-    finally:
-        cell.nodes[1].resume()
-        await replicas.aclose()
-        await primary.aclose()
+async def test_callers_who_come_while_a_round_is_out_share_the_next_one(
+    cell: RedisCell, waits: Callable[..., Replicas]
+) -> None:
+    replicas = waits(timeout=2.0)
+    cell.nodes[1].pause()  # the first round's WAIT stays out
+    first = asyncio.create_task(replicas.confirm())
+    await asyncio.sleep(0.1)
+    assert replicas.rounds == 1
+    later = [asyncio.create_task(replicas.confirm()) for _ in range(50)]
+    await asyncio.sleep(0.05)
+    cell.nodes[1].resume()
+    await asyncio.gather(first, *later)
+    assert replicas.rounds == 2
 
 
-async def test_rounds_cancelled_midway_leave_no_caller_hanging(cell: RedisCell) -> None:
-    primary = Redis.from_url(primary_url(cell))
-    replicas = Replicas(primary, replicas=1, timeout=2.0, marker="t:replicated")
-    try:
-        cell.nodes[1].pause()
-        waiting = [asyncio.create_task(replicas.confirm()) for _ in range(3)]
-        await asyncio.sleep(0.1)
-        running = replicas._running
-        assert running is not None
-        running.cancel()  # as when the process stops
-        for caller in waiting:
-            with pytest.raises(StoreUnavailable):
-                await asyncio.wait_for(caller, timeout=1)
-        cell.nodes[1].resume()
-        await eventually(confirms(replicas), what="rounds to start again")
-    finally:
-        cell.nodes[1].resume()
-        await replicas.aclose()
-        await primary.aclose()
+async def test_rounds_cancelled_midway_leave_no_caller_hanging(
+    cell: RedisCell, waits: Callable[..., Replicas]
+) -> None:
+    replicas = waits(timeout=2.0)
+    cell.nodes[1].pause()
+    waiting = [asyncio.create_task(replicas.confirm()) for _ in range(3)]
+    await asyncio.sleep(0.1)
+    running = replicas._running
+    assert running is not None
+    running.cancel()  # as when the process stops
+    for caller in waiting:
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(caller, timeout=1)
+    cell.nodes[1].resume()
+    await eventually(confirms(replicas), what="rounds to start again")
 
 
 async def test_with_none_asked_nothing_is_sent() -> None:
@@ -198,17 +197,8 @@ async def test_what_the_relay_acknowledges_is_on_the_replica_or_503(
                 "POST", f"/api/platform/projects/{project_id}/webhook-secret/rotate", expect=503
             )
             assert_error(body, "StoreUnavailable")
-            body = await api.call(
-                "POST",
-                "/api/platform/public-items/purchase",
-                json={
-                    "client_id": shop.project["client_id"],
-                    "item_id": shop.item["id"],
-                    "buyer_email": "b@example.com",
-                },
-                auth=False,
-                expect=503,
-            )
+            purchase = purchase_body(shop.project["client_id"], shop.item["id"])
+            body = await api.call("POST", PURCHASE, json=purchase, auth=False, expect=503)
             assert_error(body, "StoreUnavailable")
             # A console form's redirect acknowledges its writes too: the HTML error page instead.
             page = await console.post(

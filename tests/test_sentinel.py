@@ -7,13 +7,12 @@ import pytest
 from redis.asyncio import Redis
 
 from relay.settings import Settings
-from tests.conftest import SentinelCell
 from tests.helpers import HOOK, TEST_ENCRYPTION_KEY, Merchant, StartRelay, open_shop, wait_hits
-from tests.processes import relay_cli
+from tests.processes import RedisCell, relay_cli
 
 
 async def test_the_relay_and_the_cli_find_the_primary_through_the_sentinels(
-    start_relay: StartRelay, merchant: Merchant, sentinel_cell: SentinelCell
+    start_relay: StartRelay, merchant: Merchant, sentinel_cell: RedisCell
 ) -> None:
     running = await start_relay(redis_url=None, redis_sentinels=sentinel_cell.sentinels)
     shop = await open_shop(running.api, webhook_url=f"{merchant.url}{HOOK}")
@@ -21,7 +20,7 @@ async def test_the_relay_and_the_cli_find_the_primary_through_the_sentinels(
     await wait_hits(merchant, 1)
     assert (await shop.wait_status(order, "delivered"))["event_id"]
     # What was written is in the primary the Sentinel names.
-    primary = Redis(port=sentinel_cell.primary_port, decode_responses=True)
+    primary = Redis(port=await sentinel_cell.primary_port(), decode_responses=True)
     try:
         assert await primary.exists(f"relay:purchase:{order['order_id']}") == 1
     finally:
