@@ -104,13 +104,7 @@ def create_app(
         app[PORTAL_LINKS] = stores.portal_links
         app[CATEGORIES] = stores.categories
         app[ARQ] = connections.arq
-        app[REPLICAS] = replicas = Replicas(
-            connections.redis,
-            replicas=settings.redis_min_replicas_ack,
-            timeout=settings.redis_ack_timeout,
-            marker=stores.keys.replicated,
-            metrics=app[METRICS],
-        )
+        app[REPLICAS] = replicas = Replicas.configured(connections.redis, settings, metrics=app[METRICS])
         app[OPERATIONS] = Operations(stores, connections.arq, clock=clock, metrics=app[METRICS])
         sandbox_key: sandbox.SandboxKey | None = None
         loading: asyncio.Task[None] | None = None

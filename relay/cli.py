@@ -229,15 +229,9 @@ async def operations(settings: Settings, *, writes: bool = False) -> AsyncIterat
 
     connections = open_connections(settings)
     try:
-        stores = make_stores(connections.redis, settings)
-        yield Operations(stores, connections.arq)
+        yield Operations(make_stores(connections.redis, settings), connections.arq)
         if writes:
-            replicas = Replicas(
-                connections.redis,
-                replicas=settings.redis_min_replicas_ack,
-                timeout=settings.redis_ack_timeout,
-                marker=stores.keys.replicated,
-            )
+            replicas = Replicas.configured(connections.redis, settings)
             try:
                 await replicas.confirm()
             finally:

@@ -25,6 +25,8 @@ from redis.asyncio import ConnectionPool, Redis
 
 from relay.errors import StoreUnavailable
 from relay.metrics import Metrics
+from relay.schema import Keys
+from relay.settings import Settings
 
 log = structlog.get_logger("relay.replicas")
 
@@ -62,6 +64,17 @@ class Replicas:
         self.rounds = 0
         self._next: asyncio.Future[Outcome] | None = None
         self._running: asyncio.Task[None] | None = None
+
+    @classmethod
+    def configured(cls, client: Redis, settings: Settings, *, metrics: Metrics | None = None) -> Replicas:
+        """As RELAY_REDIS_MIN_REPLICAS_ACK and RELAY_REDIS_ACK_TIMEOUT say, over ``client``'s pool."""
+        return cls(
+            client,
+            replicas=settings.redis_min_replicas_ack,
+            timeout=settings.redis_ack_timeout,
+            marker=Keys(settings.key_prefix).replicated,
+            metrics=metrics,
+        )
 
     async def aclose(self) -> None:
         if self._running is not None:

@@ -136,13 +136,7 @@ def create_worker(
         ctx[GATEWAY_HTTP] = gateway_http = aiohttp.ClientSession(timeout=GATEWAY_TIMEOUT, trust_env=False)
         invoicer = await make_invoicer(settings, connections.redis, gateway_http)
         ctx[TIMERS] = Timers(stores.subscriptions, arq=connections.arq, invoicer=invoicer, metrics=metrics)
-        ctx[REPLICAS] = replicas = Replicas(
-            connections.redis,
-            replicas=settings.redis_min_replicas_ack,
-            timeout=settings.redis_ack_timeout,
-            marker=stores.keys.replicated,
-            metrics=metrics,
-        )
+        ctx[REPLICAS] = replicas = Replicas.configured(connections.redis, settings, metrics=metrics)
         ctx[DEPS] = Deps.over(
             stores,
             arq=connections.arq,
