@@ -29,6 +29,8 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from relay.connections import pool_of_its_own
+
 MAX_BATCH = 256
 Command = tuple[tuple[Any, ...], Mapping[str, Any]]
 Pending = tuple[list[Command], "asyncio.Future[list[Any]]"]
@@ -48,10 +50,7 @@ class Batcher:
         # A connection of its own, with one deadline per batch: on the shared pool's connections
         # redis-py arms a timer (socket_timeout) for every reply it reads, which cost more than
         # reading the reply. This pool holds one connection per batch in flight.
-        shared = client.connection_pool
-        options = dict(shared.connection_kwargs)
-        self.deadline: float | None = options.pop("socket_timeout", None)
-        self.pool = ConnectionPool(connection_class=shared.connection_class, **options)
+        self.pool, self.deadline = pool_of_its_own(client.connection_pool)
         self.batches_sent = 0
         self._closed = False
         self._pending: list[Pending] = []

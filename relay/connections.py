@@ -58,6 +58,15 @@ def hiredis_packed(pool: ConnectionPool) -> ConnectionPool:
     return pool
 
 
+def pool_of_its_own(shared: ConnectionPool, **options: Any) -> tuple[ConnectionPool, float | None]:
+    """A new pool to the same server as ``shared`` (its connection class and settings, ``options``
+    added), for a client that keeps its own connections (blocking ones, or with one deadline per
+    batch), and ``shared``'s socket timeout, which the new pool leaves to that client to apply."""
+    settings = dict(shared.connection_kwargs) | options
+    socket_timeout: float | None = settings.pop("socket_timeout", None)
+    return ConnectionPool(connection_class=shared.connection_class, **settings), socket_timeout
+
+
 @dataclass
 class Connections:
     redis: Redis

@@ -21,8 +21,9 @@ import math
 import time
 
 import structlog
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 
+from relay.connections import pool_of_its_own
 from relay.errors import StoreUnavailable
 from relay.metrics import Metrics
 from relay.schema import Keys
@@ -53,13 +54,9 @@ class Replicas:
         self.timeout = timeout
         self.marker = marker
         self.metrics = metrics
-        shared = client.connection_pool
-        options = dict(shared.connection_kwargs)
         # The read of WAIT's reply may take the whole timeout: the round has its own deadline.
-        socket_timeout = options.pop("socket_timeout", None) or 0.0
-        self.deadline = timeout + max(socket_timeout, 1.0)
-        options["max_connections"] = 1
-        self.pool = ConnectionPool(connection_class=shared.connection_class, **options)
+        self.pool, socket_timeout = pool_of_its_own(client.connection_pool, max_connections=1)
+        self.deadline = timeout + max(socket_timeout or 0.0, 1.0)
         self.client = Redis(connection_pool=self.pool)
         self.rounds = 0
         self._next: asyncio.Future[Outcome] | None = None
