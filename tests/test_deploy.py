@@ -35,6 +35,8 @@ from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, ReadOnlyError, RedisError
 
 from relay.connections import open_connections
+from relay.errors import StoreUnavailable
+from relay.replicas import Replicas
 from relay.settings import Settings
 from tests.helpers import StartRelay, eventually
 from tests.processes import free_port
@@ -811,6 +813,7 @@ async def test_the_sentinel_compose_topology_boots_and_fails_over(
     started: dict[str, asyncio.subprocess.Process] = {}
     clients: list[Redis] = []
     connections = None
+    replicas: Replicas | None = None
 
     async def start(name: str, *args: str) -> None:
         with (tmp_path / f"{name}.log").open("wb") as log:
@@ -913,14 +916,16 @@ async def test_the_sentinel_compose_topology_boots_and_fails_over(
         settings = Settings(**{key.removeprefix("RELAY_").lower(): value for key, value in redis.items()})
         connections = open_connections(settings)
         relay = connections.redis
+        replicas = Replicas.configured(relay, settings)
 
         async def acknowledged(key: str) -> bool:
-            """A write, and WAIT for the replicas the relay waits for before it answers."""
-            async with relay.pipeline(transaction=False) as pipe:
-                pipe.set(key, "1")
-                pipe.execute_command("WAIT", settings.redis_min_replicas_ack, 1000)
-                _, confirmed = await pipe.execute()
-            return int(confirmed) >= settings.redis_min_replicas_ack
+            """A write, confirmed by the replicas as the relay confirms one before it answers."""
+            await relay.set(key, "1")
+            try:
+                await replicas.confirm()
+            except StoreUnavailable:
+                return False
+            return True
 
         assert await acknowledged("relay:before")
         assert await first.get("relay:before") == "1", "the relay wrote to the primary"
@@ -939,6 +944,8 @@ async def test_the_sentinel_compose_topology_boots_and_fails_over(
         await eventually(followed, timeout=40, what="a new primary, that the relay writes to")
         assert await relay.get("relay:before") == "1", "a write a replica confirmed survives the failover"
     finally:
+        if replicas is not None:
+            await replicas.aclose()
         if connections is not None:
             await connections.close()
         for opened in clients:
