@@ -215,11 +215,7 @@ class Bench:
                 if which != "floor":
                     process, url = await self.start_relay("serve", name=f"p1-serve-{which}-{rep}")
                 else:
-                    port = free_port()
-                    argv = [PYTHON, "-m", "tests.perf.floor", "--port", str(port), "--redis", self.redis_url]
-                    process = self.procs.start(f"p1-floor-{rep}", argv, core=SERVER, env=self.env())
-                    url = f"http://127.0.0.1:{port}"
-                    await wait_http(f"{url}/readyz", process=process)
+                    process, url = await self.start_floor(f"p1-floor-{rep}")
                 await self.wrk(f"{url}/callbacks/midtrans", warm_file, 1)
                 before = await self.data.events.outbox_size()
                 result = await self.wrk(f"{url}/callbacks/midtrans", body_file, plan.p1_seconds)
@@ -267,19 +263,7 @@ class Bench:
                         f"p1r-{which}-{rep}.jsonl", [self.data.notification(p) for p in measured]
                     )
                     if which == "floor":
-                        port = free_port()
-                        argv = [
-                            PYTHON,
-                            "-m",
-                            "tests.perf.floor",
-                            "--port",
-                            str(port),
-                            "--redis",
-                            self.redis_url,
-                        ]
-                        process = self.procs.start(f"p1r-floor-{rep}", argv, core=SERVER, env=self.env())
-                        url = f"http://127.0.0.1:{port}"
-                        await wait_http(f"{url}/readyz", process=process)
+                        process, url = await self.start_floor(f"p1r-floor-{rep}")
                     else:
                         process, url = await self.start_relay(
                             "serve", name=f"p1r-serve-{which}-{rep}", RELAY_REDIS_MIN_REPLICAS_ACK=which[-1]
@@ -298,6 +282,15 @@ class Bench:
                 self.add_latency("p1r_ack0", results["ack0"])
         finally:
             await self.procs.stop(replica)
+
+    async def start_floor(self, name: str) -> tuple[subprocess.Popen[bytes], str]:
+        """The ingress floor (``tests/perf/floor.py``) on the server core, once it answers."""
+        port = free_port()
+        argv = [PYTHON, "-m", "tests.perf.floor", "--port", str(port), "--redis", self.redis_url]
+        process = self.procs.start(name, argv, core=SERVER, env=self.env())
+        url = f"http://127.0.0.1:{port}"
+        await wait_http(f"{url}/readyz", process=process)
+        return process, url
 
     async def start_replica(self) -> subprocess.Popen[bytes]:
         """A ``redis-server`` replicating the bench Redis, on core 0 with the load generator, once
